@@ -1,0 +1,254 @@
+"""The records a case travels through: Case -> Prompt -> Completion -> Judgement, and the run manifest.
+
+Records that go to disk are pydantic models with ``extra="forbid"`` so a typo or a stale field is an error,
+not a silent default. In-memory records are frozen dataclasses. Every record carries ``case_id``: stages
+are joined by key, never by position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+TaskKey = Literal["dd", "vra", "ll", "od", "kd", "cve", "rg", "cg"]
+TASK_KEYS: tuple[TaskKey, ...] = ("dd", "vra", "ll", "od", "kd", "cve", "rg", "cg")
+
+ErrorKind = Literal[
+    "rate_limit", "server", "timeout", "bad_request", "auth", "malformed", "connection", "refused", "empty"
+]
+# Failures of the infrastructure, never the model's answer: excluded from scores, retried by the next run.
+INFRA_ERROR_KINDS: frozenset[str] = frozenset(
+    {"rate_limit", "server", "timeout", "bad_request", "auth", "malformed", "connection"}
+)
+
+Outcome = Literal["ok", "unparseable", "refused", "empty", "infra_error"]
+ScoringMode = Literal["reference", "strict"]
+SCORING_MODES: tuple[ScoringMode, ...] = ("strict", "reference")
+
+
+class DiskRecord(BaseModel):
+    """Base for every record written to disk: frozen, and unknown fields are an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def short_hash(data: bytes, length: int = 10) -> str:
+    """A short, stable hex digest used inside ids."""
+    return hashlib.sha256(data).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One U2-Bench row, with its ground truth still in the dataset's own encoding.
+
+    ``columns`` keeps the raw text cells the task reads (never the images): ground truth is parsed by the
+    scorer, per scoring mode, because the reference and strict modes read it differently.
+    """
+
+    case_id: str
+    task: TaskKey
+    dataset_id: str
+    dataset_name: str
+    source_file: str
+    row_index: int
+    anatomy: str
+    scenario: str
+    truth: str | None
+    options: tuple[str, ...]
+    image: bytes
+    image_format: str
+    columns: Mapping[str, str | None] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def image_sha256(self) -> str:
+        return hashlib.sha256(self.image).hexdigest()
+
+    @property
+    def dataset_prompt(self) -> str | None:
+        return self.columns.get("prompt")
+
+    def meta(self) -> CaseMeta:
+        """The case without its image: what a run folder keeps so it can be re-scored offline."""
+        return CaseMeta(
+            case_id=self.case_id,
+            task=self.task,
+            dataset_id=self.dataset_id,
+            dataset_name=self.dataset_name,
+            source_file=self.source_file,
+            row_index=self.row_index,
+            anatomy=self.anatomy,
+            scenario=self.scenario,
+            truth=self.truth,
+            options=list(self.options),
+            image_sha256=self.image_sha256,
+            columns=dict(self.columns),
+        )
+
+
+class CaseMeta(DiskRecord):
+    """A Case minus its image bytes (``cases.jsonl`` in a run folder)."""
+
+    case_id: str
+    task: TaskKey
+    dataset_id: str
+    dataset_name: str
+    source_file: str
+    row_index: int
+    anatomy: str
+    scenario: str
+    truth: str | None
+    options: list[str]
+    image_sha256: str
+    columns: dict[str, str | None]
+
+
+@dataclass(frozen=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    data: bytes
+    media_type: str  # "image/png", "image/jpeg", ...
+
+
+ContentPart = TextPart | ImagePart
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered, provider-neutral prompt: optional system text plus ordered user parts."""
+
+    case_id: str
+    system: str | None
+    parts: tuple[ContentPart, ...]
+    template: str
+    template_sha256: str
+
+    @property
+    def text(self) -> str:
+        """All text parts joined, for logs, hashes and text-only adapters."""
+        return "\n".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    def fingerprint(self) -> str:
+        """sha256 over everything a model sees: system text, every part in order, image bytes."""
+        digest = hashlib.sha256()
+        digest.update(b"system\0" + (self.system or "").encode())
+        for part in self.parts:
+            if isinstance(part, TextPart):
+                digest.update(b"\0text\0" + part.text.encode())
+            else:
+                digest.update(b"\0image\0" + part.media_type.encode() + b"\0")
+                digest.update(hashlib.sha256(part.data).digest())
+        return digest.hexdigest()
+
+
+class GenerationConfig(DiskRecord):
+    """Sampling settings sent with every request; part of the store key."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    seed: int | None = None
+
+
+class ModelInfo(DiskRecord):
+    """Who answered: goes into the manifest and the store key."""
+
+    adapter: str
+    model: str
+    revision: str | None = None
+
+
+class Usage(DiskRecord):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class ImageSent(DiskRecord):
+    """What the model actually received, after any budgeted resize."""
+
+    width: int
+    height: int
+    bytes: int
+    media_type: str
+    resized: bool = False
+
+
+class Completion(DiskRecord):
+    """A model's answer to one case, or a classified failure. One line of ``responses.jsonl``."""
+
+    case_id: str
+    key: str
+    text: str | None = None
+    error: ErrorKind | None = None
+    error_message: str | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    latency_s: float = 0.0
+    attempts: int = 1
+    image_sent: ImageSent | None = None
+
+    @property
+    def is_infra_error(self) -> bool:
+        return self.error is not None and self.error in INFRA_ERROR_KINDS
+
+
+Value = str | float | None
+
+
+class Verdict(DiskRecord):
+    """One scoring mode's view of a case: what it parsed, the truth it compared against, and whether the
+    case counts in that mode's denominator."""
+
+    prediction: Value
+    truth: Value
+    counted: bool
+    correct: bool | None = None
+
+
+class Judgement(DiskRecord):
+    """The judged case: raw answer, parse outcome, and a verdict per scoring mode (``judgements.jsonl``)."""
+
+    case_id: str
+    task: TaskKey
+    dataset_id: str
+    anatomy: str
+    answer: str | None
+    outcome: Outcome
+    strict: Verdict
+    reference: Verdict
+
+
+class Manifest(DiskRecord):
+    """Provenance of a run: enough to say exactly what produced its numbers."""
+
+    u2eval_version: str
+    git_sha: str | None
+    git_dirty: bool | None
+    dataset: dict[str, str | None]
+    case_ids_sha256: str
+    n_cases: int
+    tasks: dict[str, str]
+    templates: dict[str, str]
+    prompt_source: str
+    prompt_variant: str
+    model: ModelInfo
+    generation: GenerationConfig
+    seed: int
+    limit: int | None
+    scoring_modes: list[str]
+    started_at: str
+    finished_at: str | None = None
+    timings: dict[str, float] = {}
+
+
+def freeze_columns(columns: Mapping[str, str | None]) -> Mapping[str, str | None]:
+    """An immutable view of a column mapping, for Case.columns."""
+    return MappingProxyType(dict(columns))

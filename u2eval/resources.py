@@ -1,0 +1,21 @@
+"""Where the data files that ship with u2eval live: the repository root in a source checkout, or
+``u2eval/_data`` inside an installed wheel (see the force-include in pyproject.toml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def resource_dir(name: str) -> Path:
+    """The ``tasks`` or ``prompts`` folder, whichever layout this install has."""
+    for candidate in (_PACKAGE / "_data" / name, _PACKAGE.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"u2eval data folder {name!r} not found next to {_PACKAGE}")
+
+
+def sample_dir() -> Path:
+    """The bundled synthetic sample, in the exact U2-Bench folder layout."""
+    return _PACKAGE / "sample"
