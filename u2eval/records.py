@@ -19,11 +19,20 @@ TaskKey = Literal["dd", "vra", "ll", "od", "kd", "cve", "rg", "cg"]
 TASK_KEYS: tuple[TaskKey, ...] = ("dd", "vra", "ll", "od", "kd", "cve", "rg", "cg")
 
 ErrorKind = Literal[
-    "rate_limit", "server", "timeout", "bad_request", "auth", "malformed", "connection", "refused", "empty"
+    "rate_limit",
+    "server",
+    "timeout",
+    "bad_request",
+    "auth",
+    "malformed",
+    "connection",
+    "missing",
+    "refused",
+    "empty",
 ]
 # Failures of the infrastructure, never the model's answer: excluded from scores, retried by the next run.
 INFRA_ERROR_KINDS: frozenset[str] = frozenset(
-    {"rate_limit", "server", "timeout", "bad_request", "auth", "malformed", "connection"}
+    {"rate_limit", "server", "timeout", "bad_request", "auth", "malformed", "connection", "missing"}
 )
 
 Outcome = Literal["ok", "unparseable", "refused", "empty", "infra_error"]
@@ -63,10 +72,11 @@ class Case:
     image: bytes
     image_format: str
     columns: Mapping[str, str | None] = field(default_factory=lambda: MappingProxyType({}))
+    image_digest: str = ""  # sha256 hex of ``image``, filled by the loader so it is computed once
 
     @property
     def image_sha256(self) -> str:
-        return hashlib.sha256(self.image).hexdigest()
+        return self.image_digest or hashlib.sha256(self.image).hexdigest()
 
     @property
     def dataset_prompt(self) -> str | None:
@@ -116,6 +126,7 @@ class TextPart:
 class ImagePart:
     data: bytes
     media_type: str  # "image/png", "image/jpeg", ...
+    sha256: str = ""  # hex digest of ``data`` when already known, so hashing happens once per image
 
 
 ContentPart = TextPart | ImagePart
@@ -145,7 +156,7 @@ class Prompt:
                 digest.update(b"\0text\0" + part.text.encode())
             else:
                 digest.update(b"\0image\0" + part.media_type.encode() + b"\0")
-                digest.update(hashlib.sha256(part.data).digest())
+                digest.update((part.sha256 or hashlib.sha256(part.data).hexdigest()).encode())
         return digest.hexdigest()
 
 
@@ -247,6 +258,15 @@ class Manifest(DiskRecord):
     started_at: str
     finished_at: str | None = None
     timings: dict[str, float] = {}
+    dispatch: dict[str, int] = {}
+    data_errors: list[str] = []
+
+
+class RunCase(DiskRecord):
+    """One line of a run's ``cases.jsonl``: the case without its image, and the store key of its request."""
+
+    key: str
+    case: CaseMeta
 
 
 def freeze_columns(columns: Mapping[str, str | None]) -> Mapping[str, str | None]:

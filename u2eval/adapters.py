@@ -1,0 +1,131 @@
+"""The adapter protocol, the explicit name -> module table, presets and ``provider/model`` resolution.
+
+An adapter is one module in ``model_adapters/`` exposing ``create(model: str, options: AdapterOptions)``
+that returns an object implementing :class:`ModelAdapter`. Adapters are imported lazily, only when chosen,
+so a missing SDK only matters for the adapter that needs it. Adapters never retry: the dispatcher does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from u2eval.errors import ConfigError
+from u2eval.records import Case, Completion, GenerationConfig, ModelInfo, Prompt
+
+# name -> (module, pip extra that provides its SDK, or None when it needs nothing extra).
+ADAPTERS: Mapping[str, tuple[str, str | None]] = {
+    "random": ("model_adapters.random", None),
+    "replay": ("model_adapters.replay", None),
+}
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "model_adapters" / "presets"
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """One case to answer: the rendered prompt, the case it came from, and its store key."""
+
+    key: str
+    case: Case
+    prompt: Prompt
+
+
+@dataclass(frozen=True)
+class AdapterOptions:
+    """What the run tells an adapter beyond its model name."""
+
+    generation: GenerationConfig = GenerationConfig()
+    seed: int = 0
+    base_url: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ModelAdapter(Protocol):
+    """A model back-end. ``generate`` answers a batch; per-request failures come back as Completions with
+    an ``error`` kind, and a whole-batch failure raises ``AdapterError`` for the dispatcher to classify."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    @property
+    def max_batch_size(self) -> int: ...
+
+    async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Preset(BaseModel):
+    """One evaluated model: which adapter, the exact model id, generation settings and adapter extras."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    adapter: str
+    model: str
+    description: str = ""
+    generation: GenerationConfig = GenerationConfig()
+    concurrency: int = 8
+    base_url: str | None = None
+    extra: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    adapter: str
+    model: str
+    preset: Preset | None
+
+
+def list_presets() -> list[Preset]:
+    presets = []
+    for path in sorted(PRESETS_DIR.glob("*.yaml")):
+        presets.append(load_preset(path))
+    return presets
+
+
+def load_preset(path: Path) -> Preset:
+    try:
+        return Preset.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"invalid preset {path}: {exc}") from exc
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    """``random``, ``replay/PATH``, ``openai/gpt-4o`` or a preset name -> adapter name and model id."""
+    preset_path = PRESETS_DIR / f"{spec}.yaml"
+    if preset_path.is_file():
+        preset = load_preset(preset_path)
+        _check_adapter(preset.adapter)
+        return ResolvedModel(preset.adapter, preset.model, preset)
+    adapter, _, model = spec.partition("/")
+    _check_adapter(adapter)
+    return ResolvedModel(adapter, model, None)
+
+
+def _check_adapter(name: str) -> None:
+    if name not in ADAPTERS:
+        raise ConfigError(
+            f"unknown model or adapter {name!r}; adapters: {', '.join(sorted(ADAPTERS))} "
+            "(see `u2eval models` for presets)"
+        )
+
+
+def create_adapter(resolved: ResolvedModel, options: AdapterOptions) -> ModelAdapter:
+    """Import the adapter's module only now, and turn a missing SDK into one actionable line."""
+    module_name, extra = ADAPTERS[resolved.adapter]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = f"pip install 'u2eval[{extra}]'" if extra else "reinstall u2eval"
+        raise ConfigError(f"adapter {resolved.adapter!r} cannot be loaded ({exc.name} missing): {hint}") from exc
+    adapter: ModelAdapter = module.create(resolved.model, options)
+    return adapter

@@ -1,0 +1,284 @@
+"""Orchestration only: stream cases, render, dispatch, store, judge, score, write the run folder.
+
+A run folder holds:
+    manifest.json      provenance (what produced the numbers), timings
+    cases.jsonl        every case of the run without its image, with its request key
+    responses.jsonl    the append-only response store
+    judgements.jsonl   one Judgement per case
+    summary.json/.md   the scores; a pure function of cases.jsonl + responses.jsonl
+
+``score_folder`` is the only way a summary is made, for ``u2eval run`` and ``u2eval score`` alike, which is
+why re-scoring reproduces a run's summary byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from u2eval.adapters import AdapterOptions, ModelRequest, create_adapter, resolve_model
+from u2eval.data import DataSource, count_cases, iter_cases, resolve_source
+from u2eval.dispatch import Dispatcher, DispatchOptions
+from u2eval.errors import ConfigError, DataError
+from u2eval.judging import judge
+from u2eval.prompts import PromptOptions, render, template_hashes, validate_templates
+from u2eval.provenance import git_state, ids_sha256, now_utc, version
+from u2eval.records import SCORING_MODES, Completion, GenerationConfig, Judgement, Manifest, RunCase
+from u2eval.report import write_summary
+from u2eval.scoring import Summary, summarise
+from u2eval.store import ResponseStore, request_key
+from u2eval.tasks import TaskSpec, get_task, select_tasks, task_sha256
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.json"
+CASES_FILE = "cases.jsonl"
+JUDGEMENTS_FILE = "judgements.jsonl"
+SUMMARY_FILE = "summary.json"
+
+ProgressHook = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    model: str
+    data: str = "sample"
+    revision: str | None = None
+    tasks: tuple[str, ...] | None = None
+    limit: int | None = None
+    seed: int = 0
+    out: Path | None = None
+    results_root: Path = Path("results")
+    prompt: PromptOptions = field(default_factory=PromptOptions)
+    concurrency: int | None = None
+    base_url: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    folder: Path
+    summary: Summary
+    manifest: Manifest
+    requested: int
+    reused: int
+    infra_errors: int
+    data_errors: tuple[str, ...]
+
+
+def default_folder(options: RunOptions) -> Path:
+    """A stable folder name, so running the same command again resumes instead of starting over."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", options.model).strip("-")
+    data = "sample" if options.data == "sample" else re.sub(r"[^A-Za-z0-9._-]+", "-", Path(options.data).name)
+    return options.results_root / f"{slug}__{data}__{options.prompt.name}__seed{options.seed}"
+
+
+def _generation(options: RunOptions, preset_generation: GenerationConfig | None) -> GenerationConfig:
+    base = preset_generation or GenerationConfig()
+    updates: dict[str, object] = {"seed": options.seed}
+    if options.max_tokens is not None:
+        updates["max_tokens"] = options.max_tokens
+    if options.temperature is not None:
+        updates["temperature"] = options.temperature
+    return base.model_copy(update=updates)
+
+
+class _CaseStream:
+    """Turns the dataset into requests for the cases the store cannot answer, recording every case."""
+
+    def __init__(
+        self,
+        source: DataSource,
+        tasks: tuple[TaskSpec, ...],
+        options: RunOptions,
+        key_of: Callable[..., str],
+        store: ResponseStore,
+        cases_out: Path,
+    ) -> None:
+        self.source, self.tasks, self.options = source, tasks, options
+        self.key_of, self.store, self.cases_out = key_of, store, cases_out
+        self.case_ids: list[str] = []
+        self.data_errors: list[str] = []
+        self.reused = 0
+        self.on_case: Callable[[], None] = lambda: None
+
+    def _error(self, error: DataError) -> None:
+        log.warning("skipped %s", error)
+        self.data_errors.append(str(error))
+
+    def __iter__(self) -> Iterator[ModelRequest]:
+        by_key = {t.key: t for t in self.tasks}
+        pending: set[str] = set()
+        with self.cases_out.open("w", encoding="utf-8") as out:
+            for case in iter_cases(self.source, self.tasks, on_error=self._error, limit=self.options.limit):
+                try:
+                    prompt = render(case, by_key[case.task], self.options.prompt)
+                except DataError as exc:
+                    self._error(exc)
+                    continue
+                key = self.key_of(prompt)
+                out.write(RunCase(key=key, case=case.meta()).model_dump_json() + "\n")
+                self.case_ids.append(case.case_id)
+                self.on_case()
+                if self.store.answered(key) or key in pending:
+                    self.reused += 1
+                    continue
+                pending.add(key)
+                yield ModelRequest(key=key, case=case, prompt=prompt)
+
+
+def run(options: RunOptions, progress: ProgressHook | None = None) -> RunResult:
+    """Evaluate one model on the chosen tasks, resuming whatever the run folder already holds."""
+    started, started_at = time.perf_counter(), now_utc()
+    tasks = select_tasks(options.tasks)
+    source = resolve_source(options.data, revision=options.revision)
+    resolved = resolve_model(options.model)
+    preset = resolved.preset
+    generation = _generation(options, preset.generation if preset else None)
+    adapter = create_adapter(
+        resolved,
+        AdapterOptions(
+            generation=generation,
+            seed=options.seed,
+            base_url=options.base_url or (preset.base_url if preset else None),
+            extra=preset.extra if preset else {},
+        ),
+    )
+    validate_templates(tasks, options.prompt)
+    folder = options.out or default_folder(options)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = adapter.info
+    total = count_cases(source, tasks, limit=options.limit)
+
+    with ResponseStore(folder) as store:
+        stream = _CaseStream(
+            source, tasks, options, lambda p: request_key(info, generation, p), store, folder / (CASES_FILE + ".part")
+        )
+        done = 0
+
+        def on_case() -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, total)
+
+        stream.on_case = on_case
+        concurrency = options.concurrency or (preset.concurrency if preset else 8)
+        dispatcher = Dispatcher(adapter, DispatchOptions(concurrency=concurrency))
+
+        async def go() -> None:
+            try:
+                await dispatcher.run(stream, store.append)
+            finally:
+                await adapter.aclose()
+
+        asyncio.run(go())
+    os.replace(folder / (CASES_FILE + ".part"), folder / CASES_FILE)
+    answered_at = time.perf_counter()
+
+    summary, judgements = score_folder(folder)
+    sha, dirty = git_state()
+    manifest = Manifest(
+        u2eval_version=version(),
+        git_sha=sha,
+        git_dirty=dirty,
+        dataset=source.manifest(),
+        case_ids_sha256=ids_sha256(stream.case_ids),
+        n_cases=len(stream.case_ids),
+        tasks={t.key: task_sha256(t.key) for t in tasks},
+        templates=template_hashes(tasks, options.prompt),
+        prompt_source=options.prompt.source,
+        prompt_variant=options.prompt.name,
+        model=info,
+        generation=generation,
+        seed=options.seed,
+        limit=options.limit,
+        scoring_modes=list(SCORING_MODES),
+        started_at=started_at,
+        finished_at=now_utc(),
+        timings={
+            "answer_s": round(answered_at - started, 3),
+            "score_s": round(time.perf_counter() - answered_at, 3),
+        },
+        dispatch={
+            "requests": dispatcher.stats.requests,
+            "reused": stream.reused,
+            "retries": dispatcher.stats.retries,
+            "infra_errors": dispatcher.stats.infra_errors,
+        },
+        data_errors=stream.data_errors,
+    )
+    write_json(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))
+    infra = sum(1 for j in judgements if j.outcome == "infra_error")
+    return RunResult(
+        folder=folder,
+        summary=summary,
+        manifest=manifest,
+        requested=dispatcher.stats.requests,
+        reused=stream.reused,
+        infra_errors=infra,
+        data_errors=tuple(stream.data_errors),
+    )
+
+
+def read_run_cases(folder: Path) -> list[RunCase]:
+    path = folder / CASES_FILE
+    if not path.is_file():
+        raise ConfigError(f"{folder} is not a u2eval run folder (no {CASES_FILE})")
+    cases = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                cases.append(RunCase.model_validate_json(line))
+            except ValidationError as exc:
+                raise ConfigError(f"{path}:{number}: unreadable case record ({exc.error_count()} errors)") from exc
+    return cases
+
+
+def judge_folder(folder: Path) -> list[Judgement]:
+    """Judge every case of a run from what is stored; a case with no stored answer is an infra error."""
+    store = ResponseStore(folder)
+    judgements = []
+    for run_case in read_run_cases(folder):
+        meta = run_case.case
+        completion = store.get(run_case.key)
+        if completion is None:
+            completion = Completion(
+                case_id=meta.case_id, key=run_case.key, error="missing", error_message="no answer stored"
+            )
+        elif completion.case_id != meta.case_id:
+            # Identical prompts share one stored answer; it is judged once per case.
+            completion = completion.model_copy(update={"case_id": meta.case_id})
+        judgements.append(judge(meta, completion, get_task(meta.task)))
+    return judgements
+
+
+def score_folder(folder: Path) -> tuple[Summary, list[Judgement]]:
+    """(Re-)score a run from its stored answers, without any model call, and rewrite its outputs."""
+    judgements = judge_folder(folder)
+    task_keys = {j.task for j in judgements}
+    tasks = tuple(t for t in select_tasks(None) if t.key in task_keys)
+    summary = summarise(judgements, tasks)
+    ordered = sorted(judgements, key=lambda j: j.case_id)
+    with (folder / JUDGEMENTS_FILE).open("w", encoding="utf-8") as out:
+        out.writelines(j.model_dump_json() + "\n" for j in ordered)
+    write_json(folder / SUMMARY_FILE, summary.model_dump(mode="json"))
+    write_summary(folder, summary)
+    return summary, judgements
+
+
+def write_json(path: Path, payload: object) -> None:
+    """Deterministic JSON (sorted keys, fixed indent), written atomically."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,110 @@
+"""The crash-safe response store: one append-only JSONL file per run folder.
+
+Each answer is appended (and flushed to disk) as soon as it arrives, keyed by a hash of the model identity,
+the generation settings and everything the model saw. A resumed run skips every key already answered, so a
+killed run loses at most the requests that were in flight. A later line for the same key wins, which is how
+an infra error is replaced by the answer of a retry. A line cut short by a crash is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+from pydantic import ValidationError
+
+from u2eval.records import Completion, GenerationConfig, ModelInfo, Prompt
+
+log = logging.getLogger(__name__)
+
+RESPONSES_FILE = "responses.jsonl"
+
+
+def request_key(model: ModelInfo, generation: GenerationConfig, prompt: Prompt) -> str:
+    """The store key: what would have to change for the model to give a different answer."""
+    identity = json.dumps(
+        {"model": model.model_dump(mode="json"), "generation": generation.model_dump(mode="json")},
+        sort_keys=True,
+    )
+    return hashlib.sha256(f"{identity}\0{prompt.fingerprint()}".encode()).hexdigest()[:32]
+
+
+class ResponseStore:
+    """Append-only store of Completions, loaded into a key -> Completion map when opened."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / RESPONSES_FILE
+        self.skipped_lines: list[int] = []
+        self._latest: dict[str, Completion] = {}
+        self._load()
+        self._handle: IO[str] | None = None
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("r", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    completion = Completion.model_validate_json(line)
+                except ValidationError:
+                    # A line cut by a crash mid-write (or damaged by hand): its request is simply asked again.
+                    self.skipped_lines.append(number)
+                    continue
+                self._latest[completion.key] = completion
+        if self.skipped_lines:
+            log.warning("%s: skipped unreadable line(s) %s", self.path, self.skipped_lines)
+            self._repair_tail()
+
+    def _repair_tail(self) -> None:
+        """Make sure the file ends with a newline, so the next append starts a fresh line."""
+        with self.path.open("rb+") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() == 0:
+                return
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+
+    def get(self, key: str) -> Completion | None:
+        return self._latest.get(key)
+
+    def answered(self, key: str) -> bool:
+        """True when the stored completion needs no new request (anything but an infra error)."""
+        completion = self._latest.get(key)
+        return completion is not None and not completion.is_infra_error
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+    def append(self, completions: Iterable[Completion]) -> None:
+        """Write completions and push them to disk before returning: what returns is durable."""
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("a", encoding="utf-8")
+        lines = []
+        for completion in completions:
+            lines.append(completion.model_dump_json(exclude_defaults=True) + "\n")
+            self._latest[completion.key] = completion
+        if not lines:
+            return
+        self._handle.write("".join(lines))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> ResponseStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
