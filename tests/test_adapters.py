@@ -1,0 +1,109 @@
+"""Adapter table, model resolution, the random baseline and replay of answers produced elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from u2eval.adapters import AdapterOptions, ModelRequest, create_adapter, resolve_model
+from u2eval.errors import ConfigError
+from u2eval.records import Case, Completion, Prompt, TextPart
+from u2eval.tasks import LOCATION_OPTIONS
+
+from model_adapters.random import SECTORS, guess
+
+
+def _case(task: str, dataset_id: str, i: int = 0, options: tuple[str, ...] = ()) -> Case:
+    return Case(
+        case_id=f"{task}/{dataset_id}/{i}/abc",
+        task=task,  # type: ignore[arg-type]
+        dataset_id=dataset_id,
+        dataset_name=f"{dataset_id}.x",
+        source_file=f"{dataset_id}.tsv",
+        row_index=i,
+        anatomy="x",
+        scenario="",
+        truth=None,
+        options=options,
+        image=b"",
+        image_format="png",
+    )
+
+
+def _request(case: Case) -> ModelRequest:
+    return ModelRequest(key=f"key-{case.case_id}", case=case, prompt=Prompt(case.case_id, None, (TextPart("q"),), "t", ""))
+
+
+def test_unknown_adapter_is_one_clear_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown model or adapter 'nosuch'"):
+        resolve_model("nosuch/model")
+
+
+def test_random_is_deterministic_per_seed_and_case() -> None:
+    case = _case("dd", "23", options=("normal", "benign", "malignant"))
+    assert guess(case, 0) == guess(case, 0)
+    answers = {guess(_case("dd", "23", i, ("normal", "benign", "malignant")), 0) for i in range(50)}
+    assert answers == {"normal", "benign", "malignant"}
+    assert [guess(_case("dd", "23", i, ("a", "b")), 1) for i in range(20)] != [
+        guess(_case("dd", "23", i, ("a", "b")), 2) for i in range(20)
+    ]
+
+
+def test_random_detection_is_uniform_over_the_nine_sectors() -> None:
+    counts = Counter(guess(_case("od", "37", i, LOCATION_OPTIONS), 0) for i in range(9000))
+    assert set(counts) == set(SECTORS) and "not visible" not in counts
+    assert all(900 < n < 1100 for n in counts.values())
+
+
+def test_random_regression_stays_in_the_dataset_range() -> None:
+    values = [float(guess(_case("cve", "18", i), 0)) for i in range(500)]
+    assert 10.0 <= min(values) < 15.0 and 70.0 < max(values) <= 75.0
+    assert all(guess(_case("cve", "57", i), 0).isdigit() for i in range(50))  # integer fat value
+
+
+def test_random_text_baseline_is_empty() -> None:
+    assert guess(_case("rg", "39"), 0) == ""
+
+
+def test_replay_from_jsonl_and_csv_with_missing_answers(tmp_path: Path) -> None:
+    cases = [_case("dd", "21", i, ("benign", "malignant")) for i in range(3)]
+    jsonl = tmp_path / "answers.jsonl"
+    jsonl.write_text(
+        json.dumps({"case_id": cases[0].case_id, "answer": "benign"})
+        + "\n"
+        + json.dumps({"case_id": cases[1].case_id, "answer": None})
+        + "\n"
+    )
+    csv_file = tmp_path / "answers.csv"
+    csv_file.write_text(f"case_id,response\n{cases[0].case_id},malignant\n")
+    for path, first in ((jsonl, "benign"), (csv_file, "malignant")):
+        adapter = create_adapter(resolve_model(f"replay/{path}"), AdapterOptions())
+        done: list[Completion] = asyncio.run(adapter.generate([_request(c) for c in cases]))
+        assert done[0].text == first and done[0].error is None
+        assert done[2].error == "missing" and done[2].is_infra_error
+    assert done[1].error == "missing"  # the CSV has no row for case 1
+
+
+def test_replay_official_files_join_by_row_order(tmp_path: Path) -> None:
+    folder = tmp_path / "official" / "ll" / "04"
+    folder.mkdir(parents=True)
+    rows = [{"id": str(i), "response": answer} for i, answer in enumerate(["center", "lower left", None])]
+    (folder / "preds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    adapter = create_adapter(resolve_model(f"replay/official:{tmp_path / 'official'}"), AdapterOptions())
+    assert adapter.info.model == "official:official"
+    cases = [_case("ll", "04", i) for i in range(4)]
+    done = asyncio.run(adapter.generate([_request(c) for c in cases]))
+    assert [c.text for c in done[:2]] == ["center", "lower left"]
+    assert done[2].error == "empty"  # a null response in the kit's file
+    assert done[3].error == "missing"
+
+
+def test_replay_rejects_a_file_without_an_answer_column(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"case_id": "x", "output": "y"}) + "\n")
+    with pytest.raises(ConfigError, match="no answer column"):
+        create_adapter(resolve_model(f"replay/{bad}"), AdapterOptions())
