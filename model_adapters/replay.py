@@ -90,7 +90,9 @@ def load_official_answers(root: Path) -> dict[tuple[str, str, int], str | None]:
         for dataset_dir in sorted(p for p in task_dir.iterdir() if p.is_dir()):
             for path in sorted(dataset_dir.glob("*.jsonl")):
                 for row, (number, record) in enumerate(_jsonl_records(path)):
-                    answers[(task_dir.name, dataset_dir.name, row)] = _answer_field(record, f"{path}:{number}")
+                    answers[(task_dir.name, dataset_dir.name, row)] = _answer_field(
+                        record, f"{path}:{number}"
+                    )
     if not answers:
         raise ConfigError(f"{root}: no official prediction files found under <task>/<dataset_id>/*.jsonl")
     return answers
@@ -147,11 +149,17 @@ class ReplayAdapter:
             case_id = request.case.case_id
             if not found:
                 completion = Completion(
-                    case_id=case_id, key=request.key, error="missing", error_message="no answer in replay source"
+                    case_id=case_id,
+                    key=request.key,
+                    error="missing",
+                    error_message="no answer in replay source",
                 )
             elif text is None:
                 completion = Completion(
-                    case_id=case_id, key=request.key, error="empty", error_message="null answer in replay source"
+                    case_id=case_id,
+                    key=request.key,
+                    error="empty",
+                    error_message="null answer in replay source",
                 )
             else:
                 completion = Completion(case_id=case_id, key=request.key, text=text)
@@ -164,5 +172,7 @@ class ReplayAdapter:
 
 def create(model: str, options: AdapterOptions) -> ReplayAdapter:
     if not model:
-        raise ConfigError("replay needs a source: replay/PATH (run folder, .jsonl, .csv) or replay/official:DIR")
+        raise ConfigError(
+            "replay needs a source: replay/PATH (run folder, .jsonl, .csv) or replay/official:DIR"
+        )
     return ReplayAdapter(model)

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from model_adapters.random import SECTORS, guess
 from u2eval.adapters import AdapterOptions, ModelRequest, create_adapter, resolve_model
 from u2eval.errors import ConfigError
 from u2eval.records import Case, Completion, Prompt, TextPart
 from u2eval.tasks import LOCATION_OPTIONS
-
-from model_adapters.random import SECTORS, guess
 
 
 def _case(task: str, dataset_id: str, i: int = 0, options: tuple[str, ...] = ()) -> Case:
@@ -35,7 +34,9 @@ def _case(task: str, dataset_id: str, i: int = 0, options: tuple[str, ...] = ())
 
 
 def _request(case: Case) -> ModelRequest:
-    return ModelRequest(key=f"key-{case.case_id}", case=case, prompt=Prompt(case.case_id, None, (TextPart("q"),), "t", ""))
+    return ModelRequest(
+        key=f"key-{case.case_id}", case=case, prompt=Prompt(case.case_id, None, (TextPart("q"),), "t", "")
+    )
 
 
 def test_unknown_adapter_is_one_clear_config_error() -> None:

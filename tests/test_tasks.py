@@ -9,7 +9,16 @@ from pydantic import ValidationError
 from u2eval.errors import ConfigError
 from u2eval.tasks import TaskSpec, all_tasks, get_task, select_tasks, tasks_dir
 
-OFFICIAL_WEIGHTS = {"dd": 0.20, "vra": 0.20, "ll": 0.07, "od": 0.27, "kd": 0.07, "cve": 0.07, "rg": 0.08, "cg": 0.04}
+OFFICIAL_WEIGHTS = {
+    "dd": 0.20,
+    "vra": 0.20,
+    "ll": 0.07,
+    "od": 0.27,
+    "kd": 0.07,
+    "cve": 0.07,
+    "rg": 0.08,
+    "cg": 0.04,
+}
 
 
 def test_eight_tasks_in_official_order_with_official_weights() -> None:

@@ -43,17 +43,25 @@ def _split(value: str | None) -> tuple[str, ...] | None:
 
 @app.command()
 def run(
-    model: Annotated[str, typer.Option("--model", "-m", help="random, replay/PATH, provider/model or a preset")],
-    data: Annotated[str, typer.Option(help="sample, a local folder in the U2-Bench layout, or hub[:REPO[@REV]]")] = (
-        "sample"
-    ),
-    tasks: Annotated[str | None, typer.Option(help="comma list of task keys, e.g. dd,ll (default: all 8)")] = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="random, replay/PATH, provider/model or a preset")
+    ],
+    data: Annotated[
+        str, typer.Option(help="sample, a local folder in the U2-Bench layout, or hub[:REPO[@REV]]")
+    ] = ("sample"),
+    tasks: Annotated[
+        str | None, typer.Option(help="comma list of task keys, e.g. dd,ll (default: all 8)")
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="at most N cases per source dataset")] = None,
     seed: Annotated[int, typer.Option(help="seed for sampling and the random baseline")] = 0,
     out_dir: Annotated[Path | None, typer.Option("--out", help="run folder (re-running it resumes)")] = None,
     revision: Annotated[str | None, typer.Option(help="dataset revision on the hub")] = None,
-    prompt_source: Annotated[str, typer.Option(help="ours or dataset (the TSV's own prompt column)")] = "ours",
-    no_anatomy: Annotated[bool, typer.Option("--no-anatomy", help="do not name the anatomy in prompts")] = False,
+    prompt_source: Annotated[
+        str, typer.Option(help="ours or dataset (the TSV's own prompt column)")
+    ] = "ours",
+    no_anatomy: Annotated[
+        bool, typer.Option("--no-anatomy", help="do not name the anatomy in prompts")
+    ] = False,
     concurrency: Annotated[int | None, typer.Option(min=1, help="requests in flight")] = None,
     base_url: Annotated[str | None, typer.Option(help="base URL of an OpenAI-compatible server")] = None,
 ) -> None:
@@ -78,7 +86,11 @@ def run(
         base_url=base_url,
     )
     with Progress(
-        TextColumn("[bold]cases"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+        TextColumn("[bold]cases"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
         transient=True,
     ) as bar:
         job = bar.add_task("cases", total=None)
@@ -88,7 +100,9 @@ def run(
         f"run folder: {result.folder}  (requested {result.requested}, reused {result.reused} stored answers)"
     )
     if result.data_errors:
-        console.print(f"[yellow]{len(result.data_errors)} corrupt row(s) skipped; see manifest.json data_errors")
+        console.print(
+            f"[yellow]{len(result.data_errors)} corrupt row(s) skipped; see manifest.json data_errors"
+        )
     if result.infra_errors:
         console.print(
             f"[red]{result.infra_errors} case(s) failed for infrastructure reasons; they are excluded from the "
@@ -124,7 +138,11 @@ def list_tasks(
         table.add_column(column)
     for spec in specs:
         table.add_row(
-            spec.key, spec.name, spec.capability, f"{spec.weight:.2f}", ", ".join(spec.dataset_ids),
+            spec.key,
+            spec.name,
+            spec.capability,
+            f"{spec.weight:.2f}",
+            ", ".join(spec.dataset_ids),
             str(counts.get(spec.key, 0)),
         )
     out.print(table)

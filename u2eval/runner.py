@@ -162,7 +162,12 @@ def run(options: RunOptions, progress: ProgressHook | None = None) -> RunResult:
 
     with ResponseStore(folder) as store:
         stream = _CaseStream(
-            source, tasks, options, lambda p: request_key(info, generation, p), store, folder / (CASES_FILE + ".part")
+            source,
+            tasks,
+            options,
+            lambda p: request_key(info, generation, p),
+            store,
+            folder / (CASES_FILE + ".part"),
         )
         done = 0
 
@@ -241,7 +246,9 @@ def read_run_cases(folder: Path) -> list[RunCase]:
             try:
                 cases.append(RunCase.model_validate_json(line))
             except ValidationError as exc:
-                raise ConfigError(f"{path}:{number}: unreadable case record ({exc.error_count()} errors)") from exc
+                raise ConfigError(
+                    f"{path}:{number}: unreadable case record ({exc.error_count()} errors)"
+                ) from exc
     return cases
 
 

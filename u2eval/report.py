@@ -1,0 +1,127 @@
+"""Human-readable views of a Summary: ``summary.md`` in the run folder and the table printed at the end.
+
+Both are pure renderings of ``summary.json``: nothing here computes a score.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from u2eval.summary import ModeSummary, Summary
+from u2eval.tasks import get_task
+
+SUMMARY_MD = "summary.md"
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _task_rows(summary: Summary) -> list[list[str]]:
+    strict, reference = summary.modes["strict"], summary.modes["reference"]
+    rows = []
+    for key in summary.tasks_run:
+        spec = get_task(key)
+        s, r = strict.tasks.get(key), reference.tasks.get(key)
+        parse = summary.parse.get(key)
+        infra = parse.outcomes.get("infra_error", 0) if parse else 0
+        rows.append(
+            [
+                key.upper(),
+                spec.name,
+                spec.primary_metric,
+                _fmt(s.score if s else None),
+                _fmt(r.score if r else None),
+                _fmt(parse.parse_rate if parse else None, 3),
+                str(parse.n_cases if parse else 0),
+                str(infra),
+            ]
+        )
+    return rows
+
+
+TASK_HEADER = [
+    "task",
+    "name",
+    "metric",
+    "strict score",
+    "reference score",
+    "parse rate",
+    "cases",
+    "infra errors",
+]
+
+
+def _u2_line(mode: ModeSummary) -> str:
+    parts = [f"U2-Score {_fmt(mode.u2_score)}"]
+    if mode.status == "partial":
+        parts.append(f"partial: missing {', '.join(t.upper() for t in mode.missing_tasks)}")
+        parts.append(f"over the tasks present {_fmt(mode.u2_over_present_tasks)}")
+    parts.append(f"sample-share weights {_fmt(mode.u2_sample_share)}")
+    return "; ".join(parts)
+
+
+def render_markdown(summary: Summary) -> str:
+    lines = ["# u2eval summary", ""]
+    if summary.status == "partial":
+        lines += [f"**Partial run**: not every task was evaluated ({', '.join(summary.tasks_run)} only).", ""]
+    for mode in ("strict", "reference"):
+        lines.append(
+            f"- **{mode}**{' (headline)' if mode == summary.headline_mode else ''}: {_u2_line(summary.modes[mode])}"
+        )
+    lines += ["", "## Tasks", "", "| " + " | ".join(TASK_HEADER) + " |", "|" + "---|" * len(TASK_HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in _task_rows(summary)]
+    lines += [
+        "",
+        "## Datasets (strict)",
+        "",
+        "| task | dataset | cases | counted | infra | metrics |",
+        "|---|---|---|---|---|---|",
+    ]
+    for d in summary.modes["strict"].datasets:
+        metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(d.metrics.items()))
+        lines.append(f"| {d.task} | {d.dataset_id} | {d.n_cases} | {d.n_counted} | {d.n_infra_errors} | {metrics} |")
+    if summary.differences:
+        lines += [
+            "",
+            "## Where strict and reference differ",
+            "",
+            "| task | dataset | metric | strict | reference | why |",
+        ]
+        lines.append("|---|---|---|---|---|---|")
+        for diff in summary.differences:
+            lines.append(
+                f"| {diff.task} | {diff.dataset_id} | {diff.primary_metric} | {_fmt(diff.strict_value)} | "
+                f"{_fmt(diff.reference_value)} | {'; '.join(diff.reasons)} |"
+            )
+    if summary.infra_error_case_ids:
+        lines += [
+            "",
+            f"## Infrastructure failures ({len(summary.infra_error_case_ids)}, excluded from scores)",
+            "",
+        ]
+        lines += [f"- `{case_id}`" for case_id in summary.infra_error_case_ids]
+    if summary.sacrebleu_signature:
+        lines += ["", f"sacreBLEU signature: `{summary.sacrebleu_signature}`"]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(folder: Path, summary: Summary) -> Path:
+    path = folder / SUMMARY_MD
+    path.write_text(render_markdown(summary), encoding="utf-8")
+    return path
+
+
+def print_summary(summary: Summary, console: Console) -> None:
+    table = Table(title="U2-Bench results")
+    for column in TASK_HEADER:
+        table.add_column(column, justify="right" if column not in ("task", "name", "metric") else "left")
+    for row in _task_rows(summary):
+        table.add_row(*row)
+    console.print(table)
+    for mode in ("strict", "reference"):
+        label = f"{mode}{' (headline)' if mode == summary.headline_mode else ''}"
+        console.print(f"[bold]{label}[/bold]: {_u2_line(summary.modes[mode])}")
