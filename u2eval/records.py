@@ -222,6 +222,7 @@ class Verdict(DiskRecord):
     truth: Value
     counted: bool
     correct: bool | None = None
+    skips_dataset: bool = False  # reference only: the official pipeline could not read this answer (facts §10.6)
 
 
 class Judgement(DiskRecord):

@@ -1,0 +1,169 @@
+"""The summary of a scored run: what ``summary.json`` holds, and the strict-vs-reference differences table.
+
+Everything here is deterministic: lists come in official task order then task-file dataset order, floats
+are rounded once when they are reported, non-finite values are reported as null, and nothing depends on
+time or input order, so the same judgements always give byte-identical JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from u2eval.records import ScoringMode
+
+REPORT_DECIMALS = 6
+_SAME = 1e-12  # values closer than this are the same number
+_ROUNDING = 5e-5 + _SAME  # the most 4-decimal rounding can move a value
+
+Status = Literal["complete", "partial"]
+
+
+def report_float(value: float | None, decimals: int = REPORT_DECIMALS) -> float | None:
+    """A float as reported: rounded, -0.0 folded into 0.0, and NaN / inf as None (JSON has neither)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, decimals) + 0.0
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatasetResult(_Frozen):
+    """One dataset's metrics in one mode. ``scored_under`` is the task whose mean it enters (None: it enters
+    none); ``quirk`` names the reference quirk that moved or removed it."""
+
+    task: str
+    dataset_id: str
+    n_cases: int
+    n_infra_errors: int
+    n_counted: int
+    metrics: dict[str, float | None]
+    scored_under: str | None
+    quirk: str | None = None
+
+
+class TaskResult(_Frozen):
+    """A task in one mode: per-dataset means of every metric, and the [0, 1] score that enters U2."""
+
+    task: str
+    weight: float
+    primary_metric: str
+    datasets: list[str]
+    metrics: dict[str, float | None]
+    score: float | None
+    filled: bool = False  # no results, filled in as the official table script does (reference quirk)
+
+
+class ModeSummary(_Frozen):
+    mode: ScoringMode
+    quirks: dict[str, bool]
+    status: Status
+    missing_tasks: list[str]
+    datasets: list[DatasetResult]
+    tasks: dict[str, TaskResult]
+    u2_score: float | None  # None when a task is missing and the mode does not fill it
+    u2_over_present_tasks: float | None  # official weights renormalised over the tasks with results
+    u2_sample_share: float | None  # tasks weighted by their share of the scored cases (secondary figure)
+
+
+class TaskOutcomes(_Frozen):
+    n_cases: int
+    outcomes: dict[str, int]
+    parse_rate: float | None  # ok / (all - infra errors)
+
+
+class Difference(_Frozen):
+    """A dataset whose strict and reference results differ, and why."""
+
+    task: str
+    dataset_id: str
+    primary_metric: str
+    strict_value: float | None
+    reference_value: float | None
+    strict_n_counted: int
+    reference_n_counted: int
+    strict_scored_under: str | None
+    reference_scored_under: str | None
+    differing_metrics: list[str]
+    reasons: list[str]
+
+
+class Summary(_Frozen):
+    schema_version: int = 1
+    headline_mode: ScoringMode = "strict"
+    status: Status
+    n_judgements: int
+    tasks_run: list[str]
+    modes: dict[str, ModeSummary]
+    parse: dict[str, TaskOutcomes]
+    infra_error_case_ids: list[str]
+    sacrebleu_signature: str | None
+    differences: list[Difference]
+
+
+def _differs(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return (a is None) != (b is None)
+    return abs(a - b) > _SAME
+
+
+def _metric_reasons(
+    name: str, s: float | None, r: float | None, same_counts: bool, reference_quirks: dict[str, bool]
+) -> list[str]:
+    if name == "macro_f1" and reference_quirks.get("f1_over_union"):
+        return ["f1_over_union: reference F1 averages over truth and predicted strings"]
+    if s is not None and r is not None and abs(s - r) <= _ROUNDING and reference_quirks.get("round_4dp"):
+        return ["round_4dp: reference rounds per-dataset metrics to 4 decimals"]
+    if same_counts:
+        return ["verdicts: the modes judged some answers differently"]
+    return []
+
+
+def differences(strict: ModeSummary, reference: ModeSummary, primary: dict[str, str]) -> list[Difference]:
+    """One row per dataset where the modes disagree on placement, denominator or any metric value."""
+    ref_rows = {(d.task, d.dataset_id): d for d in reference.datasets}
+    rows: list[Difference] = []
+    for s in strict.datasets:
+        r = ref_rows.get((s.task, s.dataset_id))
+        if r is None:
+            continue
+        reasons: list[str] = []
+        if s.scored_under != r.scored_under:
+            where = f"under {r.scored_under}" if r.scored_under else "nowhere"
+            reasons.append(f"{r.quirk or 'placement'}: averaged {where} in reference, under {s.scored_under} in strict")
+        same_counts = s.n_counted == r.n_counted
+        if not same_counts:
+            reasons.append(f"denominator: {s.n_counted} counted in strict, {r.n_counted} in reference")
+        differing = sorted(
+            name for name in set(s.metrics) | set(r.metrics) if _differs(s.metrics.get(name), r.metrics.get(name))
+        )
+        if r.scored_under is not None:  # a dataset the reference drops has no values to explain
+            for name in differing:
+                for reason in _metric_reasons(
+                    name, s.metrics.get(name), r.metrics.get(name), same_counts, reference.quirks
+                ):
+                    if reason not in reasons:
+                        reasons.append(reason)
+        if not reasons and not differing:
+            continue
+        metric = primary[s.task]
+        rows.append(
+            Difference(
+                task=s.task,
+                dataset_id=s.dataset_id,
+                primary_metric=metric,
+                strict_value=s.metrics.get(metric),
+                reference_value=r.metrics.get(metric),
+                strict_n_counted=s.n_counted,
+                reference_n_counted=r.n_counted,
+                strict_scored_under=s.scored_under,
+                reference_scored_under=r.scored_under,
+                differing_metrics=differing,
+                reasons=reasons,
+            )
+        )
+    return rows
