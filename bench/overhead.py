@@ -96,9 +96,7 @@ def measure(folder: Path) -> tuple[float, float, float, int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data"), help="where the synthetic sets live")
     parser.add_argument("--skip-double", action="store_true", help="skip the doubled set (RSS flatness)")
     args = parser.parse_args()
@@ -106,8 +104,7 @@ def main() -> int:
     ratio = wall / floor
     ok = ratio <= RATIO_TARGET and rss <= RSS_TARGET_MB
     print(
-        f"overhead ratio {ratio:.2f} (target <= {RATIO_TARGET}); "
-        f"peak RSS {rss:.0f} MB (target <= {RSS_TARGET_MB:.0f})"
+        f"overhead ratio {ratio:.2f} (target <= {RATIO_TARGET}); peak RSS {rss:.0f} MB (target <= {RSS_TARGET_MB:.0f})"
     )
     if not args.skip_double:
         _, _, rss2, _ = measure(ensure_dataset(args.data / "full-x2", 2))

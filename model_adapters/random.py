@@ -49,9 +49,7 @@ class RandomAdapter:
         return 4096
 
     async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]:
-        return [
-            Completion(case_id=r.case.case_id, key=r.key, text=guess(r.case, self._seed)) for r in requests
-        ]
+        return [Completion(case_id=r.case.case_id, key=r.key, text=guess(r.case, self._seed)) for r in requests]
 
     async def aclose(self) -> None:
         return None

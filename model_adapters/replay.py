@@ -90,9 +90,7 @@ def load_official_answers(root: Path) -> dict[tuple[str, str, int], str | None]:
         for dataset_dir in sorted(p for p in task_dir.iterdir() if p.is_dir()):
             for path in sorted(dataset_dir.glob("*.jsonl")):
                 for row, (number, record) in enumerate(_jsonl_records(path)):
-                    answers[(task_dir.name, dataset_dir.name, row)] = _answer_field(
-                        record, f"{path}:{number}"
-                    )
+                    answers[(task_dir.name, dataset_dir.name, row)] = _answer_field(record, f"{path}:{number}")
     if not answers:
         raise ConfigError(f"{root}: no official prediction files found under <task>/<dataset_id>/*.jsonl")
     return answers
@@ -172,7 +170,5 @@ class ReplayAdapter:
 
 def create(model: str, options: AdapterOptions) -> ReplayAdapter:
     if not model:
-        raise ConfigError(
-            "replay needs a source: replay/PATH (run folder, .jsonl, .csv) or replay/official:DIR"
-        )
+        raise ConfigError("replay needs a source: replay/PATH (run folder, .jsonl, .csv) or replay/official:DIR")
     return ReplayAdapter(model)

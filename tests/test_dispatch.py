@@ -81,9 +81,7 @@ def _run(adapter: ModelAdapter, n: int, options: DispatchOptions) -> tuple[list[
 def test_transient_failures_are_retried_and_wait_what_retry_after_says() -> None:
     adapter = ScriptedAdapter(failures=2)
     started = time.perf_counter()
-    done, dispatcher = _run(
-        adapter, 1, DispatchOptions(concurrency=1, backoff_initial_s=0.01, max_attempts=4)
-    )
+    done, dispatcher = _run(adapter, 1, DispatchOptions(concurrency=1, backoff_initial_s=0.01, max_attempts=4))
     elapsed = time.perf_counter() - started
     assert [c.text for c in done] == ["benign"]
     assert done[0].attempts == 3
@@ -95,9 +93,7 @@ def test_transient_failures_are_retried_and_wait_what_retry_after_says() -> None
 def test_persistent_failure_becomes_an_infra_error_after_bounded_attempts() -> None:
     error = AdapterError("HTTP 429", kind="rate_limit", retryable=True)
     adapter = ScriptedAdapter(failures=99, error=error)
-    done, dispatcher = _run(
-        adapter, 2, DispatchOptions(concurrency=2, backoff_initial_s=0.01, max_attempts=3)
-    )
+    done, dispatcher = _run(adapter, 2, DispatchOptions(concurrency=2, backoff_initial_s=0.01, max_attempts=3))
     assert {c.case_id for c in done} == {"dd/21/0/x", "dd/21/1/x"}
     assert all(c.error == "rate_limit" and c.is_infra_error and c.text is None for c in done)
     assert all(c.attempts == 3 for c in done)
@@ -116,9 +112,7 @@ def test_non_retryable_failure_is_not_retried() -> None:
 def test_hang_past_the_timeout_is_a_timeout_error() -> None:
     adapter = ScriptedAdapter(failures=0, delay_s=5.0)
     started = time.perf_counter()
-    done, _ = _run(
-        adapter, 1, DispatchOptions(concurrency=1, timeout_s=0.1, max_attempts=2, backoff_initial_s=0.01)
-    )
+    done, _ = _run(adapter, 1, DispatchOptions(concurrency=1, timeout_s=0.1, max_attempts=2, backoff_initial_s=0.01))
     assert done[0].error == "timeout"
     assert time.perf_counter() - started < 2.0
 

@@ -35,9 +35,7 @@ def test_known_digest_is_used_instead_of_rehashing() -> None:
 
     data = b"image bytes"
     plain = Prompt("c", None, (ImagePart(data, "image/png"),), "t", "")
-    known = Prompt(
-        "c", None, (ImagePart(data, "image/png", sha256=hashlib.sha256(data).hexdigest()),), "t", ""
-    )
+    known = Prompt("c", None, (ImagePart(data, "image/png", sha256=hashlib.sha256(data).hexdigest()),), "t", "")
     assert plain.fingerprint() == known.fingerprint()
 
 

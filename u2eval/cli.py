@@ -43,25 +43,17 @@ def _split(value: str | None) -> tuple[str, ...] | None:
 
 @app.command()
 def run(
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="random, replay/PATH, provider/model or a preset")
-    ],
-    data: Annotated[
-        str, typer.Option(help="sample, a local folder in the U2-Bench layout, or hub[:REPO[@REV]]")
-    ] = ("sample"),
-    tasks: Annotated[
-        str | None, typer.Option(help="comma list of task keys, e.g. dd,ll (default: all 8)")
-    ] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="random, replay/PATH, provider/model or a preset")],
+    data: Annotated[str, typer.Option(help="sample, a local folder in the U2-Bench layout, or hub[:REPO[@REV]]")] = (
+        "sample"
+    ),
+    tasks: Annotated[str | None, typer.Option(help="comma list of task keys, e.g. dd,ll (default: all 8)")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="at most N cases per source dataset")] = None,
     seed: Annotated[int, typer.Option(help="seed for sampling and the random baseline")] = 0,
     out_dir: Annotated[Path | None, typer.Option("--out", help="run folder (re-running it resumes)")] = None,
     revision: Annotated[str | None, typer.Option(help="dataset revision on the hub")] = None,
-    prompt_source: Annotated[
-        str, typer.Option(help="ours or dataset (the TSV's own prompt column)")
-    ] = "ours",
-    no_anatomy: Annotated[
-        bool, typer.Option("--no-anatomy", help="do not name the anatomy in prompts")
-    ] = False,
+    prompt_source: Annotated[str, typer.Option(help="ours or dataset (the TSV's own prompt column)")] = "ours",
+    no_anatomy: Annotated[bool, typer.Option("--no-anatomy", help="do not name the anatomy in prompts")] = False,
     concurrency: Annotated[int | None, typer.Option(min=1, help="requests in flight")] = None,
     base_url: Annotated[str | None, typer.Option(help="base URL of an OpenAI-compatible server")] = None,
 ) -> None:
@@ -92,17 +84,14 @@ def run(
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,
     ) as bar:
         job = bar.add_task("cases", total=None)
         result = run_eval(options, progress=lambda done, total: bar.update(job, completed=done, total=total))
     print_summary(result.summary, out)
-    console.print(
-        f"run folder: {result.folder}  (requested {result.requested}, reused {result.reused} stored answers)"
-    )
+    console.print(f"run folder: {result.folder}  (requested {result.requested}, reused {result.reused} stored answers)")
     if result.data_errors:
-        console.print(
-            f"[yellow]{len(result.data_errors)} corrupt row(s) skipped; see manifest.json data_errors"
-        )
+        console.print(f"[yellow]{len(result.data_errors)} corrupt row(s) skipped; see manifest.json data_errors")
     if result.infra_errors:
         console.print(
             f"[red]{result.infra_errors} case(s) failed for infrastructure reasons; they are excluded from the "
@@ -143,7 +132,7 @@ def list_tasks(
             spec.capability,
             f"{spec.weight:.2f}",
             ", ".join(spec.dataset_ids),
-            str(counts.get(spec.key, 0)),
+            str(sum(counts.get(spec.key, {}).values())),
         )
     out.print(table)
 
@@ -175,10 +164,10 @@ def data_synth(
     seed: Annotated[int, typer.Option(help="generator seed")] = 0,
 ) -> None:
     """Write deterministic synthetic data in the exact U2-Bench layout."""
-    from u2eval.synth import write_dataset
+    from u2eval.synth import synth_command
 
-    report = write_dataset(out_dir, size="full" if full else "sample", seed=seed)
-    out.print(f"wrote {report.n_cases} cases ({report.n_bytes / 1e6:.1f} MB) to {out_dir}")
+    report = synth_command(out_dir, full=full, seed=seed)
+    out.print(report.summary())
 
 
 def main() -> None:
@@ -186,5 +175,5 @@ def main() -> None:
     try:
         app()
     except U2EvalError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)

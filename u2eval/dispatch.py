@@ -13,12 +13,13 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast, get_args
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from u2eval.adapters import ModelAdapter, ModelRequest
 from u2eval.errors import AdapterError
-from u2eval.records import Completion
+from u2eval.records import Completion, ErrorKind
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,12 @@ class _RetryAfterWait:
         return wait
 
 
-def _failure_kind(exc: BaseException) -> str:
-    if isinstance(exc, AdapterError):
-        return exc.kind
+_KNOWN_KINDS = frozenset(get_args(ErrorKind))
+
+
+def _failure_kind(exc: BaseException) -> ErrorKind:
+    if isinstance(exc, AdapterError) and exc.kind in _KNOWN_KINDS:
+        return cast(ErrorKind, exc.kind)
     if isinstance(exc, TimeoutError):
         return "timeout"
     return "server"
@@ -81,9 +85,7 @@ class Dispatcher:
         self.options = options
         self.stats = DispatchStats()
 
-    async def run(
-        self, requests: Iterable[ModelRequest], on_done: Callable[[list[Completion]], None]
-    ) -> DispatchStats:
+    async def run(self, requests: Iterable[ModelRequest], on_done: Callable[[list[Completion]], None]) -> DispatchStats:
         batch_size = max(1, self.adapter.max_batch_size)
         queue: asyncio.Queue[list[ModelRequest] | None] = asyncio.Queue(maxsize=2 * self.options.concurrency)
         workers = [asyncio.create_task(self._worker(queue, on_done)) for _ in range(self.options.concurrency)]
@@ -125,9 +127,7 @@ class Dispatcher:
             async for attempt in retrying:
                 with attempt:
                     attempts += 1
-                    completions = await asyncio.wait_for(
-                        self.adapter.generate(batch), timeout=self.options.timeout_s
-                    )
+                    completions = await asyncio.wait_for(self.adapter.generate(batch), timeout=self.options.timeout_s)
         except (AdapterError, TimeoutError) as exc:
             self.stats.retries += attempts - 1
             return self._failed(batch, exc, attempts, time.perf_counter() - started)
@@ -163,7 +163,7 @@ class Dispatcher:
             Completion(
                 case_id=r.case.case_id,
                 key=r.key,
-                error=kind,  # type: ignore[arg-type]  # AdapterError kinds are ErrorKind values
+                error=kind,
                 error_message=message[:500],
                 attempts=attempts,
                 latency_s=round(elapsed, 4),

@@ -117,10 +117,11 @@ def write_summary(folder: Path, summary: Summary) -> Path:
 
 def print_summary(summary: Summary, console: Console) -> None:
     table = Table(title="U2-Bench results")
-    for column in TASK_HEADER:
-        table.add_column(column, justify="right" if column not in ("task", "name", "metric") else "left")
+    keep = [i for i, column in enumerate(TASK_HEADER) if column != "name"]  # the terminal is narrow
+    for i in keep:
+        table.add_column(TASK_HEADER[i], justify="left" if i < 3 else "right")
     for row in _task_rows(summary):
-        table.add_row(*row)
+        table.add_row(*(row[i] for i in keep))
     console.print(table)
     for mode in ("strict", "reference"):
         label = f"{mode}{' (headline)' if mode == summary.headline_mode else ''}"

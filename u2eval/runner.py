@@ -25,8 +25,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from u2eval.adapters import AdapterOptions, ModelRequest, create_adapter, resolve_model
-from u2eval.data import DataSource, count_cases, iter_cases, resolve_source
+from u2eval.adapters import AdapterOptions, ModelAdapter, ModelRequest, create_adapter, resolve_model
+from u2eval.data import DataSource, iter_cases, resolve_source
 from u2eval.dispatch import Dispatcher, DispatchOptions
 from u2eval.errors import ConfigError, DataError
 from u2eval.judging import judge
@@ -137,28 +137,33 @@ class _CaseStream:
                 yield ModelRequest(key=key, case=case, prompt=prompt)
 
 
-def run(options: RunOptions, progress: ProgressHook | None = None) -> RunResult:
-    """Evaluate one model on the chosen tasks, resuming whatever the run folder already holds."""
+def run(options: RunOptions, progress: ProgressHook | None = None, adapter: ModelAdapter | None = None) -> RunResult:
+    """Evaluate one model on the chosen tasks, resuming whatever the run folder already holds.
+
+    ``adapter``: an adapter object to use instead of the one ``options.model`` names (for library use:
+    evaluating a model held in memory). Its ``info`` then identifies the model.
+    """
     started, started_at = time.perf_counter(), now_utc()
     tasks = select_tasks(options.tasks)
-    source = resolve_source(options.data, revision=options.revision)
-    resolved = resolve_model(options.model)
-    preset = resolved.preset
+    source = resolve_source(options.data, revision=options.revision, tasks=tasks)
+    resolved = None if adapter is not None else resolve_model(options.model)
+    preset = resolved.preset if resolved is not None else None
     generation = _generation(options, preset.generation if preset else None)
-    adapter = create_adapter(
-        resolved,
-        AdapterOptions(
-            generation=generation,
-            seed=options.seed,
-            base_url=options.base_url or (preset.base_url if preset else None),
-            extra=preset.extra if preset else {},
-        ),
-    )
+    if resolved is not None:
+        adapter = create_adapter(
+            resolved,
+            AdapterOptions(
+                generation=generation,
+                seed=options.seed,
+                base_url=options.base_url or (preset.base_url if preset else None),
+                extra=preset.extra if preset else {},
+            ),
+        )
+    assert adapter is not None
     validate_templates(tasks, options.prompt)
     folder = options.out or default_folder(options)
     folder.mkdir(parents=True, exist_ok=True)
     info = adapter.info
-    total = count_cases(source, tasks, limit=options.limit)
 
     with ResponseStore(folder) as store:
         stream = _CaseStream(
@@ -175,7 +180,7 @@ def run(options: RunOptions, progress: ProgressHook | None = None) -> RunResult:
             nonlocal done
             done += 1
             if progress is not None:
-                progress(done, total)
+                progress(done, None)  # no total: counting would read every file twice
 
         stream.on_case = on_case
         concurrency = options.concurrency or (preset.concurrency if preset else 8)
@@ -246,9 +251,7 @@ def read_run_cases(folder: Path) -> list[RunCase]:
             try:
                 cases.append(RunCase.model_validate_json(line))
             except ValidationError as exc:
-                raise ConfigError(
-                    f"{path}:{number}: unreadable case record ({exc.error_count()} errors)"
-                ) from exc
+                raise ConfigError(f"{path}:{number}: unreadable case record ({exc.error_count()} errors)") from exc
     return cases
 
 

@@ -107,7 +107,9 @@ def reference_drops_dataset(judgement: Judgement, task: TaskSpec) -> bool:
     scorer skips the file (facts §10.6). A None answer is *not* such a case: stage (a) turns it into "" and
     it counts wrong (§10), so ``answer is None`` is no stand-in. Judging marks the case on the reference
     verdict (``Verdict.skips_dataset``)."""
-    return judgement.reference.skips_dataset and task.capability == "classification" and judgement.outcome != "infra_error"
+    return (
+        judgement.reference.skips_dataset and task.capability == "classification" and judgement.outcome != "infra_error"
+    )
 
 
 def dataset_plan(task: TaskSpec, quirks: ScoringQuirks) -> tuple[list[Ref], dict[Ref, str]]:

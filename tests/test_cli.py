@@ -1,0 +1,60 @@
+"""The command line as a user meets it: one clear line and exit 2 for every usage mistake."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def u2eval(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}  # a wide terminal, so table cells are not wrapped
+    return subprocess.run(
+        [sys.executable, "-m", "u2eval", *args], capture_output=True, text=True, cwd=cwd, timeout=120, env=env
+    )
+
+
+def test_run_prints_all_tasks_and_a_u2_score(tmp_path: Path) -> None:
+    done = u2eval("run", "--model", "random", "--data", "sample", "--out", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr
+    for key in ("DD", "VRA", "LL", "OD", "KD", "CVE", "RG", "CG"):
+        assert f"│ {key} " in done.stdout
+    assert "strict (headline): U2-Score 0." in done.stdout
+    again = u2eval("score", str(tmp_path / "run"))
+    assert again.returncode == 0 and "U2-Score" in again.stdout
+
+
+def test_usage_mistakes_are_one_line_without_traceback(tmp_path: Path) -> None:
+    cases = {
+        ("run", "--model", "nosuch/x"): "unknown model or adapter 'nosuch'",
+        ("run", "--model", "random", "--tasks", "dd,zz"): "unknown task 'zz'",
+        ("run", "--model", "random", "--data", str(tmp_path / "missing")): "missing",
+        ("score", str(tmp_path / "nowhere")): "no such run folder",
+        ("run", "--model", "random", "--prompt-source", "web"): "--prompt-source",
+    }
+    for args, message in cases.items():
+        done = u2eval(*args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_bad_flag_is_a_usage_error() -> None:
+    done = u2eval("run", "--model", "random", "--limit", "0")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_tasks_lists_the_eight_tasks_with_counts() -> None:
+    done = u2eval("tasks")
+    assert done.returncode == 0
+    rows = {line.split("│")[1].strip(): line for line in done.stdout.splitlines() if line.count("│") > 4}
+    assert set(rows) >= {"dd", "vra", "ll", "od", "kd", "cve", "rg", "cg"}
+    assert "Disease Diagnosis" in rows["dd"] and rows["dd"].rstrip(" │").endswith("52")  # 13 datasets x 4
+    assert rows["kd"].rstrip(" │").endswith("4")
+
+
+def test_models_lists_adapters() -> None:
+    done = u2eval("models")
+    assert done.returncode == 0 and "random" in done.stdout and "replay" in done.stdout

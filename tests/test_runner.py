@@ -1,0 +1,137 @@
+"""End to end on the bundled sample: run, resume, re-score, infra errors, partial runs, shared answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from model_adapters.random import guess
+from u2eval.adapters import ModelRequest
+from u2eval.errors import AdapterError
+from u2eval.records import Completion, ModelInfo
+from u2eval.runner import RunOptions, read_run_cases, run, score_folder
+from u2eval.store import ResponseStore
+
+
+def test_same_seed_gives_byte_identical_summaries_and_score_reproduces_them(tmp_path: Path) -> None:
+    first = run(RunOptions(model="random", out=tmp_path / "a", seed=3))
+    second = run(RunOptions(model="random", out=tmp_path / "b", seed=3))
+    a = (tmp_path / "a" / "summary.json").read_bytes()
+    assert a == (tmp_path / "b" / "summary.json").read_bytes()
+    assert first.summary.status == "complete" and set(first.summary.tasks_run) == {
+        "dd",
+        "vra",
+        "ll",
+        "od",
+        "kd",
+        "cve",
+        "rg",
+        "cg",
+    }
+    assert first.summary.modes["strict"].u2_score is not None
+    (tmp_path / "a" / "summary.json").unlink()
+    score_folder(tmp_path / "a")
+    assert (tmp_path / "a" / "summary.json").read_bytes() == a
+    assert first.manifest.case_ids_sha256 == second.manifest.case_ids_sha256
+    other = run(RunOptions(model="random", out=tmp_path / "c", seed=4))
+    assert other.summary != first.summary  # the seed matters
+
+
+def test_resume_asks_for_nothing_already_stored(tmp_path: Path) -> None:
+    first = run(RunOptions(model="random", out=tmp_path / "r", tasks=("dd", "ll")))
+    assert first.requested == first.manifest.n_cases and first.reused == 0
+    again = run(RunOptions(model="random", out=tmp_path / "r", tasks=("dd", "ll")))
+    assert again.requested == 0 and again.reused == first.manifest.n_cases
+    assert again.summary == first.summary
+
+
+def test_partial_run_is_labelled_and_names_the_missing_tasks(tmp_path: Path) -> None:
+    result = run(RunOptions(model="random", out=tmp_path / "p", tasks=("dd", "ll"), limit=2))
+    strict = result.summary.modes["strict"]
+    assert result.summary.status == "partial"
+    assert set(strict.missing_tasks) == {"vra", "od", "kd", "cve", "rg", "cg"}
+    assert strict.u2_score is None and strict.u2_over_present_tasks is not None
+    counts: dict[str, int] = {}
+    for case in read_run_cases(tmp_path / "p"):
+        key = f"{case.case.task}/{case.case.dataset_id}"
+        counts[key] = counts.get(key, 0) + 1
+    assert max(counts.values()) == 2  # --limit is per source dataset
+    assert "# u2eval summary" in (tmp_path / "p" / "summary.md").read_text()
+
+
+class FlakyRandom:
+    """Answers like the random baseline, but fails the cases named in ``failing`` with a 503."""
+
+    def __init__(self, failing: set[str]) -> None:
+        self.failing = failing
+        self.asked: list[str] = []
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(adapter="flaky", model="flaky-random")
+
+    @property
+    def max_batch_size(self) -> int:
+        return 1
+
+    async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]:
+        request = requests[0]
+        self.asked.append(request.case.case_id)
+        await asyncio.sleep(0)
+        if request.case.case_id in self.failing:
+            raise AdapterError("HTTP 503 service unavailable", kind="server", retryable=False)
+        return [Completion(case_id=request.case.case_id, key=request.key, text=guess(request.case, 0))]
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_infra_errors_are_excluded_listed_and_retried_by_the_next_run(tmp_path: Path) -> None:
+    options = RunOptions(model="flaky", out=tmp_path / "f", tasks=("dd",), limit=2)
+    probe = run(options, adapter=FlakyRandom(set()))
+    cases = [c.case.case_id for c in read_run_cases(tmp_path / "f")]
+    clean_summary = probe.summary
+    folder = tmp_path / "g"
+    failing = set(cases[:3])
+    flaky = FlakyRandom(failing)
+    first = run(RunOptions(model="flaky", out=folder, tasks=("dd",), limit=2), adapter=flaky)
+    assert first.infra_errors == 3
+    assert sorted(first.summary.infra_error_case_ids) == sorted(failing)
+    assert first.summary.parse["dd"].outcomes["infra_error"] == 3
+    counted = sum(d.n_counted for d in first.summary.modes["strict"].datasets)
+    assert counted == len(cases) - 3  # never scored as answers
+    healed = FlakyRandom(set())
+    second = run(RunOptions(model="flaky", out=folder, tasks=("dd",), limit=2), adapter=healed)
+    assert sorted(healed.asked) == sorted(failing)  # only the failed ones are asked again
+    assert second.infra_errors == 0
+    assert second.summary == clean_summary
+
+
+def test_a_run_folder_without_cases_is_refused(tmp_path: Path) -> None:
+    from u2eval.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a u2eval run folder"):
+        score_folder(tmp_path)
+
+
+def test_replay_of_a_run_reproduces_its_scores(tmp_path: Path) -> None:
+    original = run(RunOptions(model="random", out=tmp_path / "orig", tasks=("dd", "cve"), seed=5))
+    replayed = run(RunOptions(model=f"replay/{tmp_path / 'orig'}", out=tmp_path / "replay", tasks=("dd", "cve")))
+    assert replayed.infra_errors == 0
+    assert replayed.summary == original.summary
+
+
+def test_responses_hold_no_images_and_cases_hold_no_images(tmp_path: Path) -> None:
+    run(RunOptions(model="random", out=tmp_path / "r", tasks=("ll",), limit=1))
+    for name in ("responses.jsonl", "cases.jsonl", "judgements.jsonl"):
+        text = (tmp_path / "r" / name).read_text()
+        assert "iVBORw0KGgo" not in text and "/9j/" not in text  # base64 PNG / JPEG starts
+    store = ResponseStore(tmp_path / "r")
+    assert len(store) == len(read_run_cases(tmp_path / "r"))
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["dataset"]["kind"] == "sample" and manifest["model"]["adapter"] == "random"
+    assert set(manifest["templates"]) == {"ll"} and manifest["limit"] == 1

@@ -1,0 +1,589 @@
+"""U2-Bench sources: the Hugging Face hub (pinned revision, resolved commit sha recorded), a local folder in
+the same layout, or the bundled synthetic sample; and the reader that streams them as ``Case`` records.
+
+The reader keeps memory flat: the csv module reads one row at a time (``seg_data`` cells reach 22 MB, so the
+field limit is raised, and those cells are never decoded), files are read in name order and rows in file
+order. A corrupt row is reported through ``on_error`` with its case id (or ``file:row`` when the image cannot
+be decoded) and the iteration goes on.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import binascii
+import csv
+import hashlib
+import io
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image
+
+from u2eval.errors import ConfigError, DataError
+from u2eval.records import Case, freeze_columns
+from u2eval.resources import sample_dir
+from u2eval.tasks import LOCATION_OPTIONS, DatasetSpec, TaskSpec, all_tasks
+
+DEFAULT_REPO = "DolphinAI/u2-bench"
+# The dataset revision u2eval evaluates by default. TODO: pin to a commit sha once one is verified; until then
+# every run records the sha that "main" resolved to, so results stay traceable.
+DEFAULT_REVISION = "main"
+EXPLANATION_FILE = "an_explanation_of_the_columns.tsv"
+# The explanation file's description row, in case it shows up inside a data file (the HF viewer merges it).
+_EXPLANATION_IMG = "base64 encoded image"
+
+SourceKind = Literal["sample", "local", "hub"]
+OnError = Callable[[DataError], None]
+
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_SUFFIX_RE = re.compile(r"_\d+$")
+_SURROGATE_RE = re.compile("[\udc80-\udcff]")
+# seg_data cells reach 22 MB (and Windows' C long caps the limit at 2**31 - 1).
+_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+
+# Raw text cells each capability reads, besides the truth column; never img_data or seg_data.
+_COMMON_COLUMNS = ("prompt", "anatomy_location")
+_CAPABILITY_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "classification": ("classification_task", "class_label", "options"),
+    "detection": ("seg_channel_name", "gt_bbox", "keypoints"),
+    "regression": ("measurement",),
+    "generation": ("report", "caption"),
+}
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+)
+_PIL_FORMATS: Mapping[str, str] = {"png": "PNG", "jpeg": "JPEG", "gif": "GIF", "bmp": "BMP", "webp": "WEBP"}
+
+
+# ---------------------------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where the TSVs come from, and the provenance a run manifest records about it."""
+
+    kind: SourceKind
+    root: Path
+    repo_id: str | None = None
+    revision: str | None = None
+    commit_sha: str | None = None
+    description: str = ""
+
+    def manifest(self) -> dict[str, str | None]:
+        return {
+            "kind": self.kind,
+            "root": str(self.root),
+            "repo": self.repo_id,
+            "revision": self.revision,
+            "sha": self.commit_sha,
+            "description": self.description,
+        }
+
+
+def resolve_source(
+    spec: str,
+    *,
+    revision: str | None = None,
+    cache_dir: Path | str | None = None,
+    tasks: Sequence[TaskSpec] | None = None,
+) -> DataSource:
+    """'sample' (bundled), a folder path (local), or 'hub' / 'hf:OWNER/NAME[@REV]' (download via the HF cache).
+
+    ``tasks`` limits a hub download to those task folders (default: all). The hub path honours HF_TOKEN,
+    HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE and HF_ENDPOINT as they are *now* (huggingface_hub reads them once
+    at import, so they are passed explicitly).
+    """
+    if spec == "hub" or spec.startswith("hf:"):
+        repo_id, rev = _parse_hub_spec(spec, revision)
+        return _hub_source(repo_id, rev, cache_dir, tasks if tasks is not None else all_tasks())
+    if revision is not None:
+        raise ConfigError(f"--revision applies to the hub only, not to data source {spec!r}")
+    if spec == "sample":
+        root = sample_dir()
+        if not root.is_dir():
+            raise ConfigError(f"the bundled sample is missing at {root}; reinstall u2eval")
+        return DataSource(kind="sample", root=root, description="bundled synthetic sample (u2eval.synth, seed 0)")
+    return _local_source(Path(spec).expanduser())
+
+
+def _parse_hub_spec(spec: str, revision: str | None) -> tuple[str, str]:
+    repo_id, rev = DEFAULT_REPO, None
+    if spec.startswith("hf:"):
+        repo_id, _, rev_part = spec[3:].partition("@")
+        rev = rev_part or None
+        if not _REPO_RE.match(repo_id):
+            raise ConfigError(f"bad hub dataset {spec!r}: expected hf:OWNER/NAME[@REVISION]")
+    if rev is not None and revision is not None and rev != revision:
+        raise ConfigError(f"two revisions given: {rev!r} in {spec!r} and --revision {revision!r}")
+    return repo_id, rev or revision or DEFAULT_REVISION
+
+
+def _local_source(root: Path) -> DataSource:
+    if not root.exists():
+        raise ConfigError(f"data folder not found: {root} (use 'sample', 'hub', 'hf:OWNER/NAME[@REV]' or a folder)")
+    if not root.is_dir():
+        raise ConfigError(f"data source {root} is not a folder")
+    if not any((root / t.folder).is_dir() for t in all_tasks()):
+        raise ConfigError(f"{root} holds none of the U2-Bench task folders ({all_tasks()[0].folder}/, ...)")
+    root = root.resolve()
+    # A folder inside the HF cache (.../datasets--OWNER--NAME/snapshots/<sha>) still knows its commit.
+    sha = root.name if _SHA_RE.match(root.name) and root.parent.name == "snapshots" else None
+    return DataSource(kind="local", root=root, commit_sha=sha, description=f"local folder {root}")
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _hub_cache_dir(cache_dir: Path | str | None) -> str | None:
+    if cache_dir is not None:
+        return str(cache_dir)
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
+    return None  # huggingface_hub's own default
+
+
+def _hub_source(repo_id: str, revision: str, cache_dir: Path | str | None, tasks: Sequence[TaskSpec]) -> DataSource:
+    from huggingface_hub import snapshot_download  # imported late: most runs never touch the hub
+
+    offline = _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
+    endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or None
+    patterns = [f"{t.folder}/*.tsv" for t in tasks] + [EXPLANATION_FILE]
+    try:
+        path = snapshot_download(
+            repo_id,
+            repo_type="dataset",
+            revision=revision,
+            cache_dir=_hub_cache_dir(cache_dir),
+            allow_patterns=patterns,
+            token=os.environ.get("HF_TOKEN") or None,
+            endpoint=endpoint,
+            local_files_only=offline,
+        )
+    except (OSError, ValueError) as exc:  # hub HTTP errors, offline misses and cache problems are all OSErrors
+        raise ConfigError(_hub_error(exc, repo_id, revision, offline)) from exc
+    root = Path(path)
+    sha = root.name if _SHA_RE.match(root.name) else None
+    return DataSource(
+        kind="hub",
+        root=root,
+        repo_id=repo_id,
+        revision=revision,
+        commit_sha=sha,
+        description=f"hf:{repo_id}@{revision} ({sha or 'unknown sha'})"
+        + (" from the offline cache" if offline else ""),
+    )
+
+
+def _hub_error(exc: Exception, repo_id: str, revision: str, offline: bool) -> str:
+    from huggingface_hub import errors as hf
+
+    where = f"hf:{repo_id}@{revision}"
+    if isinstance(exc, hf.GatedRepoError):
+        return f"{where} is gated: accept its terms on the Hub and set HF_TOKEN to a token with access"
+    if isinstance(exc, hf.RevisionNotFoundError):
+        return f"{where}: revision {revision!r} not found"
+    if isinstance(exc, hf.RepositoryNotFoundError):
+        return f"{where}: dataset repository not found (or private: set HF_TOKEN)"
+    if isinstance(exc, hf.LocalEntryNotFoundError | hf.OfflineModeIsEnabled) or offline:
+        mode = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the Hub could not be reached"
+        return f"{where} is not in the local Hugging Face cache and {mode}"
+    if isinstance(exc, hf.HfHubHTTPError):
+        return f"{where}: download failed: {str(exc).splitlines()[0]}"
+    return f"{where}: download failed: {type(exc).__name__}: {exc}"
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def resolve_dataset_id(task: TaskSpec, dataset_name: str) -> str | None:
+    """The task's dataset id for a ``dataset_name`` cell (``<id>.<source>``), or None if it names none.
+
+    Tries, in order: the exact source name; the id before the first '.'; that id without a trailing
+    ``_<digits>`` ('57_1' -> '57'); the one task id that extends it with letters ('74' -> '74is_normal' in DD,
+    '74is_visible' in VRA).
+    """
+    name = dataset_name.strip()
+    for spec in task.datasets:
+        if spec.source == name:
+            return spec.id
+    prefix = name.split(".", 1)[0]
+    ids = task.dataset_ids
+    for candidate in (prefix, _SUFFIX_RE.sub("", prefix)):
+        if candidate in ids:
+            return candidate
+    extended = [i for i in ids if i.startswith(prefix) and i[len(prefix) :].isalpha()] if prefix else []
+    return extended[0] if len(extended) == 1 else None
+
+
+def sniff_image_format(data: bytes) -> str | None:
+    """'png', 'jpeg', 'gif', 'bmp' or 'webp' from the magic bytes; None when unknown."""
+    for magic, fmt in _MAGIC:
+        if data.startswith(magic):
+            return fmt
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def check_image(data: bytes) -> str:
+    """The image format, after a cheap readability check; raises ValueError with the reason.
+
+    PNG: Pillow's verify() walks every chunk and checks its CRC (~0.1 ms for 200 KB), which catches
+    truncation. JPEG: verify() is a no-op in Pillow, so the header is parsed and the end-of-image marker must
+    sit in the last KB (tolerating trailing padding).
+    """
+    fmt = sniff_image_format(data)
+    if fmt is None:
+        raise ValueError(f"not a PNG, JPEG, GIF, BMP or WebP image (starts with {data[:8]!r})")
+    if fmt == "jpeg" and data.rfind(b"\xff\xd9", max(len(data) - 1024, 0)) < 0:
+        raise ValueError("JPEG without end-of-image marker (truncated)")
+    try:
+        with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as img:
+            img.verify()
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"unreadable {fmt.upper()}: {exc}") from exc
+    return fmt
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Column positions of one file, resolved once from its header."""
+
+    width: int
+    dataset_name: int
+    img_data: int
+    options: int | None
+    classification_task: int | None
+    keypoints: int | None
+    anatomy: int | None
+    scenario: int | None
+    truth: int
+    columns: tuple[tuple[str, int | None], ...]
+
+
+def _columns_read(task: TaskSpec) -> tuple[str, ...]:
+    names = (*_COMMON_COLUMNS, *_CAPABILITY_COLUMNS[task.capability], task.truth_column)
+    return tuple(dict.fromkeys(names))
+
+
+def _required_columns(task: TaskSpec) -> tuple[str, ...]:
+    extra = ("options",) if task.capability == "classification" else ()
+    return ("dataset_name", "img_data", task.truth_column, *extra)
+
+
+def _layout(task: TaskSpec, header: list[str], where: str) -> _Layout:
+    names = [h.strip().lstrip("\ufeff") for h in header]
+    if len(names) == 1 and ("," in names[0] or ";" in names[0]):
+        raise DataError(where, "not tab-separated (the header has no tab)")
+    index = {n: i for i, n in enumerate(names)}
+    missing = [c for c in _required_columns(task) if c not in index]
+    if missing:
+        raise DataError(where, f"missing column(s) {', '.join(missing)}")
+    scenario_column = {"classification": "classification_task", "detection": "seg_channel_name"}.get(task.capability)
+    return _Layout(
+        width=len(names),
+        dataset_name=index["dataset_name"],
+        img_data=index["img_data"],
+        options=index.get("options"),
+        classification_task=index.get("classification_task"),
+        keypoints=index.get("keypoints"),
+        anatomy=index.get("anatomy_location"),
+        scenario=index.get(scenario_column) if scenario_column else None,
+        truth=index[task.truth_column],
+        columns=tuple((c, index.get(c)) for c in _columns_read(task)),
+    )
+
+
+def _task_files(root: Path, task: TaskSpec, on_error: OnError) -> list[Path]:
+    folder = root / task.folder
+    if not folder.is_dir():
+        on_error(DataError(task.folder, f"task folder missing under {root}"))
+        return []
+    files = sorted(p for p in folder.glob("*.tsv") if p.is_file() and p.name != EXPLANATION_FILE)
+    if not files:
+        on_error(DataError(task.folder, "no .tsv files in the task folder"))
+    return files
+
+
+@dataclass(frozen=True)
+class _Row:
+    index: int
+    cells: list[str]
+    spec: DatasetSpec | None
+
+
+def _rows(task: TaskSpec, path: Path, where: str, on_error: OnError) -> Iterator[tuple[_Layout, _Row]]:
+    """The data rows of one file with their dataset resolved; file-level problems are reported once."""
+    csv.field_size_limit(_FIELD_LIMIT)
+    # surrogateescape: a stray non-UTF-8 byte spoils one cell (reported per row), not the rest of the file.
+    with path.open("r", encoding="utf-8", errors="surrogateescape", newline="", buffering=1 << 20) as fh:
+        reader = csv.reader(fh, dialect="excel-tab")
+        try:
+            header = next(reader, None)
+            if header is None or not any(h.strip() for h in header):
+                raise DataError(where, "empty file (no header)")
+            layout = _layout(task, header, where)
+        except (DataError, csv.Error) as exc:
+            on_error(exc if isinstance(exc, DataError) else DataError(where, f"unreadable header: {exc}"))
+            return
+        specs: dict[str, DatasetSpec | None] = {}
+        n_rows = 0
+        for index, cells in _safe_rows(reader, where, on_error):
+            n_rows += 1
+            if not cells:
+                continue  # a blank line
+            if len(cells) != layout.width:
+                on_error(DataError(f"{where}:{index}", f"{len(cells)} fields, the header has {layout.width}"))
+                continue
+            if cells[layout.img_data] == _EXPLANATION_IMG:
+                continue
+            name = cells[layout.dataset_name]
+            if name not in specs:
+                found = resolve_dataset_id(task, name)
+                specs[name] = task.dataset(found) if found is not None else None
+            yield layout, _Row(index, cells, specs[name])
+        if n_rows == 0:
+            on_error(DataError(where, "no data rows"))
+
+
+def _safe_rows(reader: Iterator[list[str]], where: str, on_error: OnError) -> Iterator[tuple[int, list[str]]]:
+    """Row by row, turning a csv error into a report for that row instead of the end of the file."""
+    index = 0
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            on_error(DataError(f"{where}:{index}", f"unreadable row: {exc}"))
+            index += 1
+            continue
+        yield index, cells
+        index += 1
+
+
+def _cell(cells: list[str], index: int | None) -> str | None:
+    if index is None:
+        return None
+    value = cells[index]
+    return value if value != "" else None
+
+
+def _text_cell(cells: list[str], index: int | None, column: str) -> str | None:
+    value = _cell(cells, index)
+    if value is not None and not value.isascii() and _SURROGATE_RE.search(value):
+        raise ValueError(f"column {column} is not valid UTF-8")
+    return value
+
+
+class _Options:
+    """Parses the options literals of one read: a source repeats one literal on every row."""
+
+    _MAX_CACHED = 4096  # the real data has ~21 distinct literals; the cap keeps memory flat regardless
+
+    def __init__(self) -> None:
+        self._cache: dict[str, object] = {}
+
+    def get(self, cell: str | None, key: str) -> tuple[str, ...]:
+        if cell is None:
+            raise ValueError("options cell is empty")
+        if cell not in self._cache:
+            if len(self._cache) >= self._MAX_CACHED:
+                self._cache.clear()
+            try:
+                self._cache[cell] = ast.literal_eval(cell)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+                self._cache[cell] = exc
+        parsed = self._cache[cell]
+        if isinstance(parsed, Exception):
+            raise ValueError(f"options cell is not a Python literal ({type(parsed).__name__})")
+        if not isinstance(parsed, dict):
+            raise ValueError(f"options cell is a {type(parsed).__name__}, not a dict")
+        if key not in parsed:
+            raise ValueError(f"options have no key {key!r} (keys: {', '.join(map(str, parsed))})")
+        labels = parsed[key]
+        if not isinstance(labels, list | tuple) or not all(isinstance(x, str | int | float) for x in labels):
+            raise ValueError(f"options[{key!r}] is not a list of labels")
+        return tuple(str(x) for x in labels)
+
+
+def _first_key(cell: str | None) -> str | None:
+    """The first key of a keypoints literal (the KD keypoint name); None when it does not parse."""
+    if cell is None:
+        return None
+    try:
+        parsed = ast.literal_eval(cell)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    if isinstance(parsed, list) and parsed:
+        parsed = parsed[0]
+    if isinstance(parsed, dict) and parsed:
+        return str(next(iter(parsed)))
+    return None
+
+
+def _scenario(task: TaskSpec, spec: DatasetSpec, layout: _Layout, cells: list[str]) -> str:
+    if task.key == "kd":
+        return _first_key(_cell(cells, layout.keypoints)) or spec.keypoint or ""
+    if task.capability == "regression":
+        return spec.measurement_key or ""
+    if task.capability == "generation":
+        return ""
+    fallback = spec.classification_task if task.capability == "classification" else spec.channel
+    return (_cell(cells, layout.scenario) or fallback or "").strip()
+
+
+def _decode_image(cell: str) -> bytes:
+    if not cell:
+        raise ValueError("img_data is empty")
+    try:
+        data = base64.b64decode(cell)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"img_data is not base64 ({exc})") from exc
+    if not data:
+        raise ValueError("img_data decodes to no bytes")
+    return data
+
+
+class _Reader:
+    """State of one iter_cases call: per-dataset counts for ``limit``, the options cache."""
+
+    def __init__(self, source: DataSource, on_error: OnError, limit: int | None) -> None:
+        if limit is not None and limit < 0:
+            raise ConfigError(f"limit must be >= 0, got {limit}")
+        self.source = source
+        self.on_error = on_error
+        self.limit = limit
+        self.options = _Options()
+
+    def task_cases(self, task: TaskSpec) -> Iterator[Case]:
+        counts: Counter[str] = Counter()
+        for path in _task_files(self.source.root, task, self.on_error):
+            where = f"{task.folder}/{path.name}"
+            for layout, row in _rows(task, path, where, self.on_error):
+                if self.limit is not None and row.spec is not None and counts[row.spec.id] >= self.limit:
+                    continue  # skipped before any decoding
+                case = self._case(task, path, where, layout, row)
+                if case is not None:
+                    counts[case.dataset_id] += 1
+                    yield case
+                    if self._all_done(task, counts):
+                        return  # every dataset of the task is full: no need to read further
+
+    def _all_done(self, task: TaskSpec, counts: Counter[str]) -> bool:
+        return self.limit is not None and all(counts[i] >= self.limit for i in task.dataset_ids)
+
+    def _case(self, task: TaskSpec, path: Path, where: str, layout: _Layout, row: _Row) -> Case | None:
+        cells = row.cells
+        try:
+            image = _decode_image(cells[layout.img_data])
+        except ValueError as exc:
+            self.on_error(DataError(f"{where}:{row.index}", str(exc)))
+            return None
+        digest = hashlib.sha256(image).hexdigest()  # hashed once: the case id, the store key and cases.jsonl use it
+        case_id = f"{task.key}/{path.stem}/{row.index}/{digest[:8]}"
+        if row.spec is None:
+            name = cells[layout.dataset_name]
+            self.on_error(DataError(case_id, f"unknown dataset id in dataset_name {name!r} for task {task.key}"))
+            return None
+        try:
+            return self._build(task, row.spec, where, layout, cells, row.index, case_id, image, digest)
+        except ValueError as exc:
+            self.on_error(DataError(case_id, str(exc)))
+            return None
+
+    def _build(
+        self,
+        task: TaskSpec,
+        spec: DatasetSpec,
+        where: str,
+        layout: _Layout,
+        cells: list[str],
+        index: int,
+        case_id: str,
+        image: bytes,
+        digest: str,
+    ) -> Case:
+        fmt = check_image(image)
+        columns = {name: _text_cell(cells, i, name) for name, i in layout.columns}
+        scenario = _scenario(task, spec, layout, cells)
+        if task.capability == "classification":
+            options = self.options.get(columns["options"], scenario)
+        elif task.capability == "detection":
+            options = LOCATION_OPTIONS
+        else:
+            options = ()
+        return Case(
+            case_id=case_id,
+            task=task.key,
+            dataset_id=spec.id,
+            dataset_name=cells[layout.dataset_name],
+            source_file=where,
+            row_index=index,
+            anatomy=(columns.get("anatomy_location") or "").strip() or spec.anatomy,
+            scenario=scenario,
+            truth=columns[task.truth_column],
+            options=options,
+            image=image,
+            image_format=fmt,
+            columns=freeze_columns(columns),
+            image_digest=digest,
+        )
+
+
+def iter_cases(
+    source: DataSource,
+    tasks: Sequence[TaskSpec],
+    *,
+    on_error: OnError,
+    limit: int | None = None,
+) -> Iterator[Case]:
+    """Stream the cases of ``tasks`` (in that order), files by name, rows in file order.
+
+    ``limit``: at most that many cases per dataset id within each task (the first ones in file order; rows
+    beyond it are skipped without decoding, and their errors are not reported).
+
+    case_id = ``{task}/{file stem}/{row index}/{sha256(image)[:8]}``, the row index counting data rows from 0.
+    """
+    reader = _Reader(source, on_error, limit)
+    for task in tasks:
+        yield from reader.task_cases(task)
+
+
+def count_cases(
+    source: DataSource, tasks: Sequence[TaskSpec], *, on_error: OnError | None = None
+) -> dict[str, dict[str, int]]:
+    """Rows per task and dataset id, without decoding any image (every dataset id of a task is listed)."""
+    report = on_error if on_error is not None else _ignore
+    counts: dict[str, dict[str, int]] = {}
+    for task in tasks:
+        per = dict.fromkeys(task.dataset_ids, 0)
+        for path in _task_files(source.root, task, report):
+            where = f"{task.folder}/{path.name}"
+            for _, row in _rows(task, path, where, report):
+                if row.spec is not None:
+                    per[row.spec.id] += 1
+                else:
+                    report(DataError(f"{where}:{row.index}", "unknown dataset id"))
+        counts[task.key] = per
+    return counts
+
+
+def _ignore(error: DataError) -> None:
+    del error
