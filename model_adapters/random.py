@@ -46,7 +46,7 @@ class RandomAdapter:
 
     @property
     def max_batch_size(self) -> int:
-        return 4096
+        return 64
 
     async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]:
         return [Completion(case_id=r.case.case_id, key=r.key, text=guess(r.case, self._seed)) for r in requests]

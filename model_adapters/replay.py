@@ -131,7 +131,7 @@ class ReplayAdapter:
 
     @property
     def max_batch_size(self) -> int:
-        return 4096
+        return 64
 
     def _lookup(self, request: ModelRequest) -> tuple[bool, str | None]:
         case = request.case

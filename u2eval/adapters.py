@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+import model_adapters
 from u2eval.errors import ConfigError
 from u2eval.records import Case, Completion, GenerationConfig, ModelInfo, Prompt
 
@@ -25,7 +26,7 @@ ADAPTERS: Mapping[str, tuple[str, str | None]] = {
     "replay": ("model_adapters.replay", None),
 }
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "model_adapters" / "presets"
+PRESETS_DIR = Path(model_adapters.__file__).resolve().parent / "presets"
 
 
 @dataclass(frozen=True)

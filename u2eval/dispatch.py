@@ -87,7 +87,7 @@ class Dispatcher:
 
     async def run(self, requests: Iterable[ModelRequest], on_done: Callable[[list[Completion]], None]) -> DispatchStats:
         batch_size = max(1, self.adapter.max_batch_size)
-        queue: asyncio.Queue[list[ModelRequest] | None] = asyncio.Queue(maxsize=2 * self.options.concurrency)
+        queue: asyncio.Queue[list[ModelRequest] | None] = asyncio.Queue(maxsize=self.options.concurrency + 1)
         workers = [asyncio.create_task(self._worker(queue, on_done)) for _ in range(self.options.concurrency)]
         iterator = iter(requests)
         try:
