@@ -196,6 +196,18 @@ def test_f1_in_unit_interval_and_order_invariant(pairs: list[tuple[str, str]], r
     assert m.macro_f1([t for t, _ in pairs], [p for _, p in pairs]) == pytest.approx(value)
 
 
+@given(
+    st.lists(st.tuples(labels, labels), min_size=1),
+    st.one_of(st.none(), st.lists(labels, min_size=1, max_size=4, unique=True)),
+)
+def test_macro_f1_equals_sklearn(pairs: list[tuple[str, str]], subset: list[str] | None) -> None:
+    truth, pred = [t for t, _ in pairs], [p for _, p in pairs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = f1_score(truth, pred, labels=subset, average="macro", zero_division=0.0)
+    assert m.macro_f1(truth, pred, labels=subset) == pytest.approx(float(expected), abs=1e-12)
+
+
 @given(st.lists(labels.filter(bool), min_size=1))
 def test_perfect_classification_scores_one(truth: list[str]) -> None:
     assert m.accuracy([True] * len(truth)) == 1.0
