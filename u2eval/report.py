@@ -16,6 +16,10 @@ from u2eval.tasks import get_task
 SUMMARY_MD = "summary.md"
 
 
+# How a task's primary metric becomes its [0, 1] score (the number shown and fed into the U2-Score).
+SCORE_LABELS = {"rmse": "1 - rmse", "bleu4": "bleu4 / 100"}
+
+
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -32,7 +36,7 @@ def _task_rows(summary: Summary) -> list[list[str]]:
             [
                 key.upper(),
                 spec.name,
-                spec.primary_metric,
+                SCORE_LABELS.get(spec.primary_metric, spec.primary_metric),
                 _fmt(s.score if s else None),
                 _fmt(r.score if r else None),
                 _fmt(parse.parse_rate if parse else None, 3),
