@@ -54,7 +54,8 @@ def load_keyed_answers(path: Path) -> dict[str, str | None]:
     """case_id -> answer from a JSONL or CSV file."""
     answers: dict[str, str | None] = {}
     if path.suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
+        # utf-8-sig: spreadsheet programs save CSV with a byte-order mark before the first column name.
+        with path.open(encoding="utf-8-sig", newline="") as handle:
             for number, row in enumerate(csv.DictReader(handle), start=2):
                 if "case_id" not in row:
                     raise ConfigError(f"{path}: no case_id column")
@@ -69,17 +70,14 @@ def load_keyed_answers(path: Path) -> dict[str, str | None]:
 
 def load_run_answers(folder: Path) -> dict[str, str | None]:
     """case_id -> answer text from a u2eval run folder (infra errors are not answers)."""
-    answers: dict[str, str | None] = {}
-    cases_file = folder / "cases.jsonl"
+    from u2eval.runner import read_run_cases  # the runner owns the run-folder layout
+
     store = ResponseStore(folder)
-    if cases_file.is_file():
-        for _, record in _jsonl_records(cases_file):
-            case = record.get("case")
-            key = record.get("key")
-            if isinstance(case, dict) and isinstance(key, str):
-                completion = store.get(key)
-                if completion is not None and not completion.is_infra_error:
-                    answers[str(case["case_id"])] = completion.text
+    answers: dict[str, str | None] = {}
+    for run_case in read_run_cases(folder):
+        completion = store.get(run_case.key)
+        if completion is not None and not completion.is_infra_error:
+            answers[run_case.case.case_id] = completion.text
     return answers
 
 
@@ -88,7 +86,11 @@ def load_official_answers(root: Path) -> dict[tuple[str, str, int], str | None]:
     answers: dict[tuple[str, str, int], str | None] = {}
     for task_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for dataset_dir in sorted(p for p in task_dir.iterdir() if p.is_dir()):
-            for path in sorted(dataset_dir.glob("*.jsonl")):
+            files = sorted(dataset_dir.glob("*.jsonl"))
+            if len(files) > 1:
+                # The kit averages one results row per file; which file answers row i would be a guess.
+                raise ConfigError(f"{dataset_dir}: {len(files)} prediction files; keep one per dataset")
+            for path in files:
                 for row, (number, record) in enumerate(_jsonl_records(path)):
                     answers[(task_dir.name, dataset_dir.name, row)] = _answer_field(record, f"{path}:{number}")
     if not answers:
@@ -115,6 +117,8 @@ class ReplayAdapter:
         self._keyed: dict[str, str | None] = {}
         self._by_row: dict[tuple[str, str, int], str | None] = {}
         if self._official:
+            if not path.is_dir():
+                raise ConfigError(f"replay/official: needs a folder laid out <task>/<dataset_id>/*.jsonl, not {path}")
             self._by_row = load_official_answers(path)
         elif path.is_dir():
             if not (path / RESPONSES_FILE).is_file():

@@ -108,3 +108,18 @@ def test_replay_rejects_a_file_without_an_answer_column(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"case_id": "x", "output": "y"}) + "\n")
     with pytest.raises(ConfigError, match="no answer column"):
         create_adapter(resolve_model(f"replay/{bad}"), AdapterOptions())
+
+
+def test_replay_reads_a_spreadsheet_csv_with_a_byte_order_mark(tmp_path: Path) -> None:
+    case = _case("dd", "21", 0, ("benign", "malignant"))
+    csv_file = tmp_path / "excel.csv"
+    csv_file.write_bytes(f"\ufeffcase_id,answer\n{case.case_id},benign\n".encode())
+    adapter = create_adapter(resolve_model(f"replay/{csv_file}"), AdapterOptions())
+    assert asyncio.run(adapter.generate([_request(case)]))[0].text == "benign"
+
+
+def test_replay_official_needs_a_folder(tmp_path: Path) -> None:
+    lone = tmp_path / "preds.jsonl"
+    lone.write_text('{"response": "center"}\n')
+    with pytest.raises(ConfigError, match="needs a folder"):
+        create_adapter(resolve_model(f"replay/official:{lone}"), AdapterOptions())

@@ -32,6 +32,7 @@ def test_usage_mistakes_are_one_line_without_traceback(tmp_path: Path) -> None:
         ("run", "--model", "random", "--data", str(tmp_path / "missing")): "missing",
         ("score", str(tmp_path / "nowhere")): "no such run folder",
         ("run", "--model", "random", "--prompt-source", "web"): "--prompt-source",
+        ("run", "--model", "random", "--data", str(tmp_path / "a[/b]")): "a[/b]",  # brackets are not markup
     }
     for args, message in cases.items():
         done = u2eval(*args)

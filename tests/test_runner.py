@@ -135,3 +135,29 @@ def test_responses_hold_no_images_and_cases_hold_no_images(tmp_path: Path) -> No
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert manifest["dataset"]["kind"] == "sample" and manifest["model"]["adapter"] == "random"
     assert set(manifest["templates"]) == {"ll"} and manifest["limit"] == 1
+
+
+def test_a_lost_dataset_makes_the_run_partial_and_is_listed(tmp_path: Path) -> None:
+    import shutil
+
+    from u2eval.resources import sample_dir
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir(), data)
+    (data / "disease_diagnosis" / "21.tsv").write_text("not\ta\tu2-bench\theader\n1\t2\t3\t4\n")
+    result = run(RunOptions(model="random", data=str(data), out=tmp_path / "run", tasks=("dd",)))
+    strict = result.summary.modes["strict"]
+    assert strict.missing_datasets == {"dd": ["21"]}
+    assert result.summary.status == "partial"
+    assert any("21.tsv" in error for error in result.data_errors)
+    markdown = (tmp_path / "run" / "summary.md").read_text()
+    assert "no cases for datasets DD 21" in markdown and "Unreadable input" in markdown
+
+
+def test_default_folders_keep_quick_runs_apart_from_full_ones(tmp_path: Path) -> None:
+    from u2eval.runner import default_folder
+
+    full = default_folder(RunOptions(model="random", results_root=tmp_path))
+    quick = default_folder(RunOptions(model="random", results_root=tmp_path, tasks=("ll", "dd"), limit=1))
+    assert full != quick and quick.name.endswith("__dd+ll__limit1")
+    assert default_folder(RunOptions(model="random", results_root=tmp_path, seed=2)) != full

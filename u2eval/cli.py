@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -44,9 +45,9 @@ def _split(value: str | None) -> tuple[str, ...] | None:
 @app.command()
 def run(
     model: Annotated[str, typer.Option("--model", "-m", help="random, replay/PATH, provider/model or a preset")],
-    data: Annotated[str, typer.Option(help="sample, a local folder in the U2-Bench layout, or hub[:REPO[@REV]]")] = (
-        "sample"
-    ),
+    data: Annotated[
+        str, typer.Option(help="sample, a local folder in the U2-Bench layout, hub, or hf:OWNER/NAME@REV")
+    ] = ("sample"),
     tasks: Annotated[str | None, typer.Option(help="comma list of task keys, e.g. dd,ll (default: all 8)")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="at most N cases per source dataset")] = None,
     seed: Annotated[int, typer.Option(help="seed for sampling and the random baseline")] = 0,
@@ -91,7 +92,10 @@ def run(
     print_summary(result.summary, out)
     console.print(f"run folder: {result.folder}  (requested {result.requested}, reused {result.reused} stored answers)")
     if result.data_errors:
-        console.print(f"[yellow]{len(result.data_errors)} corrupt row(s) skipped; see manifest.json data_errors")
+        console.print(
+            f"[yellow]{len(result.data_errors)} unreadable row(s) or file(s) skipped; "
+            "summary.md and manifest.json list them"
+        )
     if result.infra_errors:
         console.print(
             f"[red]{result.infra_errors} case(s) failed for infrastructure reasons; they are excluded from the "
@@ -175,5 +179,6 @@ def main() -> None:
     try:
         app()
     except U2EvalError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        # escape: paths and specs such as hf:OWNER/NAME[@REV] contain brackets rich would read as markup
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)

@@ -5,6 +5,7 @@ Both are pure renderings of ``summary.json``: nothing here computes a score.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -14,6 +15,7 @@ from u2eval.summary import ModeSummary, Summary
 from u2eval.tasks import get_task
 
 SUMMARY_MD = "summary.md"
+MAX_LISTED = 50
 
 
 # How a task's primary metric becomes its [0, 1] score (the number shown and fed into the U2-Score).
@@ -64,6 +66,12 @@ def _u2_line(mode: ModeSummary) -> str:
     if mode.status == "partial":
         parts.append(f"partial: missing {', '.join(t.upper() for t in mode.missing_tasks)}")
         parts.append(f"over the tasks present {_fmt(mode.u2_over_present_tasks)}")
+    if mode.missing_datasets:
+        lost = "; ".join(f"{t.upper()} {', '.join(ids)}" for t, ids in mode.missing_datasets.items())
+        parts.append(f"partial: no cases for datasets {lost}")
+    filled = [t.upper() for t, result in mode.tasks.items() if result.filled]
+    if filled:
+        parts.append(f"filled as the official table does: {', '.join(filled)}")
     parts.append(f"sample-share weights {_fmt(mode.u2_sample_share)}")
     return "; ".join(parts)
 
@@ -113,9 +121,19 @@ def render_markdown(summary: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(folder: Path, summary: Summary) -> Path:
+def write_summary(folder: Path, summary: Summary, data_errors: Sequence[str] = ()) -> Path:
+    """summary.md; ``data_errors`` (rows or files the run could not read) are listed at its end."""
+    text = render_markdown(summary)
+    if data_errors:
+        lines = ["", f"## Unreadable input ({len(data_errors)} row(s) or file(s) skipped)", ""]
+        lines += [f"- {error}" for error in data_errors[:MAX_LISTED]]
+        if len(data_errors) > MAX_LISTED:
+            lines.append(f"- ... and {len(data_errors) - MAX_LISTED} more (manifest.json lists them all)")
+        text += "\n".join(lines) + "\n"
     path = folder / SUMMARY_MD
-    path.write_text(render_markdown(summary), encoding="utf-8")
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
     return path
 
 

@@ -55,6 +55,7 @@ class RunOptions:
     revision: str | None = None
     tasks: tuple[str, ...] | None = None
     limit: int | None = None
+    anatomy: tuple[str, ...] | None = None  # only cases of these anatomies (lower case); for prompt ablations
     seed: int = 0
     out: Path | None = None
     results_root: Path = Path("results")
@@ -80,7 +81,13 @@ def default_folder(options: RunOptions) -> Path:
     """A stable folder name, so running the same command again resumes instead of starting over."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", options.model).strip("-")
     data = "sample" if options.data == "sample" else re.sub(r"[^A-Za-z0-9._-]+", "-", Path(options.data).name)
-    return options.results_root / f"{slug}__{data}__{options.prompt.name}__seed{options.seed}"
+    selection = f"__{'+'.join(options.anatomy)}" if options.anatomy else ""
+    # A quick `--tasks dd --limit 1` run must not land in (and overwrite the summary of) the full run's folder.
+    if options.tasks:
+        selection += f"__{'+'.join(sorted(t.lower() for t in options.tasks))}"
+    if options.limit is not None:
+        selection += f"__limit{options.limit}"
+    return options.results_root / f"{slug}__{data}__{options.prompt.name}__seed{options.seed}{selection}"
 
 
 def _generation(options: RunOptions, preset_generation: GenerationConfig | None) -> GenerationConfig:
@@ -121,6 +128,8 @@ class _CaseStream:
         pending: set[str] = set()
         with self.cases_out.open("w", encoding="utf-8") as out:
             for case in iter_cases(self.source, self.tasks, on_error=self._error, limit=self.options.limit):
+                if self.options.anatomy is not None and case.anatomy.lower() not in self.options.anatomy:
+                    continue
                 try:
                     prompt = render(case, by_key[case.task], self.options.prompt)
                 except DataError as exc:
@@ -162,7 +171,10 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
     assert adapter is not None
     validate_templates(tasks, options.prompt)
     folder = options.out or default_folder(options)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot use {folder} as the run folder: {exc.strerror or exc}") from exc
     info = adapter.info
 
     with ResponseStore(folder) as store:
@@ -196,13 +208,13 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
     os.replace(folder / (CASES_FILE + ".part"), folder / CASES_FILE)
     answered_at = time.perf_counter()
 
-    summary, judgements = score_folder(folder)
+    summary, judgements = score_folder(folder, data_errors=stream.data_errors)
     sha, dirty = git_state()
     manifest = Manifest(
         u2eval_version=version(),
         git_sha=sha,
         git_dirty=dirty,
-        dataset=source.manifest(),
+        dataset=source.manifest() | ({"selection": f"anatomy={','.join(options.anatomy)}"} if options.anatomy else {}),
         case_ids_sha256=ids_sha256(stream.case_ids),
         n_cases=len(stream.case_ids),
         tasks={t.key: task_sha256(t.key) for t in tasks},
@@ -273,8 +285,10 @@ def judge_folder(folder: Path) -> list[Judgement]:
     return judgements
 
 
-def score_folder(folder: Path) -> tuple[Summary, list[Judgement]]:
-    """(Re-)score a run from its stored answers, without any model call, and rewrite its outputs."""
+def score_folder(folder: Path, data_errors: list[str] | None = None) -> tuple[Summary, list[Judgement]]:
+    """(Re-)score a run from its stored answers, without any model call, and rewrite its outputs.
+
+    ``data_errors``: the rows the run could not read, listed in summary.md (default: from manifest.json)."""
     judgements = judge_folder(folder)
     task_keys = {j.task for j in judgements}
     tasks = tuple(t for t in select_tasks(None) if t.key in task_keys)
@@ -283,8 +297,19 @@ def score_folder(folder: Path) -> tuple[Summary, list[Judgement]]:
     with (folder / JUDGEMENTS_FILE).open("w", encoding="utf-8") as out:
         out.writelines(j.model_dump_json() + "\n" for j in ordered)
     write_json(folder / SUMMARY_FILE, summary.model_dump(mode="json"))
-    write_summary(folder, summary)
+    if data_errors is None:
+        data_errors = _manifest_data_errors(folder)
+    write_summary(folder, summary, data_errors)
     return summary, judgements
+
+
+def _manifest_data_errors(folder: Path) -> list[str]:
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    errors = manifest.get("data_errors", []) if isinstance(manifest, dict) else []
+    return [str(e) for e in errors]
 
 
 def write_json(path: Path, payload: object) -> None:

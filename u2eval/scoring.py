@@ -305,6 +305,11 @@ def _mode_summary(
             task_scores[key] = chosen
     weights = {k: t.weight for k, t in official.items()}
     missing = [k for k in TASK_KEYS if k not in present]
+    # A task whose run lost whole datasets (corrupt files, bad rows) averages fewer datasets: say so.
+    missing_datasets = {
+        k: [d for d in official[k].dataset_ids if (k, d) not in groups] for k in TASK_KEYS if k in present
+    }
+    missing_datasets = {k: ids for k, ids in missing_datasets.items() if ids}
     scored = {k: t.score for k, t in task_scores.items() if t.score is not None}
     u2: float | None = None
     if len(scored) == len(TASK_KEYS):
@@ -332,8 +337,9 @@ def _mode_summary(
     return ModeSummary(
         mode=mode,
         quirks=quirks.as_dict(),
-        status="partial" if missing else "complete",
+        status="partial" if missing or missing_datasets else "complete",
         missing_tasks=missing,
+        missing_datasets=missing_datasets,
         datasets=datasets,
         tasks=tasks,
         u2_score=report_float(u2, decimals),

@@ -63,6 +63,7 @@ class ModeSummary(_Frozen):
     quirks: dict[str, bool]
     status: Status
     missing_tasks: list[str]
+    missing_datasets: dict[str, list[str]]  # task -> its datasets with no case in the run
     datasets: list[DatasetResult]
     tasks: dict[str, TaskResult]
     u2_score: float | None  # None when a task is missing and the mode does not fill it
