@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from u2eval.adapters import AdapterOptions, ModelAdapter, ModelRequest, create_adapter, resolve_model
+from u2eval.adapters import AdapterOptions, ModelAdapter, ModelRequest, Preset, create_adapter, resolve_model
 from u2eval.data import DataSource, iter_cases, resolve_source
 from u2eval.dispatch import Dispatcher, DispatchOptions
 from u2eval.errors import ConfigError, DataError
@@ -64,6 +64,10 @@ class RunOptions:
     base_url: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    rpm: float | None = None  # requests per minute (None: unlimited)
+    tpm: float | None = None  # tokens per minute (None: unlimited)
+    timeout_s: float | None = None  # per attempt (None: the dispatcher's default)
+    max_attempts: int | None = None  # per request, the first included (None: the dispatcher's default)
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,18 @@ def _generation(options: RunOptions, preset_generation: GenerationConfig | None)
     if options.temperature is not None:
         updates["temperature"] = options.temperature
     return base.model_copy(update=updates)
+
+
+def _dispatch_options(options: RunOptions, preset: Preset | None, generation: GenerationConfig) -> DispatchOptions:
+    defaults = DispatchOptions()
+    return DispatchOptions(
+        concurrency=options.concurrency or (preset.concurrency if preset else defaults.concurrency),
+        max_attempts=options.max_attempts or defaults.max_attempts,
+        timeout_s=options.timeout_s or defaults.timeout_s,
+        rpm=options.rpm,
+        tpm=options.tpm,
+        output_tokens=generation.max_tokens,
+    )
 
 
 class _CaseStream:
@@ -158,6 +174,7 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
     resolved = None if adapter is not None else resolve_model(options.model)
     preset = resolved.preset if resolved is not None else None
     generation = _generation(options, preset.generation if preset else None)
+    dispatch_options = _dispatch_options(options, preset, generation)
     if resolved is not None:
         adapter = create_adapter(
             resolved,
@@ -166,6 +183,7 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
                 seed=options.seed,
                 base_url=options.base_url or (preset.base_url if preset else None),
                 extra=preset.extra if preset else {},
+                timeout_s=dispatch_options.timeout_s,
             ),
         )
     assert adapter is not None
@@ -195,8 +213,7 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
                 progress(done, None)  # no total: counting would read every file twice
 
         stream.on_case = on_case
-        concurrency = options.concurrency or (preset.concurrency if preset else 8)
-        dispatcher = Dispatcher(adapter, DispatchOptions(concurrency=concurrency))
+        dispatcher = Dispatcher(adapter, dispatch_options)
 
         async def go() -> None:
             try:
@@ -232,12 +249,7 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
             "answer_s": round(answered_at - started, 3),
             "score_s": round(time.perf_counter() - answered_at, 3),
         },
-        dispatch={
-            "requests": dispatcher.stats.requests,
-            "reused": stream.reused,
-            "retries": dispatcher.stats.retries,
-            "infra_errors": dispatcher.stats.infra_errors,
-        },
+        dispatch=dispatcher.stats.as_manifest() | {"reused": stream.reused},
         data_errors=stream.data_errors,
     )
     write_json(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))
@@ -292,7 +304,9 @@ def score_folder(folder: Path, data_errors: list[str] | None = None) -> tuple[Su
     judgements = judge_folder(folder)
     task_keys = {j.task for j in judgements}
     tasks = tuple(t for t in select_tasks(None) if t.key in task_keys)
-    summary = summarise(judgements, tasks)
+    scored_with = {"u2eval": version()} | {f"task:{t.key}": task_sha256(t.key) for t in tasks}
+    summary = summarise(judgements, tasks).model_copy(update={"scored_with": scored_with})
+    _warn_if_definitions_changed(folder, scored_with)
     ordered = sorted(judgements, key=lambda j: j.case_id)
     with (folder / JUDGEMENTS_FILE).open("w", encoding="utf-8") as out:
         out.writelines(j.model_dump_json() + "\n" for j in ordered)
@@ -301,6 +315,17 @@ def score_folder(folder: Path, data_errors: list[str] | None = None) -> tuple[Su
         data_errors = _manifest_data_errors(folder)
     write_summary(folder, summary, data_errors)
     return summary, judgements
+
+
+def _warn_if_definitions_changed(folder: Path, scored_with: dict[str, str]) -> None:
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return
+    recorded = manifest.get("tasks", {}) if isinstance(manifest, dict) else {}
+    changed = sorted(k for k, sha in recorded.items() if scored_with.get(f"task:{k}", sha) != sha)
+    if changed:
+        log.warning("%s: task definitions changed since the run (%s); scores use the current ones", folder, changed)
 
 
 def _manifest_data_errors(folder: Path) -> list[str]:

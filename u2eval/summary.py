@@ -104,6 +104,9 @@ class Summary(_Frozen):
     infra_error_case_ids: list[str]
     sacrebleu_signature: str | None
     differences: list[Difference]
+    # What scored it: u2eval's version and the sha256 of each task file used (set by the runner), so a
+    # re-score with other code or other task definitions is visible in the file itself.
+    scored_with: dict[str, str] = {}
 
 
 def _differs(a: float | None, b: float | None) -> bool:
