@@ -134,6 +134,8 @@ def test_parse_option_exact_answer_beats_refusal_check() -> None:
         ("upper left", "upper left"),
         ("Top-left", "upper left"),
         ("left upper", "upper left"),
+        ("center top", "upper center"),  # column first, with a centre word
+        ("middle-upper", "upper center"),
         ("upper-left quadrant", "upper left"),
         ("bottom right", "lower right"),
         ("lower center", "lower center"),  # the reference maps this to center

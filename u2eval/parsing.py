@@ -169,7 +169,9 @@ def _sector_pair(first: str, second: str) -> str | None:
     if row is not None and column is not None:
         return sector_name(row, column)
     row, column = _row_of(second), _column_of(first)
-    if first in _SIDE_WORDS and row is not None and column is not None:
+    # Column first: 'left upper', and 'center top' / 'middle-upper' (a centre word then a top/bottom word).
+    reversed_order = first in _SIDE_WORDS or (first in _CENTRE_WORDS and row in ("upper", "lower"))
+    if reversed_order and row is not None and column is not None:
         return sector_name(row, column)
     return None
 
