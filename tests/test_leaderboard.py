@@ -1,0 +1,255 @@
+"""Leaderboards from run folders: re-scored, ranked with intervals, refused when runs cannot share a board,
+written in every format, and the HTML page opened in a real headless browser."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fake_models import Oracle
+
+from u2eval.errors import ConfigError
+from u2eval.leaderboard import Board, BoardOptions, build_board, published_rows
+from u2eval.leaderboard_files import write_board
+from u2eval.rundata import find_runs, load_run
+from u2eval.runner import RunOptions, run
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three runs on the sample: a skilled fake model, the random baseline and a partial run."""
+    root = tmp_path_factory.mktemp("results")
+    run(RunOptions(model="oracle", out=root / "oracle"), adapter=Oracle(skill=0.7))
+    run(RunOptions(model="random", out=root / "random", seed=1))
+    run(RunOptions(model="random", out=root / "nested" / "partial", seed=2, tasks=("dd", "ll"), limit=2))
+    return root
+
+
+@pytest.fixture(scope="module")
+def board(results: Path) -> Board:
+    return build_board([results], BoardOptions(published=True, by="anatomy", resamples=300))
+
+
+def _copy_run(results: Path, name: str, destination: Path) -> Path:
+    target = destination / name
+    shutil.copytree(results / name, target)
+    return target
+
+
+def test_runs_are_found_under_folders_but_not_inside_run_folders(results: Path) -> None:
+    found = find_runs([results])
+    assert [p.name for p in found] == ["partial", "oracle", "random"]  # sorted walk: nested/ before oracle/
+    assert find_runs([results / "oracle", results]) == [found[1], found[0], found[2]]  # no duplicates
+    with pytest.raises(ConfigError, match="no such run folder"):
+        find_runs([results / "nowhere"])
+    (results.parent / "empty").mkdir(exist_ok=True)
+    with pytest.raises(ConfigError, match="no run folders"):
+        find_runs([results.parent / "empty"])
+
+
+def test_board_ranks_runs_with_intervals_among_the_published_rows(board: Board, results: Path) -> None:
+    runs = [r for r in board.rows if r.source == "run"]
+    assert [r.model for r in runs] == [
+        "oracle/oracle-0.7@seed-0",
+        "random/random-guess@seed-1",
+        "random/random-guess@seed-2",
+    ]
+    oracle, baseline, partial = runs
+    assert oracle.rank is not None and baseline.rank is not None and oracle.rank < baseline.rank
+    assert oracle.u2.low is not None and oracle.u2.high is not None
+    assert oracle.u2.low <= (oracle.u2.score or 0) <= oracle.u2.high
+    assert set(oracle.tasks) == {"dd", "vra", "ll", "od", "kd", "cve", "rg", "cg"}
+    assert oracle.tasks["dd"].low is not None and oracle.tasks["dd"].high is not None
+    # The estimates are the strict summary's numbers.
+    summary = load_run(results / "oracle").summary.modes["strict"]
+    assert oracle.u2.score == summary.u2_score
+    assert {k: c.score for k, c in oracle.tasks.items()} == {k: t.score for k, t in summary.tasks.items()}
+    assert not oracle.partial and oracle.infra_errors == 0 and oracle.parse_rate is not None
+    assert partial.partial and partial.rank is None and partial.u2.score is None
+    assert partial.partial_reasons[0].startswith("missing vra,od,kd,cve,rg,cg") and "limit 2" in partial.partial_reasons
+    published = [r for r in board.rows if r.source == "published"]
+    assert len(published) == 22 and all(r.u2.low is None and r.parse_rate is None for r in published)
+    ranks = [r.rank for r in board.rows if r.rank is not None]
+    assert ranks == sorted(ranks) and ranks[0] == 1
+    scores = [r.u2.score for r in board.rows if r.rank is not None]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_published_rows_ship_with_the_package_and_match_the_paper() -> None:
+    shipped = (Path(__file__).parents[1] / "u2eval" / "published.csv").read_text()
+    assert shipped == (TESTS / "data" / "leaderboard.csv").read_text()
+    rows = {r.model: r for r in published_rows()}
+    dolphin = rows["Dolphin-V1-Preview"]
+    assert dolphin.u2.score == 0.4748 and dolphin.tasks["cve"].score == pytest.approx(1 - 0.256)
+    assert dolphin.tasks["rg"].score == pytest.approx(0.164266)
+    assert rows["Random Guessing"].tasks["rg"].score == 0.0  # '-' counts 0, as in the published U2
+
+
+def test_a_hand_edited_summary_is_ignored(results: Path, tmp_path: Path) -> None:
+    folder = _copy_run(results, "oracle", tmp_path)
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["modes"]["strict"]["u2_score"] = 0.99
+    summary["modes"]["strict"]["tasks"]["dd"]["score"] = 0.99
+    (folder / "summary.json").write_text(json.dumps(summary))
+    row = build_board([folder], BoardOptions(resamples=50)).rows[0]
+    original = build_board([results / "oracle"], BoardOptions(resamples=50)).rows[0]
+    assert row.stale_summary and not original.stale_summary
+    assert row.u2 == original.u2 and row.tasks == original.tasks and row.u2.score != 0.99
+
+
+def _edit_manifest(folder: Path, **changes: object) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            manifest[key].update(value)
+        else:
+            manifest[key] = value
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_runs_on_different_dataset_revisions_are_refused_in_one_line(results: Path, tmp_path: Path) -> None:
+    other = _copy_run(results, "random", tmp_path)
+    _edit_manifest(other, dataset={"kind": "hub", "repo": "DolphinAI/u2-bench", "revision": "v2", "sha": "ab" * 20})
+    with pytest.raises(ConfigError) as caught:
+        build_board([results / "oracle", other], BoardOptions(resamples=50))
+    message = str(caught.value)
+    assert "\n" not in message and "dataset revisions differ" in message
+    assert "sample:" in message and "hf:DolphinAI/u2-bench@v2 (abababab" in message and str(other) in message
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "u2eval",
+            "leaderboard",
+            str(results / "oracle"),
+            str(other),
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "300"},
+        timeout=120,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "dataset revisions differ" in done.stderr
+
+
+def test_runs_with_different_task_files_are_refused(results: Path, tmp_path: Path) -> None:
+    other = _copy_run(results, "random", tmp_path)
+    manifest = json.loads((other / "manifest.json").read_text())
+    _edit_manifest(other, tasks={**manifest["tasks"], "dd": "0" * 64})
+    with pytest.raises(ConfigError, match=r"task dd differs \(task file sha256 4e1dae1b|task dd differs"):
+        build_board([results / "oracle", other], BoardOptions(resamples=50))
+
+
+def test_slices_by_anatomy_cover_every_case_once(board: Board, results: Path) -> None:
+    oracle = [e.row for e in board.slices if e.model.startswith("oracle")]
+    run_cases = load_run(results / "oracle").judgements
+    for task in {"dd", "ll", "cve", "rg"}:
+        rows = [r for r in oracle if r.task == task]
+        assert sum(r.n_cases for r in rows) == sum(1 for j in run_cases if j.task == task)
+        assert len({r.value for r in rows}) == len(rows)
+    breast = next(r for r in oracle if r.task == "dd" and r.value == "breast")
+    assert breast.n_cases == 16 and breast.low is not None and breast.high is not None
+    assert breast.low <= (breast.score or 0) <= breast.high
+
+
+def test_every_format_is_written(board: Board, tmp_path: Path) -> None:
+    written = write_board(board, tmp_path)
+    names = {p.name for p in written}
+    assert names == {
+        "leaderboard.md",
+        "leaderboard.csv",
+        "leaderboard.json",
+        "leaderboard.html",
+        "leaderboard_by_anatomy.csv",
+        "leaderboard_u2.png",
+        "leaderboard_tasks.png",
+    }
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "| rank | model | U2-Score | DD |" in md and "*(published)*" in md and "## By anatomy" in md
+    rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
+    assert len(rows) == 25 and rows[0]["rank"] == "1" and {"u2_low", "dd_high", "partial"} <= set(rows[0])
+    assert Board.model_validate_json((tmp_path / "leaderboard.json").read_text()) == board
+    for png in ("leaderboard_u2.png", "leaderboard_tasks.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (tmp_path / "leaderboard.html").read_text()
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html
+
+
+def _chromium() -> str | None:
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium binary on PATH")
+def test_the_html_page_renders_its_table_and_charts_in_a_headless_browser(board: Board, tmp_path: Path) -> None:
+    write_board(board, tmp_path, plots=False)
+    browser = _chromium()
+    assert browser is not None
+    done = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--dump-dom",
+            (tmp_path / "leaderboard.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    dom = done.stdout
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'data-rendered="ok"' in dom and "data-error" not in dom
+    runs = sum(1 for r in board.rows if r.source == "run")
+    with_score = sum(1 for r in board.rows if (r.u2.score if r.u2.score is not None else r.u2_over_present_tasks.score))
+    bars = with_score + sum(1 for r in board.rows if r.source == "run" for t in r.tasks.values() if t.score is not None)
+    assert f'data-bars="{bars}"' in dom and runs == 3
+    assert dom.count('class="heat"') == 8 * len(board.rows)
+    u2_cells = [r.u2 if r.u2.score is not None else r.u2_over_present_tasks for r in board.rows]
+    task_cells = [c for r in board.rows if r.source == "run" for c in r.tasks.values()]
+    whiskers = sum(1 for c in u2_cells + task_cells if c.score is not None and c.low is not None and c.high is not None)
+    assert dom.count('class="whisker"') == whiskers > 3 * 6
+
+
+def test_cli_leaderboard_and_score_by_anatomy(results: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "COLUMNS": "250"}
+    done = subprocess.run(
+        [sys.executable, "-m", "u2eval", "leaderboard", str(results), "--out", str(tmp_path), "--by", "dataset"]
+        + ["--bootstrap", "100", "--no-plots"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "oracle/oracle-0.7@seed-0" in done.stdout and (tmp_path / "leaderboard_by_dataset.csv").is_file()
+    assert not (tmp_path / "leaderboard_u2.png").exists()
+    done = subprocess.run(
+        [sys.executable, "-m", "u2eval", "score", str(results / "random"), "--by", "anatomy", "--bootstrap", "100"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "by anatomy (strict" in done.stdout and "│ DD   │ breast" in done.stdout
+
+
+def test_without_matplotlib_everything_but_the_pngs_is_written(
+    board: Board, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an install without u2eval[plots] sees
+    written = write_board(board, tmp_path)
+    assert {p.suffix for p in written} == {".md", ".csv", ".json", ".html"}
+    assert "pip install 'u2eval[plots]'" in caplog.text
