@@ -10,10 +10,12 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+import pytest
+
 from u2eval.adapters import ModelAdapter, ModelRequest
-from u2eval.dispatch import Dispatcher, DispatchOptions
-from u2eval.errors import AdapterError
-from u2eval.records import Case, Completion, ModelInfo, Prompt, TextPart
+from u2eval.dispatch import Dispatcher, DispatchOptions, TokenBucket
+from u2eval.errors import AdapterError, ConfigError
+from u2eval.records import Case, Completion, ModelInfo, Prompt, TextPart, Usage
 
 
 def _request(i: int) -> ModelRequest:
@@ -122,3 +124,100 @@ def test_in_flight_requests_never_exceed_the_concurrency() -> None:
     done, _ = _run(adapter, 40, DispatchOptions(concurrency=4))
     assert len(done) == 40
     assert adapter.max_in_flight == 4
+
+
+def test_a_retry_after_wait_is_exact_and_counted() -> None:
+    adapter = ScriptedAdapter(failures=1)  # one 429 with Retry-After 0.3 s
+    started = time.perf_counter()
+    done, dispatcher = _run(adapter, 1, DispatchOptions(concurrency=1, backoff_initial_s=5.0))
+    elapsed = time.perf_counter() - started
+    assert done[0].text == "benign"
+    assert 0.3 <= elapsed < 0.3 * 1.05 + 0.1  # the told wait, not the (much longer) backoff
+    stats = dispatcher.stats
+    assert stats.retries_by_kind == {"rate_limit": 1} and stats.retry_after_s == 0.3
+    assert 0.3 <= stats.retry_wait_s <= 0.315
+    manifest = stats.as_manifest()
+    assert manifest["retries.rate_limit"] == 1 and manifest["retry_after_ms"] == 300
+
+
+def test_a_retry_after_beyond_the_limit_is_not_waited_for() -> None:
+    error = AdapterError("HTTP 429", kind="rate_limit", retryable=True, retry_after_s=3600)
+    adapter = ScriptedAdapter(failures=1, error=error)
+    started = time.perf_counter()
+    done, _ = _run(adapter, 1, DispatchOptions(concurrency=1, max_retry_after_s=60))
+    assert done[0].error == "rate_limit" and done[0].attempts == 1  # left for the next run
+    assert time.perf_counter() - started < 1.0
+
+
+class UsageAdapter(ScriptedAdapter):
+    """Answers at once, reporting ``used`` tokens (or no usage at all)."""
+
+    def __init__(self, used: int | None) -> None:
+        super().__init__(failures=0)
+        self.used = used
+
+    async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]:
+        usage = Usage(input_tokens=self.used, output_tokens=0) if self.used is not None else None
+        return [Completion(case_id=r.case.case_id, key=r.key, text="benign", usage=usage) for r in requests]
+
+
+def test_tokens_per_minute_reserve_the_estimate_and_settle_on_the_usage() -> None:
+    # 60,000 a minute = 1,000 a second (the bucket holds one second's worth); each request is estimated
+    # at ~101 tokens (text / 4 + 1 + 100 output), so 15 of them need ~0.5 s beyond the first second's
+    # 1,000 unless the usage (10 each) gives the difference back.
+    options = DispatchOptions(concurrency=1, tpm=60_000, output_tokens=100)
+    started = time.perf_counter()
+    _run(UsageAdapter(used=10), 15, options)
+    settled = time.perf_counter() - started
+    started = time.perf_counter()
+    _, dispatcher = _run(UsageAdapter(used=None), 15, options)
+    unsettled = time.perf_counter() - started
+    assert settled < 0.2 <= 0.4 < unsettled
+    assert dispatcher.stats.throttle_wait_s > 0.4
+
+
+def test_the_token_bucket_lets_a_large_request_through_and_its_debt_delays_the_next() -> None:
+    async def go() -> tuple[float, float]:
+        bucket = TokenBucket(per_minute=6000)  # 100 a second, holds 100
+        first = await bucket.acquire(115)  # more than it holds: waits for nothing, owes 15
+        second = await bucket.acquire(1)  # waits for the debt: (15 + 1) / 100 s
+        return first, second
+
+    first, second = asyncio.run(go())
+    assert first == 0.0 and 0.15 <= second < 0.2
+
+
+class PreflightAdapter(ScriptedAdapter):
+    """A scripted adapter with a preflight that fails ``failures`` times with ``error``."""
+
+    def __init__(self, preflight_failures: int, error: AdapterError) -> None:
+        super().__init__(failures=0)
+        self.preflight_failures = preflight_failures
+        self.preflight_error = error
+        self.preflights = 0
+
+    async def preflight(self) -> None:
+        self.preflights += 1
+        if self.preflights <= self.preflight_failures:
+            raise self.preflight_error
+
+
+def test_preflight_runs_once_before_any_request_and_is_retried_when_transient() -> None:
+    transient = AdapterError("HTTP 503", kind="server", retryable=True, retry_after_s=0.01)
+    adapter = PreflightAdapter(preflight_failures=1, error=transient)
+    done, dispatcher = _run(adapter, 3, DispatchOptions(concurrency=2))
+    assert adapter.preflights == 2 and len(done) == 3 and dispatcher.stats.retries == 1
+    nothing_to_do = PreflightAdapter(preflight_failures=0, error=transient)
+    _run(nothing_to_do, 0, DispatchOptions())
+    assert nothing_to_do.preflights == 0  # everything stored: not even the preflight is paid
+
+
+def test_a_refused_preflight_is_one_config_error_line_and_no_request_is_sent() -> None:
+    refused = AdapterError("HTTP 401: Incorrect API key provided", kind="auth", retryable=False)
+    adapter = PreflightAdapter(preflight_failures=1, error=refused)
+    with pytest.raises(ConfigError, match=r"scripted/m: the preflight call was refused \(auth\): HTTP 401"):
+        _run(adapter, 3, DispatchOptions())
+    assert adapter.calls == {}
+    busy = PreflightAdapter(preflight_failures=9, error=AdapterError("HTTP 503", kind="server", retryable=True))
+    with pytest.raises(ConfigError, match="failed after 2 attempts"):
+        _run(busy, 1, DispatchOptions(max_attempts=2, backoff_initial_s=0.01))

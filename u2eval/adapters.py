@@ -24,6 +24,9 @@ from u2eval.records import Case, Completion, GenerationConfig, ModelInfo, Prompt
 ADAPTERS: Mapping[str, tuple[str, str | None]] = {
     "random": ("model_adapters.random", None),
     "replay": ("model_adapters.replay", None),
+    "anthropic": ("model_adapters.anthropic", "api"),
+    "google": ("model_adapters.google", "api"),
+    "openai": ("model_adapters.openai", "api"),
 }
 
 PRESETS_DIR = Path(model_adapters.__file__).resolve().parent / "presets"
@@ -44,8 +47,9 @@ class AdapterOptions:
 
     generation: GenerationConfig = GenerationConfig()
     seed: int = 0
-    base_url: str | None = None
+    base_url: str | None = None  # several, comma-separated, where an adapter balances over them (openai)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None  # the dispatcher's per-attempt timeout, for an SDK's own backstop
 
 
 @runtime_checkable
@@ -62,6 +66,15 @@ class ModelAdapter(Protocol):
     async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsPreflight(Protocol):
+    """Optional for an adapter: one tiny call the dispatcher makes before the first request. It raises
+    ``ConfigError`` (or a non-retryable ``AdapterError``) for a wrong key, an unknown model or a rejected
+    parameter, which stops the run before any case is spent; a retryable ``AdapterError`` is retried."""
+
+    async def preflight(self) -> None: ...
 
 
 class Preset(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.console import Console
@@ -18,6 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from u2eval.errors import ConfigError, U2EvalError
+
+if TYPE_CHECKING:
+    from u2eval.records import ScoringMode
+    from u2eval.slices import SliceBy, SliceRow
 
 app = typer.Typer(
     add_completion=False,
@@ -56,7 +60,14 @@ def run(
     prompt_source: Annotated[str, typer.Option(help="ours or dataset (the TSV's own prompt column)")] = "ours",
     no_anatomy: Annotated[bool, typer.Option("--no-anatomy", help="do not name the anatomy in prompts")] = False,
     concurrency: Annotated[int | None, typer.Option(min=1, help="requests in flight")] = None,
-    base_url: Annotated[str | None, typer.Option(help="base URL of an OpenAI-compatible server")] = None,
+    base_url: Annotated[
+        list[str] | None,
+        typer.Option(help="base URL of an OpenAI-compatible server; repeat it (or use commas) to balance over several"),
+    ] = None,
+    rpm: Annotated[float | None, typer.Option(min=0.001, help="at most this many requests a minute")] = None,
+    tpm: Annotated[float | None, typer.Option(min=1, help="at most this many tokens (in + out) a minute")] = None,
+    timeout: Annotated[float | None, typer.Option(min=0.001, help="seconds per attempt (default 180)")] = None,
+    max_attempts: Annotated[int | None, typer.Option(min=1, help="attempts per request (default 4)")] = None,
 ) -> None:
     """Evaluate a model; stored answers are reused, so an interrupted run resumes where it stopped."""
     from u2eval.prompts import PromptOptions
@@ -76,7 +87,11 @@ def run(
         out=out_dir,
         prompt=PromptOptions(source=prompt_source, anatomy=not no_anatomy),  # type: ignore[arg-type]
         concurrency=concurrency,
-        base_url=base_url,
+        base_url=",".join(u for value in base_url for u in _split(value) or ()) if base_url else None,
+        rpm=rpm,
+        tpm=tpm,
+        timeout_s=timeout,
+        max_attempts=max_attempts,
     )
     with Progress(
         TextColumn("[bold]cases"),
@@ -105,15 +120,162 @@ def run(
 
 
 @app.command()
-def score(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
+def score(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder")],
+    by: Annotated[str | None, typer.Option(help="also cut the run by task, dataset, anatomy or scenario")] = None,
+    mode: Annotated[str, typer.Option(help="scoring mode of the --by table: strict or reference")] = "strict",
+    bootstrap: Annotated[int, typer.Option(min=10, help="bootstrap resamples for the --by intervals")] = 1000,
+    bootstrap_seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+) -> None:
     """Re-score a run from its stored answers, without calling any model."""
     from u2eval.report import print_summary
     from u2eval.runner import score_folder
 
     if not run_dir.is_dir():
         raise ConfigError(f"no such run folder: {run_dir}")
-    summary, _ = score_folder(run_dir)
+    if by is not None:
+        _check_choice("--by", by, ("task", "dataset", "anatomy", "scenario"))
+    _check_choice("--mode", mode, ("strict", "reference"))
+    summary, judgements = score_folder(run_dir)
     print_summary(summary, out)
+    if by is not None:
+        from u2eval.runner import read_run_cases
+        from u2eval.slices import slice_rows
+        from u2eval.uncertainty import case_table
+
+        scenarios = {c.case.case_id: c.case.scenario for c in read_run_cases(run_dir)}
+        table = case_table(judgements, cast("ScoringMode", mode), scenarios)
+        rows = slice_rows(table, summary.modes[mode], cast("SliceBy", by), bootstrap, bootstrap_seed)
+        _print_slices(rows, f"by {by} ({mode}; {bootstrap} bootstrap resamples, seed {bootstrap_seed})")
+
+
+def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{flag} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _print_slices(rows: list[SliceRow], title: str) -> None:
+    table = Table(title=title)
+    for column in ("task", "slice", "n", "counted", "metric", "score (U2 scale)", "95% CI", "parse rate"):
+        table.add_column(column, justify="left" if column in ("task", "slice", "metric") else "right")
+    for r in rows:
+        ci = "–" if r.low is None or r.high is None else f"[{r.low:.3f}, {r.high:.3f}]"
+        score = "–" if r.score is None else f"{r.score:.3f}"
+        rate = "–" if r.parse_rate is None else f"{r.parse_rate:.3f}"
+        table.add_row(r.task.upper(), r.value, str(r.n_cases), str(r.n_counted), r.metric, score, ci, rate)
+    out.print(table)
+
+
+@app.command()
+def leaderboard(
+    runs: Annotated[list[Path], typer.Argument(help="run folders, or folders to search for run folders")],
+    out_dir: Annotated[Path, typer.Option("--out", help="where to write the leaderboard files")] = Path(
+        "results/leaderboard"
+    ),
+    published: Annotated[bool, typer.Option("--published", help="add the paper's 22 rows for reference")] = False,
+    by: Annotated[str | None, typer.Option(help="also cut every run by task, dataset, anatomy or scenario")] = None,
+    mode: Annotated[str, typer.Option(help="strict (headline) or reference")] = "strict",
+    bootstrap: Annotated[int, typer.Option(min=10, help="bootstrap resamples")] = 1000,
+    bootstrap_seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+    plots: Annotated[bool, typer.Option(help="write PNG plots (needs matplotlib)")] = True,
+) -> None:
+    """Rank run folders, re-scored from their stored answers, with bootstrap confidence intervals."""
+    from u2eval.leaderboard import BoardOptions, build_board
+    from u2eval.leaderboard_files import fmt_cell, write_board
+
+    if by is not None:
+        _check_choice("--by", by, ("task", "dataset", "anatomy", "scenario"))
+    _check_choice("--mode", mode, ("strict", "reference"))
+    options = BoardOptions(
+        mode=cast("ScoringMode", mode),
+        resamples=bootstrap,
+        seed=bootstrap_seed,
+        published=published,
+        by=cast("SliceBy | None", by),
+    )
+    board = build_board(runs, options)
+    written = write_board(board, out_dir, plots=plots)
+    table = Table(title=f"U2-Bench leaderboard ({mode})")
+    for column in ("rank", "model", "U2-Score [95% CI]", "parse rate", "infra", "partial"):
+        table.add_column(column)
+    for row in board.rows:
+        table.add_row(
+            "–" if row.rank is None else str(row.rank),
+            row.model + (" (published)" if row.source == "published" else ""),
+            fmt_cell(row.u2, 4),
+            "–" if row.parse_rate is None else f"{row.parse_rate:.3f}",
+            "–" if row.infra_errors is None else str(row.infra_errors),
+            "; ".join(row.partial_reasons) or "no",
+        )
+    out.print(table)
+    console.print(f"wrote {', '.join(str(p) for p in written)}")
+
+
+@app.command()
+def ablate(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="the model, as for u2eval run")] = None,
+    variants: Annotated[
+        str | None, typer.Option(help="comma list, first = baseline: ours, ours-noanatomy, ours-norole, ours-brief")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="anatomy: the paper's design (breast, thyroid; ± anatomy)")] = None,
+    compare: Annotated[
+        tuple[Path, Path] | None, typer.Option("--compare", help="compare two existing runs instead: RUN_A RUN_B")
+    ] = None,
+    data: Annotated[str, typer.Option(help="sample, a local folder, hub, or hf:OWNER/NAME@REV")] = "sample",
+    tasks: Annotated[str | None, typer.Option(help="comma list of task keys (default: all 8)")] = None,
+    anatomy: Annotated[str | None, typer.Option(help="only cases of these anatomies, e.g. breast,thyroid")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="at most N cases per source dataset")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the runs")] = 0,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="folder for the variant runs and the report")] = None,
+    mode: Annotated[str, typer.Option(help="strict (headline) or reference")] = "strict",
+    bootstrap: Annotated[int, typer.Option(min=10, help="bootstrap resamples")] = 1000,
+    bootstrap_seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="requests in flight")] = None,
+    base_url: Annotated[str | None, typer.Option(help="base URL of an OpenAI-compatible server")] = None,
+) -> None:
+    """Run prompt variants on the same cases with one model (or compare two runs): McNemar per task."""
+    from u2eval.ablation import PRESETS, AblationOptions, compare_folders, run_ablation
+    from u2eval.ablation_report import render_markdown, write_report
+
+    _check_choice("--mode", mode, ("strict", "reference"))
+    chosen = PRESETS.get(preset or "", {})
+    if preset is not None and not chosen:
+        raise ConfigError(f"unknown ablation preset {preset!r}; presets: {', '.join(PRESETS)}")
+    selection = _split(anatomy) or chosen.get("anatomy")
+    selection = tuple(a.lower() for a in selection) if selection else None
+    if compare is not None:
+        if model is not None or variants is not None:
+            raise ConfigError("--compare takes two run folders; it cannot be combined with --model or --variants")
+        report = compare_folders(
+            compare[0], compare[1], cast("ScoringMode", mode), bootstrap, bootstrap_seed, selection
+        )
+        folder = out_dir or Path("results") / f"compare__{compare[0].name}__{compare[1].name}"
+    else:
+        names = _split(variants) or chosen.get("variants")
+        if model is None or not names:
+            raise ConfigError("give --model and --variants (or --preset anatomy), or --compare RUN_A RUN_B")
+        options = AblationOptions(
+            model=model,
+            variants=names,
+            data=data,
+            tasks=_split(tasks),
+            limit=limit,
+            anatomy=selection,
+            seed=seed,
+            out=out_dir,
+            mode=cast("ScoringMode", mode),
+            resamples=bootstrap,
+            bootstrap_seed=bootstrap_seed,
+            concurrency=concurrency,
+            base_url=base_url,
+        )
+        report, folder = run_ablation(options)
+    written = write_report(report, folder)
+    sys.stdout.write(render_markdown(report))  # raw Markdown: rich would wrap its table lines
+    console.print(f"wrote {', '.join(str(p) for p in written)}")
+    if any(r.infra_errors for r in report.runs):
+        console.print("[red]some cases failed for infrastructure reasons; they are left out of the comparison.")
+        raise typer.Exit(EXIT_INFRA)
 
 
 @app.command("tasks")

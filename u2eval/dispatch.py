@@ -1,15 +1,20 @@
-"""The one wrapper around every adapter: bounded concurrency, bounded retries, timeouts and timing.
+"""The one wrapper around every adapter: bounded concurrency, rate limits, bounded retries, timeouts, timing.
 
 Requests flow through a bounded queue (never gather-all), so memory stays flat however many cases there
-are. A batch that fails with a retryable ``AdapterError`` (or times out) is retried with exponential
-backoff and jitter, waiting at least what the server's Retry-After said. A batch that still fails becomes
-one infra-error Completion per request: data, never an exception, and never a model answer.
+are. Before the first request, an adapter that can (``SupportsPreflight``) makes one tiny call: a wrong key
+or an unknown model stops the run with one ``ConfigError`` line before any case is spent; it is skipped
+when the store already answers everything. Optional requests-per-minute and tokens-per-minute limits are
+token buckets in front of every attempt. A batch that fails with a retryable ``AdapterError`` (or times
+out) is retried with exponential backoff and jitter; when the server said how long to wait (Retry-After),
+the wait is exactly that plus at most 5% jitter, never shorter. A batch that still fails becomes one
+infra-error Completion per request: data, never an exception, and never a model answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,18 +22,27 @@ from typing import cast, get_args
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from u2eval.adapters import ModelAdapter, ModelRequest
-from u2eval.errors import AdapterError
-from u2eval.records import Completion, ErrorKind
+from u2eval.adapters import ModelAdapter, ModelRequest, SupportsPreflight
+from u2eval.errors import AdapterError, ConfigError
+from u2eval.records import Completion, ErrorKind, ImagePart
+
+# Tokens an image is assumed to cost before the response says (OpenAI's high-detail price of a
+# 1024x768 image is 765); the usage in the response corrects the bucket afterwards.
+IMAGE_TOKENS_ESTIMATE = 1000
+RETRY_AFTER_JITTER = 0.05  # at most this fraction is added to a Retry-After wait, to de-synchronise clients
 
 
 @dataclass(frozen=True)
 class DispatchOptions:
     concurrency: int = 8
     max_attempts: int = 4
-    timeout_s: float = 180.0
+    timeout_s: float = 180.0  # per attempt, from sending to the answer (rate-limit waits not included)
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 60.0
+    rpm: float | None = None  # requests per minute, every attempt counted
+    tpm: float | None = None  # tokens (input + output) per minute
+    output_tokens: int = 1024  # reserved per request against ``tpm`` until its usage is known
+    max_retry_after_s: float = 300.0  # a longer Retry-After is not waited for: the case is left for the next run
 
 
 @dataclass
@@ -39,27 +53,94 @@ class DispatchStats:
     batches: int = 0
     retries: int = 0
     infra_errors: int = 0
-    errors_by_kind: dict[str, int] = field(default_factory=dict)
+    errors_by_kind: dict[str, int] = field(default_factory=dict)  # final outcomes, per request
+    retries_by_kind: dict[str, int] = field(default_factory=dict)  # failed attempts that were retried
+    retry_after_s: float = 0.0  # sum of the waits servers asked for (Retry-After)
+    retry_wait_s: float = 0.0  # sum of the waits actually made before retries
+    throttle_wait_s: float = 0.0  # time spent waiting for the rate limits
+
+    def as_manifest(self) -> dict[str, int]:
+        """Integer counters for ``Manifest.dispatch`` (times in milliseconds)."""
+        counters = {
+            "requests": self.requests,
+            "retries": self.retries,
+            "infra_errors": self.infra_errors,
+            "retry_after_ms": round(self.retry_after_s * 1000),
+            "retry_wait_ms": round(self.retry_wait_s * 1000),
+            "throttle_wait_ms": round(self.throttle_wait_s * 1000),
+        }
+        counters |= {f"retries.{k}": v for k, v in sorted(self.retries_by_kind.items())}
+        counters |= {f"errors.{k}": v for k, v in sorted(self.errors_by_kind.items())}
+        return counters
 
 
-def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, AdapterError):
-        return exc.retryable
-    return isinstance(exc, TimeoutError)
+class TokenBucket:
+    """A rate limit: ``per_minute`` units refilled continuously, at most one second's worth banked.
+
+    ``acquire(n)`` waits, first come first served, until the bucket holds ``min(n, capacity)`` and takes
+    ``n``; the level may go negative (a request larger than the bucket is let through and its debt delays
+    the next ones), so the long-run rate is exact. ``settle(delta)`` corrects a charge once the true cost
+    is known (positive: give back).
+    """
+
+    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if per_minute <= 0:
+            raise ConfigError(f"a rate limit must be positive, not {per_minute}")
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate)
+        self.level = self.capacity
+        self._clock = clock
+        self._stamp = clock()
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self.level = min(self.capacity, self.level + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    async def acquire(self, amount: float) -> float:
+        """Take ``amount``; returns the seconds waited."""
+        waited = 0.0
+        async with self._lock:
+            self._refill()
+            need = min(amount, self.capacity)
+            while self.level < need:
+                delay = (need - self.level) / self.rate
+                await asyncio.sleep(delay)
+                waited += delay
+                self._refill()
+            self.level -= amount
+        return waited
+
+    def settle(self, delta: float) -> None:
+        self._refill()
+        self.level = min(self.capacity, self.level + delta)
 
 
-class _RetryAfterWait:
-    """Exponential backoff with jitter, but never shorter than the server's Retry-After."""
+def estimate_tokens(batch: Sequence[ModelRequest], output_tokens: int) -> int:
+    """Tokens a batch may cost, before sending: ~4 characters a token, a fixed price per image, and the
+    output budget (providers count ``max_tokens`` against the limit until the answer is known)."""
+    total = 0
+    for request in batch:
+        chars = len(request.prompt.system or "")
+        for part in request.prompt.parts:
+            if isinstance(part, ImagePart):
+                total += IMAGE_TOKENS_ESTIMATE
+            else:
+                chars += len(part.text)
+        total += chars // 4 + 1 + output_tokens
+    return total
 
-    def __init__(self, initial: float, maximum: float) -> None:
-        self._backoff = wait_random_exponential(multiplier=initial, max=maximum)
 
-    def __call__(self, state: RetryCallState) -> float:
-        wait = float(self._backoff(state))
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, AdapterError) and exc.retry_after_s is not None:
-            wait = max(wait, exc.retry_after_s)
-        return wait
+def _used_tokens(completions: Sequence[Completion]) -> int | None:
+    """Input + output tokens the responses report; None when any of them reports nothing."""
+    total = 0
+    for completion in completions:
+        usage = completion.usage
+        if usage is None or usage.input_tokens is None:
+            return None
+        total += usage.input_tokens + (usage.output_tokens or 0)
+    return total
 
 
 _KNOWN_KINDS = frozenset(get_args(ErrorKind))
@@ -73,8 +154,72 @@ def _failure_kind(exc: BaseException) -> ErrorKind:
     return "server"
 
 
-def _take(iterator: Iterator[ModelRequest], count: int) -> list[ModelRequest]:
-    return list(itertools.islice(iterator, count))
+def _take(iterator: Iterator[ModelRequest], batch_size: int, batches: int = 1) -> list[list[ModelRequest]]:
+    """Up to ``batches`` batches of ``batch_size`` requests (fewer at the end; none when exhausted)."""
+    taken = []
+    for _ in range(batches):
+        batch = list(itertools.islice(iterator, batch_size))
+        if not batch:
+            break
+        taken.append(batch)
+    return taken
+
+
+class _Wait:
+    """Exponential backoff with jitter; when the server gave a Retry-After, exactly that (plus <= 5%)."""
+
+    def __init__(self, options: DispatchOptions, stats: DispatchStats) -> None:
+        self._backoff = wait_random_exponential(multiplier=options.backoff_initial_s, max=options.backoff_max_s)
+        self._stats = stats
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        told = exc.retry_after_s if isinstance(exc, AdapterError) else None
+        if told is None:
+            wait = float(self._backoff(state))
+        else:
+            wait = told + random.uniform(0.0, RETRY_AFTER_JITTER * told)
+            self._stats.retry_after_s += told
+        self._stats.retry_wait_s += wait
+        if exc is not None:
+            kind = _failure_kind(exc)
+            self._stats.retries_by_kind[kind] = self._stats.retries_by_kind.get(kind, 0) + 1
+        return wait
+
+
+class _Writer:
+    """Hands finished completions to ``on_done`` from a worker thread, everything pending at each call."""
+
+    def __init__(self, on_done: Callable[[list[Completion]], None]) -> None:
+        self._on_done = on_done
+        self._pending: list[Completion] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._failed: Exception | None = None
+
+    def add(self, completions: list[Completion]) -> None:
+        if self._failed is not None:  # e.g. the disk is full: stop asking for answers that cannot be kept
+            raise self._failed
+        self._pending.extend(completions)
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                try:
+                    await asyncio.to_thread(self._on_done, batch)
+                except Exception as exc:
+                    self._failed = exc
+                    raise
+            if self._closed and not self._pending:
+                return
 
 
 class Dispatcher:
@@ -84,32 +229,85 @@ class Dispatcher:
         self.adapter = adapter
         self.options = options
         self.stats = DispatchStats()
+        self._rpm = TokenBucket(options.rpm) if options.rpm else None
+        self._tpm = TokenBucket(options.tpm) if options.tpm else None
 
     async def run(self, requests: Iterable[ModelRequest], on_done: Callable[[list[Completion]], None]) -> DispatchStats:
+        """Answer every request; ``on_done`` gets the finished completions, in order of completion, on a
+        worker thread, one call at a time (group commit: a store's write and fsync never block the loop,
+        and completions that finish while one is being written go to disk together in the next call)."""
         batch_size = max(1, self.adapter.max_batch_size)
-        queue: asyncio.Queue[list[ModelRequest] | None] = asyncio.Queue(maxsize=self.options.concurrency + 1)
-        workers = [asyncio.create_task(self._worker(queue, on_done)) for _ in range(self.options.concurrency)]
         iterator = iter(requests)
+        # Reading and decoding cases is blocking work: keep it off the event loop, several small batches per
+        # trip to the thread (a trip costs ~0.1 ms of hand-over, as much as an API request's bookkeeping).
+        per_trip = max(1, 8 // batch_size)
+        first = await asyncio.to_thread(_take, iterator, batch_size)
+        if not first:
+            return self.stats  # the store answers everything: no call, not even the preflight
+        await self.preflight()
+        queue: asyncio.Queue[list[ModelRequest] | None] = asyncio.Queue(maxsize=self.options.concurrency + 1)
+        writer = _Writer(on_done)
+        writing = asyncio.create_task(writer.run())
+        workers = [asyncio.create_task(self._worker(queue, writer)) for _ in range(self.options.concurrency)]
         try:
-            while True:
-                # Reading and decoding cases is blocking work: keep it off the event loop.
-                batch = await asyncio.to_thread(_take, iterator, batch_size)
-                if not batch:
-                    break
-                await queue.put(batch)
+            batches = first
+            while batches:
+                for batch in batches:
+                    await queue.put(batch)
+                batches = await asyncio.to_thread(_take, iterator, batch_size, per_trip)
             for _ in workers:
                 await queue.put(None)
             await asyncio.gather(*workers)
+            writer.close()
+            await writing
         finally:
-            for worker in workers:
-                worker.cancel()
+            for task in (*workers, writing):
+                task.cancel()
         return self.stats
 
-    async def _worker(
-        self, queue: asyncio.Queue[list[ModelRequest] | None], on_done: Callable[[list[Completion]], None]
-    ) -> None:
+    async def _worker(self, queue: asyncio.Queue[list[ModelRequest] | None], writer: _Writer) -> None:
         while (batch := await queue.get()) is not None:
-            on_done(await self.call(batch))
+            writer.add(await self.call(batch))
+
+    def _retrying(self) -> AsyncRetrying:
+        limit = self.options.max_retry_after_s
+
+        def retryable(exc: BaseException) -> bool:
+            if isinstance(exc, AdapterError):
+                return exc.retryable and (exc.retry_after_s is None or exc.retry_after_s <= limit)
+            return isinstance(exc, TimeoutError)
+
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.options.max_attempts),
+            wait=_Wait(self.options, self.stats),
+            retry=retry_if_exception(retryable),
+            reraise=True,
+        )
+
+    async def _throttle(self, requests: int, tokens: int) -> None:
+        if self._rpm is not None:
+            self.stats.throttle_wait_s += await self._rpm.acquire(requests)
+        if self._tpm is not None:
+            self.stats.throttle_wait_s += await self._tpm.acquire(tokens)
+
+    async def preflight(self) -> None:
+        """The adapter's preflight call, retried like any request; any failure left is a ConfigError."""
+        if not isinstance(self.adapter, SupportsPreflight):
+            return
+        name = f"{self.adapter.info.adapter}/{self.adapter.info.model}"
+        attempts = 0
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    attempts += 1
+                    self.stats.retries += attempts > 1
+                    await self._throttle(1, 0)
+                    await asyncio.wait_for(self.adapter.preflight(), timeout=self.options.timeout_s)
+        except AdapterError as exc:
+            verdict = "was refused" if not exc.retryable else f"failed after {self.options.max_attempts} attempts"
+            raise ConfigError(f"{name}: the preflight call {verdict} ({exc.kind}): {exc}") from None
+        except TimeoutError:
+            raise ConfigError(f"{name}: the preflight call got no answer within {self.options.timeout_s:g} s") from None
 
     async def call(self, batch: Sequence[ModelRequest]) -> list[Completion]:
         """One batch with retries; always returns one Completion per request, in request order."""
@@ -117,21 +315,21 @@ class Dispatcher:
         self.stats.requests += len(batch)
         started = time.perf_counter()
         attempts = 0
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.options.max_attempts),
-            wait=_RetryAfterWait(self.options.backoff_initial_s, self.options.backoff_max_s),
-            retry=retry_if_exception(_is_retryable),
-            reraise=True,
-        )
+        estimate = estimate_tokens(batch, self.options.output_tokens) if self._tpm is not None else 0
         try:
-            async for attempt in retrying:
+            async for attempt in self._retrying():
                 with attempt:
                     attempts += 1
+                    await self._throttle(len(batch), estimate)
                     completions = await asyncio.wait_for(self.adapter.generate(batch), timeout=self.options.timeout_s)
         except (AdapterError, TimeoutError) as exc:
             self.stats.retries += attempts - 1
             return self._failed(batch, exc, attempts, time.perf_counter() - started)
         self.stats.retries += attempts - 1
+        if self._tpm is not None:
+            used = _used_tokens(completions)
+            if used is not None:
+                self._tpm.settle(estimate - used)
         return self._finished(batch, completions, attempts)
 
     def _finished(
