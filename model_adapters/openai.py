@@ -63,7 +63,7 @@ _SLOT = "\x00u2eval-image-"  # stands in for a data URL while the rest of the bo
 _SLOT_JSON = json.dumps(_SLOT)[1:-1]
 # A 32x32 mid-grey PNG: the preflight's image, so a model that takes no images fails before any case.
 _PROBE_PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAAAAABWESUoAAAAEklEQVR4nGNoaGhgGMWjeBQPZQwAdUrx/2L5ZOMAAAAASUVORK5CYII="
+    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAAAAABWESUoAAAAGElEQVR42mNsYMAPmBhGFYwqGFUwQhUAAJe+AMD8WknZAAAAAElFTkSuQmCC"
 )
 
 
@@ -189,7 +189,11 @@ def from_response(raw: Any, request: ModelRequest) -> Completion:
     A body that is not a chat completion at all raises ``AdapterError(malformed)``: that is the server's
     failure, retried, never the model's answer.
     """
-    if not isinstance(raw, dict) or not isinstance(raw.get("choices", []), list):
+    if isinstance(raw, dict) and "choices" not in raw and isinstance(raw.get("error"), dict):
+        # Some proxies and servers answer an error with status 200: the server's failure, not an empty answer.
+        detail = one_line(f"error in a 200 response: {raw['error'].get('message')}", 500)
+        raise AdapterError(detail, kind="server", retryable=True)
+    if not isinstance(raw, dict) or not isinstance(raw.get("choices"), list):
         raise AdapterError("the response is not a chat completion object", kind="malformed", retryable=True)
     common: dict[str, Any] = {
         "case_id": request.case.case_id,
@@ -243,13 +247,14 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def _is_connection_failure(exc: BaseException) -> bool:
-    """A refused, reset or dropped connection, however the transport wraps it (aiohttp's transport reports
-    a dropped connection as a connect *timeout*; the cause chain still holds what happened)."""
-    return any(
-        isinstance(link, ConnectionError) or any(c.__name__ in _CONNECTION_FAILURES for c in type(link).__mro__)
-        for link in _chain(exc)
-    )
+def _connection_failure(exc: BaseException) -> BaseException | None:
+    """The refused, reset or dropped connection behind ``exc``, however the transport wraps it (aiohttp's
+    transport reports one as a connect *timeout*; the cause chain still holds what happened)."""
+    found = None
+    for link in _chain(exc):
+        if isinstance(link, ConnectionError) or any(c.__name__ in _CONNECTION_FAILURES for c in type(link).__mro__):
+            found = link  # the deepest one says most
+    return found
 
 
 def classify(exc: openai.OpenAIError, where: str, secret: str | None = None) -> AdapterError:
@@ -270,8 +275,10 @@ def classify(exc: openai.OpenAIError, where: str, secret: str | None = None) -> 
             return AdapterError(message, kind="server", retryable=True, retry_after_s=retry_after)
         return AdapterError(message, kind="bad_request", retryable=False)  # 400, 404 (model), 413, 422, ...
     if isinstance(exc, openai.APIConnectionError):  # APITimeoutError included
-        if _is_connection_failure(exc):
-            return AdapterError(message, kind="connection", retryable=True)
+        cause = _connection_failure(exc)
+        if cause is not None:
+            detail = scrub(one_line(f"{where}: connection failed: {type(cause).__name__}: {cause}", 500), secret)
+            return AdapterError(detail, kind="connection", retryable=True)
         kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
         return AdapterError(message, kind=kind, retryable=True)
     return AdapterError(message, kind="malformed", retryable=True)

@@ -27,7 +27,7 @@ from model_adapters.openai import (
     from_response,
     to_request,
 )
-from u2eval.adapters import AdapterOptions, ModelAdapter, ModelRequest, create_adapter, resolve_model
+from u2eval.adapters import AdapterOptions, ModelAdapter, ModelRequest, create_adapter, list_presets, resolve_model
 from u2eval.data import sniff_image_format
 from u2eval.dispatch import Dispatcher, DispatchOptions
 from u2eval.errors import AdapterError, ConfigError
@@ -182,11 +182,14 @@ def test_refusals_and_empty_answers_are_model_outcomes_not_infra_errors(raw: dic
     assert completion.usage is not None
 
 
-def test_a_body_that_is_no_chat_completion_is_malformed_and_retryable() -> None:
-    for raw in (["not", "an", "object"], {"choices": "nope"}):
+def test_a_body_that_is_no_chat_completion_is_a_retryable_failure_not_an_answer() -> None:
+    for raw in (["not", "an", "object"], {"choices": "nope"}, {"id": "x", "object": "chat.completion"}):
         with pytest.raises(AdapterError) as caught:
             from_response(raw, _request())
         assert caught.value.kind == "malformed" and caught.value.retryable
+    with pytest.raises(AdapterError, match="upstream timed out") as caught:  # an error a proxy sent with 200
+        from_response({"error": {"message": "upstream timed out", "type": "server_error"}}, _request())
+    assert caught.value.kind == "server" and caught.value.retryable
 
 
 def test_endpoints_keys_and_extras_are_checked_before_any_call(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -370,19 +373,12 @@ def test_several_base_urls_share_the_cases(
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     first, second = make_server(latency_s=0.02), make_server(latency_s=0.02)
-    result = run(
-        RunOptions(
-            model=f"openai/{MODEL}",
-            base_url=f"{first.url},{second.url}",
-            tasks=("dd", "ll"),
-            limit=1,
-            concurrency=4,
-            out=tmp_path,
-        )
-    )
+    args = ("--tasks", "dd,ll", "--limit", "1", "--concurrency", "4", "--out", str(tmp_path))
+    done = _cli("run", "--model", f"openai/{MODEL}", "--base-url", first.url, "--base-url", second.url, *args)
+    assert done.returncode == 0, done.stderr
     counts = [len(first.case_requests()), len(second.case_requests())]
-    assert result.infra_errors == 0 and sum(counts) == result.requested
-    assert min(counts) >= result.requested // 4, counts  # both serve, roughly evenly
+    cases = len(case_images(("dd", "ll"), 1))
+    assert sum(counts) == cases and min(counts) >= cases // 4, counts  # both serve, roughly evenly
     assert all(len(s.requests) - len(s.case_requests()) == 1 for s in (first, second))  # each one preflighted
 
 
@@ -391,5 +387,37 @@ def test_requests_per_minute_are_limited(server: OpenAIServer) -> None:
     done = dispatch(_adapter(server), requests, DispatchOptions(concurrency=8, rpm=300))  # 5 a second, burst 5
     assert all(c.text == "benign" for c in done)
     arrivals = sorted(r.arrived for r in server.case_requests())
-    # The preflight took one of the five; four cases go at once, the other four 0.2 s apart.
-    assert 0.75 <= arrivals[-1] - arrivals[0] < 1.2
+    # The bucket holds five: at most five cases go at once (four if the preflight's token is not back
+    # yet), the others 0.2 s apart, so the last one at least 3 x 0.2 s after the first.
+    assert 0.58 <= arrivals[-1] - arrivals[0] < 1.5
+
+
+def test_openai_presets_name_exact_ids_their_endpoints_and_key_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    presets = {p.name: p for p in list_presets() if p.adapter == "openai"}
+    assert {"gpt-4o", "gpt-4o-mini", "gpt-5", "qwen-max", "doubao-1.5-vision-pro-32k", "vllm-serve"} <= set(presets)
+    expected = {
+        "gpt-4o": ("gpt-4o-2024-08-06", "OPENAI_API_KEY", "https://api.openai.com/v1"),
+        "gpt-4o-mini": ("gpt-4o-mini-2024-07-18", "OPENAI_API_KEY", "https://api.openai.com/v1"),
+        "gpt-5": ("gpt-5-2025-08-07", "OPENAI_API_KEY", "https://api.openai.com/v1"),
+        "qwen-max": ("qwen-max-2025-01-25", "DASHSCOPE_API_KEY", "https://dashscope.aliyuncs.com/compatible-mode/v1"),
+        "doubao-1.5-vision-pro-32k": (
+            "doubao-1-5-vision-pro-32k-250115",
+            "ARK_API_KEY",
+            "https://ark.cn-beijing.volces.com/api/v3",
+        ),
+    }
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    for name, (model, key_env, url) in expected.items():
+        preset = presets[name]
+        settings = OpenAISettings.model_validate(preset.extra)
+        assert preset.model == model and settings.api_key_env == key_env and base_urls(preset.base_url) == [url]
+        monkeypatch.delenv(key_env, raising=False)
+        with pytest.raises(ConfigError, match=key_env):  # no key, no run
+            create_adapter(resolve_model(name), AdapterOptions(base_url=preset.base_url, extra=preset.extra))
+    gpt5 = presets["gpt-5"]
+    body = to_request(_prompt(), gpt5.generation, gpt5.model, OpenAISettings.model_validate(gpt5.extra))
+    assert body["max_completion_tokens"] == 8192 and not {"temperature", "top_p", "seed", "max_tokens"} & set(body)
+    local = presets["vllm-serve"]
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    adapter = create_adapter(resolve_model("vllm-serve"), AdapterOptions(base_url=local.base_url, extra=local.extra))
+    assert adapter.info.model == "Qwen/Qwen2.5-VL-7B-Instruct"  # a local server needs no key

@@ -27,6 +27,8 @@ ADAPTERS: Mapping[str, tuple[str, str | None]] = {
     "anthropic": ("model_adapters.anthropic", "api"),
     "google": ("model_adapters.google", "api"),
     "openai": ("model_adapters.openai", "api"),
+    "vllm": ("model_adapters.vllm", "vllm"),
+    "ray-vllm": ("model_adapters.ray_vllm", "ray"),
 }
 
 PRESETS_DIR = Path(model_adapters.__file__).resolve().parent / "presets"
@@ -134,12 +136,15 @@ def _check_adapter(name: str) -> None:
 
 
 def create_adapter(resolved: ResolvedModel, options: AdapterOptions) -> ModelAdapter:
-    """Import the adapter's module only now, and turn a missing SDK into one actionable line."""
+    """Import the adapter's module only now, and turn a missing SDK into one actionable line.
+
+    ``create`` may raise ImportError too: an adapter whose engine is too heavy to import up front (vllm,
+    ray) only checks that it is installed there."""
     module_name, extra = ADAPTERS[resolved.adapter]
     try:
         module = importlib.import_module(module_name)
+        adapter: ModelAdapter = module.create(resolved.model, options)
     except ImportError as exc:
         hint = f"pip install 'u2eval[{extra}]'" if extra else "reinstall u2eval"
         raise ConfigError(f"adapter {resolved.adapter!r} cannot be loaded ({exc.name} missing): {hint}") from exc
-    adapter: ModelAdapter = module.create(resolved.model, options)
     return adapter

@@ -68,12 +68,16 @@ def run(
     tpm: Annotated[float | None, typer.Option(min=1, help="at most this many tokens (in + out) a minute")] = None,
     timeout: Annotated[float | None, typer.Option(min=0.001, help="seconds per attempt (default 180)")] = None,
     max_attempts: Annotated[int | None, typer.Option(min=1, help="attempts per request (default 4)")] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="i/n: only the i-th of n deterministic shards (0-based); join with u2eval merge")
+    ] = None,
 ) -> None:
     """Evaluate a model; stored answers are reused, so an interrupted run resumes where it stopped."""
     from u2eval.prompts import PromptOptions
     from u2eval.report import print_summary
     from u2eval.runner import RunOptions
     from u2eval.runner import run as run_eval
+    from u2eval.shards import parse_shard
 
     if prompt_source not in ("ours", "dataset"):
         raise ConfigError(f"--prompt-source must be 'ours' or 'dataset', not {prompt_source!r}")
@@ -92,6 +96,7 @@ def run(
         tpm=tpm,
         timeout_s=timeout,
         max_attempts=max_attempts,
+        shard=parse_shard(shard) if shard is not None else None,
     )
     with Progress(
         TextColumn("[bold]cases"),
@@ -115,6 +120,27 @@ def run(
         console.print(
             f"[red]{result.infra_errors} case(s) failed for infrastructure reasons; they are excluded from the "
             "scores. Run the same command again to retry them."
+        )
+        raise typer.Exit(EXIT_INFRA)
+
+
+@app.command()
+def merge(
+    runs: Annotated[list[Path], typer.Argument(help="the run folders of all n shards (u2eval run --shard i/n)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="the merged run folder (new, or an earlier merge)")],
+) -> None:
+    """Combine the shard runs of one run into a single run folder, scored like an unsharded run."""
+    from u2eval.merge import merge_runs
+    from u2eval.report import print_summary
+
+    result = merge_runs(runs, out_dir)
+    print_summary(result.summary, out)
+    console.print(f"merged run folder: {result.folder}  ({result.manifest.n_cases} cases from {len(runs)} shards)")
+    if result.infra_errors:
+        shards = ", ".join(str(p) for p in result.infra_shards)
+        console.print(
+            f"[red]{result.infra_errors} case(s) failed for infrastructure reasons; they are excluded from the "
+            f"scores. Re-run these shards, then merge again: {escape(shards)}"
         )
         raise typer.Exit(EXIT_INFRA)
 

@@ -7,7 +7,9 @@ when the store already answers everything. Optional requests-per-minute and toke
 token buckets in front of every attempt. A batch that fails with a retryable ``AdapterError`` (or times
 out) is retried with exponential backoff and jitter; when the server said how long to wait (Retry-After),
 the wait is exactly that plus at most 5% jitter, never shorter. A batch that still fails becomes one
-infra-error Completion per request: data, never an exception, and never a model answer.
+infra-error Completion per request: data, never an exception, and never a model answer. Finished
+completions reach the store from a worker thread, everything pending at once (group commit): its write and
+fsync (several ms each under load) never stall the requests in flight.
 """
 
 from __future__ import annotations

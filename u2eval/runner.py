@@ -35,6 +35,7 @@ from u2eval.provenance import git_state, ids_sha256, now_utc, version
 from u2eval.records import SCORING_MODES, Completion, GenerationConfig, Judgement, Manifest, RunCase
 from u2eval.report import write_summary
 from u2eval.scoring import Summary, summarise
+from u2eval.shards import Shard, check_shard, in_shard, shard_label
 from u2eval.store import ResponseStore, request_key
 from u2eval.tasks import TaskSpec, get_task, select_tasks, task_sha256
 
@@ -68,6 +69,7 @@ class RunOptions:
     tpm: float | None = None  # tokens per minute (None: unlimited)
     timeout_s: float | None = None  # per attempt (None: the dispatcher's default)
     max_attempts: int | None = None  # per request, the first included (None: the dispatcher's default)
+    shard: Shard | None = None  # (i, n): only the cases whose id hashes to i modulo n; `u2eval merge` joins them
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,17 @@ def default_folder(options: RunOptions) -> Path:
         selection += f"__{'+'.join(sorted(t.lower() for t in options.tasks))}"
     if options.limit is not None:
         selection += f"__limit{options.limit}"
+    if options.shard is not None:
+        selection += f"__shard{options.shard[0]}of{options.shard[1]}"
     return options.results_root / f"{slug}__{data}__{options.prompt.name}__seed{options.seed}{selection}"
+
+
+def _selection(options: RunOptions) -> dict[str, str | None]:
+    """The manifest's ``dataset.selection``: which part of the cases the run kept (none: all of them)."""
+    parts = [f"anatomy={','.join(options.anatomy)}"] if options.anatomy else []
+    if options.shard is not None:
+        parts.append(shard_label(options.shard))
+    return {"selection": "; ".join(parts)} if parts else {}
 
 
 def _generation(options: RunOptions, preset_generation: GenerationConfig | None) -> GenerationConfig:
@@ -146,6 +158,8 @@ class _CaseStream:
             for case in iter_cases(self.source, self.tasks, on_error=self._error, limit=self.options.limit):
                 if self.options.anatomy is not None and case.anatomy.lower() not in self.options.anatomy:
                     continue
+                if self.options.shard is not None and not in_shard(case.case_id, self.options.shard):
+                    continue
                 try:
                     prompt = render(case, by_key[case.task], self.options.prompt)
                 except DataError as exc:
@@ -169,6 +183,8 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
     evaluating a model held in memory). Its ``info`` then identifies the model.
     """
     started, started_at = time.perf_counter(), now_utc()
+    if options.shard is not None:
+        check_shard(options.shard)
     tasks = select_tasks(options.tasks)
     source = resolve_source(options.data, revision=options.revision, tasks=tasks)
     resolved = None if adapter is not None else resolve_model(options.model)
@@ -231,7 +247,7 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
         u2eval_version=version(),
         git_sha=sha,
         git_dirty=dirty,
-        dataset=source.manifest() | ({"selection": f"anatomy={','.join(options.anatomy)}"} if options.anatomy else {}),
+        dataset=source.manifest() | _selection(options),
         case_ids_sha256=ids_sha256(stream.case_ids),
         n_cases=len(stream.case_ids),
         tasks={t.key: task_sha256(t.key) for t in tasks},
