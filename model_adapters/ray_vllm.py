@@ -27,7 +27,6 @@ the vLLM stage is injectable: ``stage_factory(model, settings, chat_template) ->
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib.util
 import json
@@ -41,7 +40,7 @@ from model_adapters._wire import one_line
 from model_adapters.vllm import (
     DEFAULT_ENGINE,
     EngineThread,
-    image_failure,
+    input_failure,
     model_identity,
     parse_settings,
     read_template,
@@ -183,16 +182,17 @@ def vllm_stage(model: str, settings: RayVLLMSettings, chat_template: str | None)
     """Ray Data's vLLM engine processor: a callable Dataset -> Dataset."""
     try:
         import ray.data.llm as llm
-    except ImportError as exc:
+
+        build = getattr(llm, "build_processor", None) or getattr(llm, "build_llm_processor", None)  # renamed in 2.5x
+        if build is None:
+            raise ConfigError("ray-vllm: this Ray has no ray.data.llm processor builder: pip install 'u2eval[ray]'")
+        processor: Stage = build(
+            processor_config(model, settings, chat_template), preprocess=preprocess, postprocess=postprocess
+        )
+    except ImportError as exc:  # ray[data] alone: the processor also needs ray[llm] (transformers, vllm, ...)
         raise ConfigError(
-            f"ray-vllm: Ray Data's LLM processor cannot be loaded ({exc.name} missing): pip install 'u2eval[ray]'"
+            f"ray-vllm: Ray Data's vLLM processor cannot be loaded ({exc.name} missing): pip install 'u2eval[ray]'"
         ) from exc
-    build = getattr(llm, "build_processor", None) or getattr(llm, "build_llm_processor", None)  # renamed in 2.5x
-    if build is None:
-        raise ConfigError("ray-vllm: this Ray has no ray.data.llm processor builder: pip install 'u2eval[ray]'")
-    processor: Stage = build(
-        processor_config(model, settings, chat_template), preprocess=preprocess, postprocess=postprocess
-    )
     return processor
 
 
@@ -241,12 +241,13 @@ class RayVLLMAdapter:
             try:
                 rows.append(to_row(request, self._generation, self._settings.image_budget))
             except ValueError as exc:
-                failed.append(image_failure(request, exc))
+                failed.append(input_failure(request, exc))
         return rows, failed
 
-    def _job(self, rows: list[dict[str, Any]], completions: list[Completion]) -> list[Completion]:
+    def _job(self, prepared: tuple[list[dict[str, Any]], list[Completion]]) -> list[Completion]:
         import ray.data
 
+        rows, completions = prepared
         if not rows:
             return completions
         started = time.perf_counter()
@@ -263,12 +264,7 @@ class RayVLLMAdapter:
 
     async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]:
         job = tuple(r.key for r in requests)
-        if not self._thread.has(job):
-            rows, failed = await asyncio.to_thread(self._rows, requests)
-            if not self._thread.has(job):
-                self._thread.submit(job, functools.partial(self._job, rows, failed))
-        completions: list[Completion] = await self._thread.result(job)
-        return completions
+        return await self._thread.run(job, functools.partial(self._rows, requests), self._job)
 
     async def preflight(self) -> None:
         """Connect to Ray and build the processor: a missing ``ray[llm]`` or a bad processor setting fails here,
@@ -282,7 +278,7 @@ class RayVLLMAdapter:
             except Exception as exc:
                 raise ConfigError(f"ray-vllm/{self._model}: {one_line(str(exc), 400)}") from exc
 
-        await self._thread.run(("preflight",), check)
+        await self._thread.run(("preflight",), lambda: None, lambda _: check())
 
     async def aclose(self) -> None:
         self._thread.close()

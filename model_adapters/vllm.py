@@ -53,6 +53,7 @@ from u2eval.images import ImageBudget, fit
 from u2eval.records import Completion, GenerationConfig, ImagePart, ImageSent, ModelInfo, Prompt, TextPart, Usage
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 DEFAULT_CHUNK = 256
 # u2eval sends one image per case; vLLM sizes its memory profile by this limit, so it is set unless given.
@@ -216,8 +217,9 @@ def prepare(requests: Sequence[ModelRequest], budget: ImageBudget | None) -> lis
     return prepared
 
 
-def image_failure(request: ModelRequest, exc: ValueError) -> Completion:
-    """A case whose image cannot be sent: an input failure, reported on the case and asked again next run."""
+def input_failure(request: ModelRequest, exc: ValueError) -> Completion:
+    """A case whose input cannot be answered (an unreadable image, a prompt vLLM refuses): reported on the case
+    as an infra error, never scored, and asked again by the next run."""
     return Completion(
         case_id=request.case.case_id, key=request.key, error="bad_request", error_message=one_line(str(exc), 500)
     )
@@ -310,23 +312,27 @@ def vllm_engine(model: str, engine_args: dict[str, Any], lora: LoraSettings | No
 
 
 class EngineThread:
-    """One thread that owns an in-process engine: it builds it and runs every call on it, one at a time.
+    """One thread that owns an in-process engine: it builds it and runs every call on it, one at a time, while a
+    helper thread prepares the next call's input (encoding a chunk's images overlaps the engine's work).
 
     The dispatcher's per-attempt timeout cannot stop work on a thread, so a timed-out call keeps running and
-    the retry of the same batch waits for it again (jobs are keyed by the batch's request keys) instead of
-    queueing a second copy. Cancellation never reaches the thread (``asyncio.shield``).
+    the retry of the same batch waits for it again (jobs are keyed by the batch's request keys, and registered
+    before anything is awaited) instead of queueing a second copy. Cancellation never reaches the threads.
     """
 
     def __init__(self, name: str) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._helper = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-prepare")
         self._jobs: dict[tuple[str, ...], concurrent.futures.Future[Any]] = {}
 
     def has(self, job: tuple[str, ...]) -> bool:
         future = self._jobs.get(job)
         return future is not None and not future.cancelled()
 
-    def submit(self, job: tuple[str, ...], work: Callable[[], Any]) -> None:
-        self._jobs[job] = self._pool.submit(work)
+    def submit(self, job: tuple[str, ...], prepare: Callable[[], P], work: Callable[[P], Any]) -> None:
+        """``prepare()`` starts at once on the helper thread; ``work`` gets its result on the engine thread."""
+        prepared = self._helper.submit(prepare)
+        self._jobs[job] = self._pool.submit(lambda: work(prepared.result()))
 
     async def result(self, job: tuple[str, ...]) -> Any:
         future = self._jobs[job]
@@ -339,13 +345,15 @@ class EngineThread:
             if future.done():
                 self._jobs.pop(job, None)
 
-    async def run(self, job: tuple[str, ...], work: Callable[[], T]) -> T:
+    async def run(self, job: tuple[str, ...], prepare: Callable[[], P], work: Callable[[P], T]) -> T:
+        """The job's outcome: the running one when a retry comes back for it, else a new one."""
         if not self.has(job):
-            self.submit(job, work)
+            self.submit(job, prepare, work)
         result: T = await self.result(job)
         return result
 
     def close(self) -> None:
+        self._helper.shutdown(wait=False, cancel_futures=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -427,7 +435,7 @@ class VLLMAdapter:
 
     def _answer(self, chunk: Sequence[Prepared]) -> list[Completion]:
         started = time.perf_counter()
-        completions = [image_failure(p.request, p.error) for p in chunk if p.error is not None]
+        completions = [input_failure(p.request, p.error) for p in chunk if p.error is not None]
         sending = [p for p in chunk if p.conversation is not None]
         try:
             outputs = self._chat_isolating([p.conversation for p in sending if p.conversation is not None])
@@ -439,20 +447,15 @@ class VLLMAdapter:
         share = round((time.perf_counter() - started) / max(1, len(sending)), 4)
         for prepared, output in zip(sending, outputs, strict=True):
             if isinstance(output, ValueError):
-                completions.append(image_failure(prepared.request, output))
+                completions.append(input_failure(prepared.request, output))
             else:
                 completions.append(from_output(output, prepared.request, image_sent=prepared.sent, latency_s=share))
         return completions
 
     async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]:
         job = tuple(r.key for r in requests)
-        if not self._thread.has(job):
-            # Encoding the next chunk's images overlaps the engine's work on the current one.
-            chunk = await asyncio.to_thread(prepare, requests, self._settings.image_budget)
-            if not self._thread.has(job):
-                self._thread.submit(job, functools.partial(self._answer, chunk))
-        completions: list[Completion] = await self._thread.result(job)
-        return completions
+        chunk = functools.partial(prepare, requests, self._settings.image_budget)
+        return await self._thread.run(job, chunk, self._answer)
 
     async def preflight(self) -> None:
         """Build the engine (minutes for a large model), then one one-image conversation with one output token:
@@ -472,7 +475,7 @@ class VLLMAdapter:
                     "check the chat template and limit_mm_per_prompt"
                 ) from exc
 
-        await self._thread.run(("preflight",), check)
+        await self._thread.run(("preflight",), lambda: None, lambda _: check())
 
     async def aclose(self) -> None:
         self._thread.close()

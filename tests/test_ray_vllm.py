@@ -5,6 +5,7 @@ same stand-in model as tests/vllm_standin.py). Skipped only when ray is not inst
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from model_adapters.ray_vllm import (  # noqa: E402
     preprocess,
     processor_config,
     to_row,
+    vllm_stage,
 )
 from model_adapters.vllm import parse_settings, to_conversation  # noqa: E402
 from u2eval.adapters import AdapterOptions  # noqa: E402
@@ -186,6 +188,15 @@ def test_the_processor_config_is_rays_own_with_images_on() -> None:
         assert config.chat_template_stage == {"enabled": True, "chat_template": "{{ messages }}"}
     else:
         assert config.has_image
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is not None, reason="ray[llm]'s dependencies are here")
+def test_without_ray_llm_the_real_stage_says_which_extra_to_install() -> None:
+    pytest.importorskip("ray.data.llm")
+    with pytest.raises(
+        ConfigError, match=r"processor cannot be loaded \(transformers missing\): pip install 'u2eval\[ray\]'"
+    ):
+        vllm_stage(MODEL, RayVLLMSettings(), None)
 
 
 def test_settings_are_checked_and_the_identity_is_its_own(tmp_path: Path) -> None:

@@ -107,6 +107,11 @@ def test_refusals_are_one_line(full_and_shards: tuple[Path, list[Path]], tmp_pat
     )
     run(variant)
     refused([s0, other / "noanat", s2], "different prompt variant")
+    from u2eval.resources import sample_dir
+
+    shutil.copytree(sample_dir(), other / "data")
+    run(RunOptions(model="random", data=str(other / "data"), out=other / "local", seed=3, shard=(1, 3)))
+    refused([s0, other / "local", s2], "different datasets")
     run(RunOptions(model="random", out=other / "half", seed=3, shard=(1, 2)))
     refused([s0, other / "half", s2], r"different splits \(n=2, n=3\)")
     # A shard whose cases are not its own (copied and relabelled): the overlap is found, not merged twice.

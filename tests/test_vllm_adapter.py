@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,6 @@ from u2eval.runner import RunOptions, read_run_cases, run
 
 CASE = "ll/04/0/14e6a24e"  # a 112x82 grayscale PNG of the bundled sample
 N_SAMPLE = 200  # cases in the bundled sample
-
-
-_adapter = standin_adapter
-_run = standin_run
 
 
 def _chunk_sizes(factory: StandinFactory) -> list[int]:
@@ -128,10 +125,10 @@ def test_a_request_output_becomes_a_completion() -> None:
 
 def test_chunks_are_chat_calls_of_the_chunk_size_with_the_run_settings(tmp_path: Path) -> None:
     seven, whole = StandinFactory(), StandinFactory()
-    result = _run(tmp_path / "7", seven, chunk=7)
+    result = standin_run(tmp_path / "7", seven, chunk=7)
     assert result.requested == N_SAMPLE and result.infra_errors == 0
     assert _chunk_sizes(seven) == [7] * 28 + [4]
-    _run(tmp_path / "256", whole, chunk=256)
+    standin_run(tmp_path / "256", whole, chunk=256)
     assert _chunk_sizes(whole) == [N_SAMPLE]
     _, params, template, lora = whole.llm.calls[1]
     assert (params.temperature, params.top_p, params.max_tokens, params.seed) == (0.0, 1.0, 1024, 0)
@@ -143,7 +140,7 @@ def test_scores_are_identical_for_chunks_of_1_7_and_256(tmp_path: Path) -> None:
     summaries = []
     for chunk in (1, 7, 256):
         factory = StandinFactory()
-        result = _run(tmp_path / str(chunk), factory, chunk=chunk)
+        result = standin_run(tmp_path / str(chunk), factory, chunk=chunk)
         assert result.infra_errors == 0 and len(_chunk_sizes(factory)) == -(-N_SAMPLE // chunk)
         summaries.append((tmp_path / str(chunk) / "summary.json").read_bytes())
     assert summaries[0] == summaries[1] == summaries[2]
@@ -166,11 +163,11 @@ def test_a_crash_mid_chunk_keeps_the_chunks_before_it_and_the_rerun_asks_only_th
     assert len(stored) == 14 and all(c.text and c.error is None for c in stored.values())  # two whole chunks
     before = (folder / "responses.jsonl").read_text()
     resumed = StandinFactory()
-    result = _run(folder, resumed, chunk=7)
+    result = standin_run(folder, resumed, chunk=7)
     assert result.requested == N_SAMPLE - 14 and result.reused == 14 and result.infra_errors == 0
     assert sum(_chunk_sizes(resumed)) == N_SAMPLE - 14  # only the missing cases reach the engine
     assert (folder / "responses.jsonl").read_text().startswith(before)  # the stored answers stay as they were
-    clean = _run(tmp_path / "clean", StandinFactory(), chunk=7)
+    clean = standin_run(tmp_path / "clean", StandinFactory(), chunk=7)
     assert result.summary == clean.summary
     assert (folder / "summary.json").read_bytes() == (tmp_path / "clean" / "summary.json").read_bytes()
 
@@ -178,12 +175,12 @@ def test_a_crash_mid_chunk_keeps_the_chunks_before_it_and_the_rerun_asks_only_th
 def test_an_engine_failure_makes_infra_errors_of_its_chunks_and_the_next_run_completes_them(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     dead = StandinFactory({"fail_at": 1 + 60})  # the engine dies in the second chunk of 50 and stays dead
-    first = _run(folder, dead, chunk=50, tasks=None)
+    first = standin_run(folder, dead, chunk=50)
     assert first.infra_errors == N_SAMPLE - 50
     failed = [c for c in completions(folder).values() if c.error is not None]
     assert {c.error for c in failed} == {"server"} and "vLLM failed: CUDA error" in (failed[0].error_message or "")
     healed = StandinFactory()
-    second = _run(folder, healed, chunk=50)
+    second = standin_run(folder, healed, chunk=50)
     assert second.requested == N_SAMPLE - 50 and second.infra_errors == 0
     assert sum(_chunk_sizes(healed)) == N_SAMPLE - 50
 
@@ -191,7 +188,7 @@ def test_an_engine_failure_makes_infra_errors_of_its_chunks_and_the_next_run_com
 def test_a_conversation_vllm_refuses_fails_alone_and_the_rest_of_its_chunk_is_answered(tmp_path: Path) -> None:
     target = request_for(CASE).case.image
     factory = StandinFactory({"reject": lambda read: any(data == target for _, data in read.images)})
-    result = _run(tmp_path / "run", factory, chunk=256, tasks=("ll", "dd"))
+    result = standin_run(tmp_path / "run", factory, chunk=256, tasks=("ll", "dd"))
     stored = completions(tmp_path / "run")
     refused = stored[CASE]
     assert refused.error == "bad_request" and "maximum model length" in (refused.error_message or "")
@@ -201,7 +198,7 @@ def test_a_conversation_vllm_refuses_fails_alone_and_the_rest_of_its_chunk_is_an
 
 def test_an_unreadable_image_is_a_bad_request_and_never_reaches_the_engine() -> None:
     factory = StandinFactory()
-    adapter = _adapter(factory)
+    adapter = standin_adapter(factory)
     good = request_for(CASE)
     bad = ModelRequest(
         "bad-key", good.case, Prompt(CASE, None, (ImagePart(b"not an image", "image/png"), TextPart("q")), "t", "")
@@ -220,7 +217,7 @@ def test_an_unreadable_image_is_a_bad_request_and_never_reaches_the_engine() -> 
 
 def test_a_timed_out_chunk_is_waited_for_again_not_asked_twice(tmp_path: Path) -> None:
     factory = StandinFactory({"delay_s": 0.3})
-    result = _run(tmp_path / "run", factory, chunk=256, tasks=("dd",), timeout_s=0.1, max_attempts=6)
+    result = standin_run(tmp_path / "run", factory, chunk=256, tasks=("dd",), timeout_s=0.1, max_attempts=6)
     assert result.infra_errors == 0 and result.manifest.dispatch["retries"] >= 2
     assert [size for size, *_ in factory.llm.calls] == [1, result.requested]  # one probe, one chunk: no repeats
 
@@ -228,23 +225,21 @@ def test_a_timed_out_chunk_is_waited_for_again_not_asked_twice(tmp_path: Path) -
 def test_the_engine_thread_reattaches_a_retry_to_the_running_job() -> None:
     ran: list[str] = []
 
-    def slow() -> str:
-        import time
-
+    def slow(prepared: str) -> str:
         time.sleep(0.2)
-        ran.append("slow")
+        ran.append(prepared)
         return "first"
 
     async def go() -> str:
         thread = EngineThread("test")
         try:
             with pytest.raises(TimeoutError):
-                await asyncio.wait_for(thread.run(("a",), slow), timeout=0.05)
-            return await thread.run(("a",), lambda: "second")
+                await asyncio.wait_for(thread.run(("a",), lambda: "input", slow), timeout=0.05)
+            return await thread.run(("a",), lambda: "other input", lambda _: "second")
         finally:
             thread.close()
 
-    assert asyncio.run(go()) == "first" and ran == ["slow"]
+    assert asyncio.run(go()) == "first" and ran == ["input"]
 
 
 # -- preflight, identity, presets, install -------------------------------------------------------------------
@@ -259,7 +254,7 @@ def test_preflight_stops_an_engine_that_cannot_start_or_cannot_take_an_image(tmp
         run(RunOptions(model=f"vllm/{MODEL}", out=tmp_path / "a", tasks=("dd",), limit=1), adapter=adapter)
     blind = StandinFactory({"reject": lambda read: bool(read.images)})
     with pytest.raises(ConfigError, match="one-image test conversation failed"):
-        _run(tmp_path / "b", blind, tasks=("dd",), limit=1)
+        standin_run(tmp_path / "b", blind, tasks=("dd",), limit=1)
     assert decode_conversation(to_conversation(Prompt("p", None, (ImagePart(PROBE_PNG, "image/png"),), "", ""))[0])
 
 
@@ -304,7 +299,7 @@ def test_a_preset_chat_template_and_lora_reach_every_call(tmp_path: Path) -> Non
     template = tmp_path / "chat.jinja"
     template.write_text("{% for m in messages %}{{ m.content }}{% endfor %}")
     factory = StandinFactory()
-    adapter = _adapter(factory, chat_template=str(template), lora={"subfolder": "vision-lora"})
+    adapter = standin_adapter(factory, chat_template=str(template), lora={"subfolder": "vision-lora"})
     run(RunOptions(model=f"vllm/{MODEL}", out=tmp_path / "run", tasks=("dd",), limit=1), adapter=adapter)
     assert {(t, lora) for _, _, t, lora in factory.llm.calls} == {
         (template.read_text(), ("lora", "vision", "vision-lora"))
@@ -364,6 +359,6 @@ def test_every_open_model_preset_is_valid_and_distinct() -> None:
 
 
 def test_cases_of_a_run_keep_their_keys_whatever_the_chunk(tmp_path: Path) -> None:
-    _run(tmp_path / "a", StandinFactory(), chunk=1, tasks=("kd",))
-    _run(tmp_path / "b", StandinFactory(), chunk=256, tasks=("kd",))
+    standin_run(tmp_path / "a", StandinFactory(), chunk=1, tasks=("kd",))
+    standin_run(tmp_path / "b", StandinFactory(), chunk=256, tasks=("kd",))
     assert [c.key for c in read_run_cases(tmp_path / "a")] == [c.key for c in read_run_cases(tmp_path / "b")]

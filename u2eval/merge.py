@@ -82,6 +82,13 @@ def _dataset(manifest: Manifest) -> dict[str, str | None]:
     return dataset | ({"selection": rest} if rest else {})
 
 
+def _data_identity(manifest: Manifest) -> dict[str, str | None]:
+    """What identifies the data: a hub snapshot or the sample by what it is, wherever it was cached (shards run
+    on machines with different caches); a local folder by its path."""
+    dataset = _dataset(manifest)
+    return dataset if dataset.get("kind") == "local" else {k: v for k, v in dataset.items() if k != "root"}
+
+
 def _check(runs: Sequence[ShardRun]) -> None:
     first = runs[0]
     for run in runs[1:]:
@@ -92,11 +99,10 @@ def _check(runs: Sequence[ShardRun]) -> None:
             if mine != theirs:
                 shown = f"{_show(mine)} vs {_show(theirs)}"
                 raise ConfigError(f"cannot merge {first.folder} and {run.folder}: different {label} ({shown})")
-        if _dataset(first.manifest) != _dataset(run.manifest):
-            raise ConfigError(
-                f"cannot merge {first.folder} and {run.folder}: different datasets "
-                f"({_show(_dataset(first.manifest))} vs {_show(_dataset(run.manifest))})"
-            )
+        mine, theirs = _data_identity(first.manifest), _data_identity(run.manifest)
+        if mine != theirs:
+            shown = f"{_show(mine)} vs {_show(theirs)}"
+            raise ConfigError(f"cannot merge {first.folder} and {run.folder}: different datasets ({shown})")
     counts = sorted({r.shard[1] for r in runs})
     if len(counts) > 1:
         raise ConfigError(f"cannot merge shards of different splits ({', '.join(f'n={n}' for n in counts)})")
@@ -159,10 +165,11 @@ def _prepare_out(out: Path, runs: Sequence[ShardRun]) -> None:
     if any(out.resolve() == r.folder.resolve() for r in runs):
         raise ConfigError(f"--out {out} is one of the shards: merge into a new folder")
     if out.is_dir() and any(out.iterdir()):
-        previous = out / MANIFEST_FILE
-        merged = previous.is_file() and "merged_from" in json.loads(previous.read_text(encoding="utf-8")).get(
-            "dataset", {}
-        )
+        try:
+            previous = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            previous = {}
+        merged = isinstance(previous, dict) and "merged_from" in previous.get("dataset", {})
         if not merged:
             raise ConfigError(f"{out} is not empty and not an earlier merge: choose a new --out folder")
     try:
