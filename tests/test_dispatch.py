@@ -221,3 +221,39 @@ def test_a_refused_preflight_is_one_config_error_line_and_no_request_is_sent() -
     busy = PreflightAdapter(preflight_failures=9, error=AdapterError("HTTP 503", kind="server", retryable=True))
     with pytest.raises(ConfigError, match="failed after 2 attempts"):
         _run(busy, 1, DispatchOptions(max_attempts=2, backoff_initial_s=0.01))
+
+
+class BuggyAdapter:
+    """An adapter with a bug: it raises something that is not an AdapterError."""
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(adapter="buggy", model="m")
+
+    @property
+    def max_batch_size(self) -> int:
+        return 1
+
+    async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]:
+        raise KeyError("choices")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_an_adapter_bug_fails_its_cases_instead_of_hanging_the_run() -> None:
+    done, dispatcher = _run(BuggyAdapter(), 5, DispatchOptions(concurrency=2, max_attempts=3))
+    assert len(done) == 5
+    assert all(c.error == "server" and c.is_infra_error and "KeyError" in (c.error_message or "") for c in done)
+    assert all(c.attempts == 1 for c in done)  # a bug is not retried
+
+
+def test_a_store_that_cannot_write_stops_the_run_with_its_error() -> None:
+    import pytest
+
+    def full_disk(_: list[Completion]) -> None:
+        raise OSError(28, "No space left on device")
+
+    dispatcher = Dispatcher(ScriptedAdapter(failures=0), DispatchOptions(concurrency=2))
+    with pytest.raises(OSError, match="No space left"):
+        asyncio.run(asyncio.wait_for(dispatcher.run((_request(i) for i in range(50)), full_disk), timeout=20))

@@ -224,6 +224,26 @@ class _Writer:
                 return
 
 
+async def _put(
+    queue: asyncio.Queue[list[ModelRequest] | None], item: list[ModelRequest], tasks: Sequence[asyncio.Task[None]]
+) -> None:
+    """``queue.put`` that re-raises the error of a task that died meanwhile, instead of waiting forever for
+    a consumer that is gone (e.g. every worker stopped because the disk is full)."""
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    put = asyncio.ensure_future(queue.put(item))
+    running = {t for t in tasks if not t.done()}
+    while not put.done():
+        done, running = await asyncio.wait({put, *running}, return_when=asyncio.FIRST_COMPLETED)
+        running.discard(put)
+        for task in done:
+            if task is not put and not task.cancelled() and task.exception() is not None:
+                put.cancel()
+                raise task.exception()  # type: ignore[misc]
+    put.result()
+
+
 class Dispatcher:
     """Runs requests through an adapter and hands every finished batch to ``on_done`` as it completes."""
 
@@ -255,7 +275,7 @@ class Dispatcher:
             batches = first
             while batches:
                 for batch in batches:
-                    await queue.put(batch)
+                    await _put(queue, batch, (*workers, writing))
                 batches = await asyncio.to_thread(_take, iterator, batch_size, per_trip)
             for _ in workers:
                 await queue.put(None)
@@ -268,6 +288,7 @@ class Dispatcher:
         return self.stats
 
     async def _worker(self, queue: asyncio.Queue[list[ModelRequest] | None], writer: _Writer) -> None:
+        # A worker ends early only by an exception (the store could not write); ``_put`` re-raises it.
         while (batch := await queue.get()) is not None:
             writer.add(await self.call(batch))
 
@@ -327,6 +348,10 @@ class Dispatcher:
         except (AdapterError, TimeoutError) as exc:
             self.stats.retries += attempts - 1
             return self._failed(batch, exc, attempts, time.perf_counter() - started)
+        except Exception as exc:  # noqa: BLE001 - a bug in an adapter must fail its cases, not hang the run
+            self.stats.retries += attempts - 1
+            wrapped = AdapterError(f"adapter error: {type(exc).__name__}: {exc}", kind="server", retryable=False)
+            return self._failed(batch, wrapped, attempts, time.perf_counter() - started)
         self.stats.retries += attempts - 1
         if self._tpm is not None:
             used = _used_tokens(completions)
