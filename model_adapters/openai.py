@@ -426,9 +426,9 @@ class OpenAIAdapter:
         try:
             await asyncio.gather(*(self._post(body, endpoint) for endpoint in self._endpoints))
         except AdapterError as exc:
-            if exc.kind == "auth":
-                exc.args = (f"{exc} (the key comes from {self._key_env})",)
-            raise
+            if exc.kind != "auth":
+                raise
+            raise AdapterError(f"{exc} (the key comes from {self._key_env})", kind="auth", retryable=False) from None
 
     async def aclose(self) -> None:
         await asyncio.gather(*(e.client.close() for e in self._endpoints))
