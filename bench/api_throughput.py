@@ -280,12 +280,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per cell; the median is shown")
     parser.add_argument("--skip-429", action="store_true", help="skip the runs with injected 429s")
     parser.add_argument("--skip-api-only", action="store_true", help="skip the API path alone")
+    parser.add_argument("--skip-run", action="store_true", help="skip the whole `u2eval run`")
     args = parser.parse_args()
     data = ensure_dataset(args.data)
     sizes = [n for per in count_cases(resolve_source(str(data)), all_tasks()).values() for n in per.values() if n]
     levels = [int(c) for c in args.concurrency.split(",")]
     folders = {c: subset(data, limit_for(sizes, args.per_slot * c)) for c in levels}
-    clients = [("u2eval run (reads, decodes, renders, sends, stores, scores)", _RUN)]
+    clients = [] if args.skip_run else [("u2eval run (reads, decodes, renders, sends, stores, scores)", _RUN)]
     if not args.skip_api_only:
         clients.append(("u2eval's API path alone (cases read into memory first)", _API))
     server = Server()
