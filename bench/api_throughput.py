@@ -12,8 +12,11 @@ every dataset). For each it prints:
 - u2eval's client CPU per request: the whole ``run`` (reading and decoding the TSV rows, rendering,
   hashing, encoding, HTTP, storing, scoring), and the part before scoring.
 
-Then the same with 10% of the requests answered 429 with ``Retry-After: 1``: the waits told and made, and
-how much longer the run took than without the 429s, next to the told waits spread over the slots.
+Then the same with 10% of the requests answered 429 with ``Retry-After: 1``: the waits told and made (made
+= told + at most 5% jitter), and how much longer the run took than without the 429s ("extra span"), next
+to the told waits spread over the slots ("told/conc"). Retries that cost no more than their waits keep
+the extra span within told/conc plus one wait's tail (~1.2 s: the last 429 of the run leaves the other
+slots idle while it waits); where the client's CPU is the bound, the waits overlap with that and cost less.
 
 Then both again for u2eval's API path alone (the same cases read into memory first; dispatcher, OpenAI
 adapter and response store timed): what bounds a run is the CPU of one Python process, and that table

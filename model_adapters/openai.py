@@ -336,7 +336,7 @@ def _client(base_url: str, api_key: str, timeout_s: float) -> openai.AsyncOpenAI
 class OpenAIAdapter:
     """Chat Completions over one or more OpenAI-compatible endpoints, balanced by least in flight."""
 
-    def __init__(self, model: str, options: AdapterOptions, settings: OpenAISettings, base_urls: Sequence[str]) -> None:
+    def __init__(self, model: str, options: AdapterOptions, settings: OpenAISettings, urls: Sequence[str]) -> None:
         if not model:
             raise ConfigError("openai needs a model id: openai/<model>, e.g. openai/gpt-4o-2024-08-06")
         self._model = model
@@ -345,16 +345,16 @@ class OpenAIAdapter:
         self._key_env = settings.api_key_env
         key = os.environ.get(settings.api_key_env, "").strip()
         if not key:
-            if not (settings.api_key_optional or all(_is_loopback(u) for u in base_urls)):
+            if not (settings.api_key_optional or all(_is_loopback(u) for u in urls)):
                 raise ConfigError(
-                    f"set {settings.api_key_env} to the API key for {', '.join(map(public_url, base_urls))} "
+                    f"set {settings.api_key_env} to the API key for {', '.join(map(public_url, urls))} "
                     "(keys are read from the environment only)"
                 )
             key = PLACEHOLDER_KEY
         self._key = key
         # The SDK's own timeout is a backstop: the dispatcher's per-attempt timeout is the one that counts.
         timeout_s = (options.timeout_s or 600.0) + 5.0
-        self._endpoints = [_Endpoint(public_url(u), _client(u, key, timeout_s)) for u in base_urls]
+        self._endpoints = [_Endpoint(public_url(u), _client(u, key, timeout_s)) for u in urls]
         self._turn = itertools.count()
         self._info = ModelInfo(adapter="openai", model=model, revision=settings.wire_identity())
 
