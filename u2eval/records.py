@@ -192,6 +192,56 @@ class ImageSent(DiskRecord):
     resized: bool = False
 
 
+class Box(DiskRecord):
+    """An axis-aligned box in normalised image coordinates: 0-1, origin top left, x right, y down."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    label: str | None = None
+    score: float | None = None
+
+
+class Point(DiskRecord):
+    """A point in normalised image coordinates (0-1, origin top left)."""
+
+    x: float
+    y: float
+    label: str | None = None
+
+
+class Mask(DiskRecord):
+    """A binary mask as run lengths over its row-major pixels, the first run counting zeros (may be 0).
+
+    Stored this way so a 1-megapixel mask is a few hundred integers, never a giant list of pixels;
+    ``u2eval.regions`` converts to and from arrays.
+    """
+
+    width: int
+    height: int
+    counts: list[int]
+    label: str | None = None
+
+
+class Regions(DiskRecord):
+    """Where a model says something is: boxes, masks and points, however it expressed them.
+
+    ``source`` is ``native`` when the model returned them as data (a segmentation head) and ``text`` when
+    they were read from its answer under ``convention`` (a preset's box convention, never guessed).
+    """
+
+    boxes: list[Box] = []
+    masks: list[Mask] = []
+    points: list[Point] = []
+    source: Literal["native", "text"] = "native"
+    convention: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.boxes or self.masks or self.points)
+
+
 class Completion(DiskRecord):
     """A model's answer to one case, or a classified failure. One line of ``responses.jsonl``."""
 
@@ -205,6 +255,7 @@ class Completion(DiskRecord):
     latency_s: float = 0.0
     attempts: int = 1
     image_sent: ImageSent | None = None
+    regions: Regions | None = None  # what a grounded model returned besides its text (masks, boxes, points)
 
     @property
     def is_infra_error(self) -> bool:
