@@ -73,6 +73,8 @@ class Case:
     image_format: str
     columns: Mapping[str, str | None] = field(default_factory=lambda: MappingProxyType({}))
     image_digest: str = ""  # sha256 hex of ``image``, filled by the loader so it is computed once
+    image_width: int = 0  # pixels; 0 when unknown (cases built by hand)
+    image_height: int = 0
 
     @property
     def image_sha256(self) -> str:
@@ -96,6 +98,8 @@ class Case:
             truth=self.truth,
             options=list(self.options),
             image_sha256=self.image_sha256,
+            image_width=self.image_width or None,
+            image_height=self.image_height or None,
             columns=dict(self.columns),
         )
 
@@ -114,6 +118,8 @@ class CaseMeta(DiskRecord):
     truth: str | None
     options: list[str]
     image_sha256: str
+    image_width: int | None = None  # pixels: grounded answers in absolute coordinates are read against it
+    image_height: int | None = None
     columns: dict[str, str | None]
 
 
