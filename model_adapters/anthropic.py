@@ -70,7 +70,8 @@ def to_request(
         if isinstance(part, ImagePart):
             data, media_type, sent = fit(part.data, part.media_type, budget)
             image_sent = image_sent or sent  # U2-Bench has one image per case; the first is the one recorded
-            source = {"type": "base64", "media_type": media_type, "data": base64.b64encode(data).decode("ascii")}
+            text = part.base64_text() if data is part.data else base64.b64encode(data).decode("ascii")
+            source = {"type": "base64", "media_type": media_type, "data": text}
             content.append({"type": "image", "source": source})
         elif part.text:  # the API rejects empty text blocks
             content.append({"type": "text", "text": part.text})

@@ -95,7 +95,7 @@ DEFAULT_SETTINGS = OpenAISettings()
 
 def data_url(image: ImagePart) -> str:
     """The image, byte for byte, as a ``data:`` URL of its own media type."""
-    return f"data:{image.media_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+    return f"data:{image.media_type};base64,{image.base64_text()}"
 
 
 def _build(
@@ -158,7 +158,7 @@ def encode_request(
         index, _, tail = piece.partition('\\u0000"')
         image = images[int(index)]
         media_type = json.dumps(image.media_type, ensure_ascii=False)[1:-1].encode()
-        chunks += [b'"data:', media_type, b";base64,", base64.b64encode(image.data), b'"', tail.encode()]
+        chunks += [b'"data:', media_type, b";base64,", image.base64_text().encode("ascii"), b'"', tail.encode()]
     return b"".join(chunks)
 
 

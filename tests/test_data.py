@@ -33,7 +33,8 @@ from u2eval.data import (
     resolve_source,
 )
 from u2eval.errors import ConfigError, DataError
-from u2eval.records import Case
+from u2eval.prompts import render
+from u2eval.records import Case, ImagePart
 from u2eval.synth import COLUMNS, EXPLANATION_ROW, JPEG_IDS, SAMPLE_ROWS, encode_png
 from u2eval.tasks import LOCATION_OPTIONS, all_tasks, get_task, select_tasks
 
@@ -275,6 +276,30 @@ def test_explanation_row_is_skipped_and_huge_cells_are_read(sample_root: Path, t
     cases, errors = _read(resolve_source(str(tmp_path)), ["od"])
     assert errors == []
     assert [c.row_index for c in cases] == [0, 2, 3, 4]  # physical data-row numbers
+
+
+def test_image_base64_is_reused_only_when_the_cell_is_strict_base64(sample_root: Path, tmp_path: Path) -> None:
+    """A strict cell travels to the adapters as is; a lenient one (line breaks) is decoded and re-encoded."""
+    root = tmp_path / "wrapped"
+    shutil.copytree(sample_root / "disease_diagnosis", root / "disease_diagnosis")
+    header, rows = _rows(root / "disease_diagnosis" / "21.tsv")
+    cell = rows[0][header.index("img_data")]
+    _set_cell(
+        root / "disease_diagnosis" / "21.tsv",
+        0,
+        "img_data",
+        "\n".join(cell[i : i + 76] for i in range(0, len(cell), 76)),
+    )
+    cases, errors = _read(resolve_source(str(root)), ["dd"])
+    assert errors == []
+    by_row = {c.row_index: c for c in cases if c.source_file.endswith("/21.tsv")}
+    assert by_row[0].image_b64 == ""  # re-encoded when sent
+    assert by_row[1].image_b64 == rows[1][header.index("img_data")]
+    for case in (by_row[0], by_row[1]):
+        image = render(case, get_task("dd")).parts[0]
+        assert isinstance(image, ImagePart)
+        assert image.base64_text() == base64.b64encode(case.image).decode("ascii")
+    assert by_row[0].image == base64.b64decode(cell)
 
 
 def test_check_image_rejects_what_it_should() -> None:

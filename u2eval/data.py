@@ -1,8 +1,8 @@
 """U2-Bench sources: the Hugging Face hub (pinned revision, resolved commit sha recorded), a local folder in
 the same layout, or the bundled synthetic sample; and the reader that streams them as ``Case`` records.
 
-The reader keeps memory flat: the csv module reads one row at a time (``seg_data`` cells reach 22 MB, so the
-field limit is raised, and those cells are never decoded), files are read in name order and rows in file
+The reader keeps memory flat: ``u2eval.tsv`` reads one row at a time, as the csv module would (``seg_data``
+cells reach 22 MB and are never decoded), files are read in name order and rows in file
 order. A corrupt row is reported through ``on_error`` with its case id (or ``file:row`` when the image cannot
 be decoded) and the iteration goes on.
 """
@@ -17,7 +17,6 @@ import hashlib
 import io
 import os
 import re
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Literal
 
 from PIL import Image
 
+from u2eval import tsv
 from u2eval.errors import ConfigError, DataError
 from u2eval.records import Case, freeze_columns
 from u2eval.resources import sample_dir
@@ -46,8 +46,6 @@ _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SUFFIX_RE = re.compile(r"_\d+$")
 _SURROGATE_RE = re.compile("[\udc80-\udcff]")
-# seg_data cells reach 22 MB (and Windows' C long caps the limit at 2**31 - 1).
-_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 
 # Raw text cells each capability reads, besides the truth column; never img_data or seg_data.
 _COMMON_COLUMNS = ("prompt", "anatomy_location")
@@ -343,17 +341,18 @@ class _Row:
 
 def _rows(task: TaskSpec, path: Path, where: str, on_error: OnError) -> Iterator[tuple[_Layout, _Row]]:
     """The data rows of one file with their dataset resolved; file-level problems are reported once."""
-    csv.field_size_limit(_FIELD_LIMIT)
     # surrogateescape: a stray non-UTF-8 byte spoils one cell (reported per row), not the rest of the file.
     with path.open("r", encoding="utf-8", errors="surrogateescape", newline="", buffering=1 << 20) as fh:
-        reader = csv.reader(fh, dialect="excel-tab")
+        reader = tsv.records(fh)
         try:
             header = next(reader, None)
+            if isinstance(header, csv.Error):
+                raise DataError(where, f"unreadable header: {header}")
             if header is None or not any(h.strip() for h in header):
                 raise DataError(where, "empty file (no header)")
             layout = _layout(task, header, where)
-        except (DataError, csv.Error) as exc:
-            on_error(exc if isinstance(exc, DataError) else DataError(where, f"unreadable header: {exc}"))
+        except DataError as exc:
+            on_error(exc)
             return
         specs: dict[str, DatasetSpec | None] = {}
         n_rows = 0
@@ -375,20 +374,15 @@ def _rows(task: TaskSpec, path: Path, where: str, on_error: OnError) -> Iterator
             on_error(DataError(where, "no data rows"))
 
 
-def _safe_rows(reader: Iterator[list[str]], where: str, on_error: OnError) -> Iterator[tuple[int, list[str]]]:
-    """Row by row, turning a csv error into a report for that row instead of the end of the file."""
-    index = 0
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            on_error(DataError(f"{where}:{index}", f"unreadable row: {exc}"))
-            index += 1
+def _safe_rows(
+    reader: Iterator[list[str] | csv.Error], where: str, on_error: OnError
+) -> Iterator[tuple[int, list[str]]]:
+    """Row by row, numbered, a record the csv rules cannot read reported for that row alone."""
+    for index, cells in enumerate(reader):
+        if isinstance(cells, csv.Error):
+            on_error(DataError(f"{where}:{index}", f"unreadable row: {cells}"))
             continue
         yield index, cells
-        index += 1
 
 
 def _cell(cells: list[str], index: int | None) -> str | None:
@@ -462,16 +456,21 @@ def _scenario(task: TaskSpec, spec: DatasetSpec, layout: _Layout, cells: list[st
     return (_cell(cells, layout.scenario) or fallback or "").strip()
 
 
-def _decode_image(cell: str) -> bytes:
+def _decode_image(cell: str) -> tuple[bytes, str]:
+    """The image bytes, and the cell itself when it is strict base64 (then reused as the bytes' base64)."""
     if not cell:
         raise ValueError("img_data is empty")
     try:
-        data = base64.b64decode(cell)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"img_data is not base64 ({exc})") from exc
+        data, strict = binascii.a2b_base64(cell, strict_mode=True), cell
+    except (binascii.Error, ValueError):
+        # Lenient as base64.b64decode is (line breaks, stray characters), but then the text is not reused.
+        try:
+            data, strict = base64.b64decode(cell), ""
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"img_data is not base64 ({exc})") from exc
     if not data:
         raise ValueError("img_data decodes to no bytes")
-    return data
+    return data, strict
 
 
 class _Reader:
@@ -505,7 +504,7 @@ class _Reader:
     def _case(self, task: TaskSpec, path: Path, where: str, layout: _Layout, row: _Row) -> Case | None:
         cells = row.cells
         try:
-            image = _decode_image(cells[layout.img_data])
+            image, image_b64 = _decode_image(cells[layout.img_data])
         except ValueError as exc:
             self.on_error(DataError(f"{where}:{row.index}", str(exc)))
             return None
@@ -516,7 +515,7 @@ class _Reader:
             self.on_error(DataError(case_id, f"unknown dataset id in dataset_name {name!r} for task {task.key}"))
             return None
         try:
-            return self._build(task, row.spec, where, layout, cells, row.index, case_id, image, digest)
+            return self._build(task, row.spec, where, layout, cells, row.index, case_id, (image, image_b64, digest))
         except ValueError as exc:
             self.on_error(DataError(case_id, str(exc)))
             return None
@@ -530,9 +529,9 @@ class _Reader:
         cells: list[str],
         index: int,
         case_id: str,
-        image: bytes,
-        digest: str,
+        image_data: tuple[bytes, str, str],  # bytes, their base64 when the cell was strict, sha256
     ) -> Case:
+        image, image_b64, digest = image_data
         info = inspect_image(image)
         columns = {name: _text_cell(cells, i, name) for name, i in layout.columns}
         scenario = _scenario(task, spec, layout, cells)
@@ -559,6 +558,7 @@ class _Reader:
             image_height=info.height,
             columns=freeze_columns(columns),
             image_digest=digest,
+            image_b64=image_b64,
         )
 
 

@@ -175,7 +175,7 @@ class PromptLibrary:
         ConfigError for a broken template (the run stops)."""
         if case.task != task.key:
             raise DataError(case.case_id, f"a {case.task} case cannot be rendered with task {task.key}")
-        image = ImagePart(data=case.image, media_type=_media_type(case), sha256=case.image_digest)
+        image = ImagePart(case.image, _media_type(case), sha256=case.image_digest, b64=case.image_b64)
         if options.source == "dataset":
             template = _dataset_template(case)
             text = template.replace("{anatomy_location}", case.anatomy)

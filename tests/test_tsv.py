@@ -1,0 +1,62 @@
+"""u2eval.tsv reads every text exactly as csv.reader(dialect="excel-tab") does, errors included."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from u2eval.tsv import FIELD_LIMIT, records
+
+
+def _csv_module(text: str) -> list[list[str] | str]:
+    """What the csv module reads, record by record, an error standing for its record (as the loader did)."""
+    csv.field_size_limit(FIELD_LIMIT)
+    reader = csv.reader(io.StringIO(text, newline=""), dialect="excel-tab")
+    out: list[list[str] | str] = []
+    while True:
+        try:
+            out.append(next(reader))
+        except StopIteration:
+            return out
+        except csv.Error as exc:
+            out.append(f"error: {exc}")
+
+
+def _fast(text: str) -> list[list[str] | str]:
+    return [r if isinstance(r, list) else f"error: {r}" for r in records(io.StringIO(text, newline=""))]
+
+
+# Few characters, so that quotes, tabs, line ends and NULs meet in every arrangement.
+_TEXT = st.text(alphabet='ab"\t\n\r \x00', max_size=60)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_TEXT)
+def test_same_records_as_the_csv_module(text: str) -> None:
+    assert _fast(text) == _csv_module(text)
+
+
+def test_the_shapes_u2bench_files_have() -> None:
+    text = (
+        "dataset_name\timg_data\treport\n"
+        "10.FPUS23\tiVBORw0KGgo=\tplain\r\n"
+        '39.X\tAAAA\t"a report\twith a tab\nand a newline, ""quoted"""\n'
+        "\n"
+        "44.Y\t/9j/\t\n"
+        '44.Y\t/9j/\t"never closed\n'
+    )
+    got = _fast(text)
+    assert got == _csv_module(text)
+    assert got[1] == ["10.FPUS23", "iVBORw0KGgo=", "plain"]
+    assert got[2] == ["39.X", "AAAA", 'a report\twith a tab\nand a newline, "quoted"']
+    assert got[3] == []
+    assert got[4] == ["44.Y", "/9j/", ""]
+
+
+def test_long_unquoted_rows_take_the_fast_path_unchanged() -> None:
+    cell = "A" * 400_000
+    got = list(records([f"1\t{cell}\tz\n", f"2\t{cell}\n"]))
+    assert got == [["1", cell, "z"], ["2", cell]]
