@@ -58,22 +58,26 @@ TARGET_AT_64 = 0.80
 # The client, in its own process: one `u2eval run` as the CLI runs it, CPU time measured around it (the SDK
 # imported first: a once-per-run cost that is no request's).
 _RUN = """
-import json, sys, time
+import json, resource, sys, time
 from pathlib import Path
 import model_adapters.openai
 from u2eval.runner import RunOptions, run, score_folder
+def children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 args = json.loads(sys.argv[1])
-cpu = time.process_time()
+cpu, reader = time.process_time(), children_cpu()
 result = run(RunOptions(
     model=args["model"], data=args["data"], concurrency=args["concurrency"],
     base_url=args["base_url"], out=Path(args["out"]), max_attempts=8, timeout_s=120,
 ))
-cpu_run = time.process_time() - cpu
+reader = children_cpu() - reader  # the dataset reader's process
+cpu_run = time.process_time() - cpu + reader
 cpu = time.process_time()
 score_folder(Path(args["out"]))  # the same scoring again, to split it off the run's CPU
 cpu_score = time.process_time() - cpu
 print(json.dumps({"requested": result.requested, "cpu_s": cpu_run, "cpu_answer_s": cpu_run - cpu_score,
-                  "dispatch": result.manifest.dispatch}))
+                  "cpu_reader_s": reader, "dispatch": result.manifest.dispatch}))
 """
 
 # u2eval's API path alone: the same cases read, rendered and keyed first, then only the dispatcher, the
@@ -121,6 +125,7 @@ class Row:
     span_s: float
     cpu_ms: float
     cpu_answer_ms: float
+    cpu_reader_ms: float  # of cpu_ms: the dataset reader's child process
     rate_limited: int
     told_s: float
     waited_s: float
@@ -243,6 +248,7 @@ def measure(server: Server, client: str, data: Path, concurrency: int, rate_429:
         span_s=stats["span_s"],
         cpu_ms=result["cpu_s"] * 1000 / requested,
         cpu_answer_ms=result["cpu_answer_s"] * 1000 / requested,
+        cpu_reader_ms=result.get("cpu_reader_s", 0.0) * 1000 / requested,
         rate_limited=stats["faults"].get("rate_limit", 0),
         told_s=dispatch.get("retry_after_ms", 0) / 1000,
         waited_s=dispatch.get("retry_wait_ms", 0) / 1000,
@@ -256,14 +262,14 @@ def median_row(rows: list[Row]) -> Row:
 def print_table(rows: list[Row], baseline: dict[int, Row] | None) -> None:
     """One line per concurrency. With a baseline (the same without 429s): what the retries cost."""
     header = f"{'conc':>5} {'cases':>6} {'answered/s':>10} {'ideal/s':>8} {'ratio':>6} {'CPU ms/req':>10}"
-    header += f" {'(answer)':>9}"
+    header += f" {'(answer)':>9} {'(reader)':>9}"
     if baseline is not None:
         header += f" {'429s':>5} {'told s':>7} {'waited s':>8} {'extra span s':>12} {'told/conc s':>11}"
     print(header)
     for row in rows:
         line = (
             f"{row.concurrency:>5} {row.cases:>6} {row.throughput:>10.1f} {row.concurrency / LATENCY_S:>8.0f} "
-            f"{row.ratio:>6.2f} {row.cpu_ms:>10.2f} {row.cpu_answer_ms:>9.2f}"
+            f"{row.ratio:>6.2f} {row.cpu_ms:>10.2f} {row.cpu_answer_ms:>9.2f} {row.cpu_reader_ms:>9.2f}"
         )
         if baseline is not None:
             # The time the run took beyond the same run without 429s, next to the waits it was told to make

@@ -25,18 +25,20 @@ def _csv_module(text: str) -> list[list[str] | str]:
             out.append(f"error: {exc}")
 
 
-def _fast(text: str) -> list[list[str] | str]:
-    return [r if isinstance(r, list) else f"error: {r}" for r in records(io.StringIO(text, newline=""))]
+def _fast(text: str, long_cell: int = 1024) -> list[list[str] | str]:
+    got = records(io.StringIO(text, newline=""), long_cell=long_cell)
+    return [r if isinstance(r, list) else f"error: {r}" for r in got]
 
 
-# Few characters, so that quotes, tabs, line ends and NULs meet in every arrangement.
-_TEXT = st.text(alphabet='ab"\t\n\r \x00', max_size=60)
+# Few characters, so that quotes, tabs, line ends, NULs and the token characters meet in every arrangement;
+# pieces from 1 character long are tokenised, so short texts exercise the swap.
+_TEXT = st.text(alphabet='ab1"\t\n\r \x00\ue000\ue001', max_size=60)
 
 
-@settings(max_examples=3000, deadline=None)
-@given(_TEXT)
-def test_same_records_as_the_csv_module(text: str) -> None:
-    assert _fast(text) == _csv_module(text)
+@settings(max_examples=4000, deadline=None)
+@given(_TEXT, st.integers(min_value=1, max_value=4))
+def test_same_records_as_the_csv_module(text: str, long_cell: int) -> None:
+    assert _fast(text, long_cell) == _csv_module(text)
 
 
 def test_the_shapes_u2bench_files_have() -> None:
@@ -48,7 +50,7 @@ def test_the_shapes_u2bench_files_have() -> None:
         "44.Y\t/9j/\t\n"
         '44.Y\t/9j/\t"never closed\n'
     )
-    got = _fast(text)
+    got = _fast(text, long_cell=4)
     assert got == _csv_module(text)
     assert got[1] == ["10.FPUS23", "iVBORw0KGgo=", "plain"]
     assert got[2] == ["39.X", "AAAA", 'a report\twith a tab\nand a newline, "quoted"']
@@ -60,3 +62,16 @@ def test_long_unquoted_rows_take_the_fast_path_unchanged() -> None:
     cell = "A" * 400_000
     got = list(records([f"1\t{cell}\tz\n", f"2\t{cell}\n"]))
     assert got == [["1", cell, "z"], ["2", cell]]
+
+
+def test_a_quoted_record_with_a_long_image_cell() -> None:
+    image = "iVBORw0KGgo" + "A" * 300_000
+    text = f'10.FPUS23\t{image}\t"Where is it?\n\nAnswer ""upper left"" or similar."\tx\n{image[:5]}\n'
+    got = _fast(text)
+    assert got == _csv_module(text)
+    assert got[0] == ["10.FPUS23", image, 'Where is it?\n\nAnswer "upper left" or similar.', "x"]
+
+
+def test_text_that_looks_like_a_token_is_left_alone() -> None:
+    text = '"q"\t\ue0000\ue001\tlong-plain-piece\n'
+    assert _fast(text, long_cell=4) == _csv_module(text) == [["q", "\ue0000\ue001", "long-plain-piece"]]

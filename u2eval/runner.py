@@ -32,7 +32,8 @@ from u2eval.errors import ConfigError, DataError
 from u2eval.judging import judge
 from u2eval.prompts import PromptOptions, render, template_hashes, validate_templates
 from u2eval.provenance import git_state, ids_sha256, now_utc, version
-from u2eval.records import SCORING_MODES, Completion, GenerationConfig, Judgement, Manifest, RunCase
+from u2eval.reader_process import iter_cases_in_child
+from u2eval.records import SCORING_MODES, Case, Completion, GenerationConfig, Judgement, Manifest, RunCase
 from u2eval.report import write_summary
 from u2eval.scoring import Summary, summarise
 from u2eval.shards import Shard, check_shard, in_shard, shard_label
@@ -70,6 +71,9 @@ class RunOptions:
     timeout_s: float | None = None  # per attempt (None: the dispatcher's default)
     max_attempts: int | None = None  # per request, the first included (None: the dispatcher's default)
     shard: Shard | None = None  # (i, n): only the cases whose id hashes to i modulo n; `u2eval merge` joins them
+    # Read the dataset in a child process (None: yes, except for the small bundled sample, where starting
+    # one costs more than it saves).
+    reader_process: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -151,11 +155,18 @@ class _CaseStream:
         log.warning("skipped %s", error)
         self.data_errors.append(str(error))
 
+    def _cases(self) -> Iterator[Case]:
+        in_child = self.options.reader_process
+        if in_child is None:
+            in_child = self.source.kind != "sample"
+        read = iter_cases_in_child if in_child else iter_cases
+        return read(self.source, self.tasks, on_error=self._error, limit=self.options.limit)
+
     def __iter__(self) -> Iterator[ModelRequest]:
         by_key = {t.key: t for t in self.tasks}
         pending: set[str] = set()
         with self.cases_out.open("w", encoding="utf-8") as out:
-            for case in iter_cases(self.source, self.tasks, on_error=self._error, limit=self.options.limit):
+            for case in self._cases():
                 if self.options.anatomy is not None and case.anatomy.lower() not in self.options.anatomy:
                     continue
                 if self.options.shard is not None and not in_shard(case.case_id, self.options.shard):

@@ -1,24 +1,32 @@
 """Tab-separated records exactly as ``csv.reader(dialect="excel-tab")`` reads them, about 10x faster.
 
-U2-Bench rows are ~300 KB of base64 with a few short cells around it. The csv module walks every character
-of a row in Python's C state machine (~2 ms a row); a row without a double quote is, for that dialect,
-exactly its line split on tabs, which ``str.split`` does with memchr (~0.2 ms). Rows that do quote (a
-report with tabs or newlines, a literal with a quote) go through the csv module itself, so its rules stay
-the only rules.
+U2-Bench rows are ~300 KB of base64 with a few short cells around it, one of which (the prompt) is quoted
+because it holds line breaks. The csv module walks every character of a record in its C state machine
+(~2 ms a row). Here a record's lines are split on tabs first (memchr speed), every long piece that holds no
+quote, line break or NUL is swapped for a short token, the csv module parses what is left, and the pieces
+are put back. Such a piece is plain text to the csv module wherever it sits (inside quotes or not), so the
+swap cannot change how a record is split: the csv module's rules stay the only rules. A line that already
+contains the token character, or a record the csv module rejects, is parsed again untouched.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import re
 import sys
 from collections.abc import Iterable, Iterator
 
 # seg_data cells reach 22 MB (and Windows' C long caps the limit at 2**31 - 1).
 FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+LONG_CELL = 1024  # shorter pieces are not worth swapping out
+
+# A private-use character marks a token; text that contains one is never tokenised (see _Record).
+_MARK = "\ue000"
+_TOKEN_RE = re.compile("\ue000([0-9]+)\ue001")
 
 
-def records(lines: Iterable[str]) -> Iterator[list[str] | csv.Error]:
+def records(lines: Iterable[str], long_cell: int = LONG_CELL) -> Iterator[list[str] | csv.Error]:
     """The records of excel-tab text given as lines with their line ends (a file opened with ``newline=""``).
 
     Yields each record's cells, or the ``csv.Error`` that record raised, so one bad record is reported and
@@ -27,13 +35,55 @@ def records(lines: Iterable[str]) -> Iterator[list[str] | csv.Error]:
     csv.field_size_limit(FIELD_LIMIT)
     source = iter(lines)
     for line in source:
-        if '"' not in line and len(line) <= FIELD_LIMIT:
+        if '"' not in line:
+            # No quote: the record is this line, split on tabs (what the csv module would do, only faster).
             text = line.rstrip("\r\n")
             yield text.split("\t") if text else []
-            continue
-        # csv.reader pulls only the lines of this one record from ``source``, then the fast path resumes.
-        reader = csv.reader(itertools.chain((line,), source), dialect="excel-tab")
+        else:
+            yield _Record(long_cell).read(line, source)
+
+
+class _Record:
+    """One record that quotes, read through the csv module with its long plain pieces tokenised."""
+
+    def __init__(self, long_cell: int) -> None:
+        self.long_cell = long_cell
+        self.raw: list[str] = []  # the record's lines as read, to parse again untouched when needed
+        self.pieces: list[str] = []  # the long pieces swapped out, by token number
+        self.untouched = False  # a line held the token character: tokens would be ambiguous
+
+    def read(self, first: str, source: Iterator[str]) -> list[str] | csv.Error:
+        # csv.reader pulls only the lines of this one record from ``source``; the fast path then resumes.
+        shortened = (self._shorten(line) for line in itertools.chain((first,), source))
         try:
-            yield next(reader)
+            cells = next(csv.reader(shortened, dialect="excel-tab"))
+        except csv.Error:
+            return self._plain()
+        if self.untouched:
+            return self._plain()
+        return [self._restore(cell) for cell in cells] if self.pieces else cells
+
+    def _shorten(self, line: str) -> str:
+        self.raw.append(line)
+        if _MARK in line:
+            self.untouched = True
+        if self.untouched or len(line) < self.long_cell:
+            return line
+        body = line.rstrip("\r\n")
+        parts = body.split("\t")
+        for i, part in enumerate(parts):
+            if len(part) >= self.long_cell and not any(c in part for c in '"\n\r\x00') and len(part) <= FIELD_LIMIT:
+                parts[i] = f"{_MARK}{len(self.pieces)}\ue001"
+                self.pieces.append(part)
+        return "\t".join(parts) + line[len(body) :]
+
+    def _restore(self, cell: str) -> str:
+        if _MARK not in cell:
+            return cell
+        return _TOKEN_RE.sub(lambda m: self.pieces[int(m.group(1))], cell)
+
+    def _plain(self) -> list[str] | csv.Error:
+        try:
+            return next(csv.reader(self.raw, dialect="excel-tab"))
         except csv.Error as exc:
-            yield exc
+            return exc
