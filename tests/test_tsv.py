@@ -8,7 +8,7 @@ import io
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from u2eval.tsv import FIELD_LIMIT, records
+from u2eval.tsv import FIELD_LIMIT, records, text_lines
 
 
 def _csv_module(text: str) -> list[list[str] | str]:
@@ -75,3 +75,19 @@ def test_a_quoted_record_with_a_long_image_cell() -> None:
 def test_text_that_looks_like_a_token_is_left_alone() -> None:
     text = '"q"\t\ue0000\ue001\tlong-plain-piece\n'
     assert _fast(text, long_cell=4) == _csv_module(text) == [["q", "\ue0000\ue001", "long-plain-piece"]]
+
+
+# Bytes a file may hold: line ends of every kind, quotes, tabs, a two-byte character, a broken one.
+_BYTES = st.lists(
+    st.sampled_from([b"a", b"\t", b'"', b"\n", b"\r", b"\r\n", b"\xc3\xa9", b"\xff", b"\xe2\x82", b"\x00"]), max_size=40
+).map(b"".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_BYTES, st.integers(min_value=1, max_value=4))
+def test_binary_lines_read_as_a_text_file_would(data: bytes, long_cell: int) -> None:
+    text_file = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape", newline="")
+    assert list(text_lines(io.BytesIO(data))) == list(text_file)
+    text = data.decode("utf-8", "surrogateescape")
+    got = [r if isinstance(r, list) else f"error: {r}" for r in records(text_lines(io.BytesIO(data)), long_cell)]
+    assert got == _csv_module(text)

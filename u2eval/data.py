@@ -341,9 +341,8 @@ class _Row:
 
 def _rows(task: TaskSpec, path: Path, where: str, on_error: OnError) -> Iterator[tuple[_Layout, _Row]]:
     """The data rows of one file with their dataset resolved; file-level problems are reported once."""
-    # surrogateescape: a stray non-UTF-8 byte spoils one cell (reported per row), not the rest of the file.
-    with path.open("r", encoding="utf-8", errors="surrogateescape", newline="", buffering=1 << 20) as fh:
-        reader = tsv.records(fh)
+    with path.open("rb", buffering=1 << 20) as fh:
+        reader = tsv.records(tsv.text_lines(fh))
         try:
             header = next(reader, None)
             if isinstance(header, csv.Error):

@@ -26,6 +26,21 @@ _MARK = "\ue000"
 _TOKEN_RE = re.compile("\ue000([0-9]+)\ue001")
 
 
+def text_lines(binary_lines: Iterable[bytes]) -> Iterator[str]:
+    r"""The lines of a binary file as a UTF-8 text file opened with ``newline=""`` gives them.
+
+    Ends kept, split at \r, \n and \r\n; a stray non-UTF-8 byte kept as a surrogate so it spoils one cell
+    (reported per row), not the file. Decoding line by line is ~4x cheaper than a text file's own reading
+    for ~300 KB lines, and the same text: line ends are ASCII, never inside a multi-byte character.
+    """
+    for raw in binary_lines:  # a binary file's lines end at LF only
+        if b"\r" in raw and not (raw.endswith(b"\r\n") and raw.count(b"\r") == 1):
+            for piece in raw.splitlines(keepends=True):  # bytes split at CR, LF and CRLF only
+                yield piece.decode("utf-8", "surrogateescape")
+        else:
+            yield raw.decode("utf-8", "surrogateescape")
+
+
 def records(lines: Iterable[str], long_cell: int = LONG_CELL) -> Iterator[list[str] | csv.Error]:
     """The records of excel-tab text given as lines with their line ends (a file opened with ``newline=""``).
 
