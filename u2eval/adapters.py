@@ -29,6 +29,7 @@ ADAPTERS: Mapping[str, tuple[str, str | None]] = {
     "openai": ("model_adapters.openai", "api"),
     "vllm": ("model_adapters.vllm", "vllm"),
     "ray-vllm": ("model_adapters.ray_vllm", "ray"),
+    "hf": ("model_adapters.hf", "hf"),
 }
 
 PRESETS_DIR = Path(model_adapters.__file__).resolve().parent / "presets"
