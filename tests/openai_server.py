@@ -15,6 +15,14 @@ Faults (:class:`Fault`) are injected per request (``add_fault``: the next N matc
 list, empty content, a refusal, a content-filter stop, a dropped connection. ``latency_s`` delays every
 answer by a fixed time counted from the request's arrival.
 
+A fault plan (:class:`FaultPlan`, set by ``POST /_reset``) injects faults at set rates for whole benchmark
+runs: transient faults on a case's first attempts, persistent ones that outlast a run's retries, and the
+model's own refusals and empty answers. Each is decided by a seeded hash of the case's image and the attempt
+number, never by arrival order, so a case meets the same faults however many requests are in flight.
+With ``log`` on, every case request is logged (image sha256, attempt, arrival and end, status, fault):
+``GET /_log?since=N`` returns the entries from N on, what the crash and fault benchmarks compare with the
+client's store.
+
 Every chat request body is recorded (``record=True``), so a test can decode the data URL and compare the
 bytes with the case's image. Counters (``stats``) time the case requests (not the preflight's probe) from
 the first arrival to the last answer: how ``bench/api_throughput.py`` measures throughput server-side.
@@ -30,6 +38,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import hashlib
 import io
 import json
 import random
@@ -69,6 +78,116 @@ class Fault:
     retry_after_ms: float | None = None  # 429 / 500 / 503: a retry-after-ms header
     hang_s: float = 30.0
     echo_auth: bool = False  # bad_request: quote the request's Authorization header, as a careless proxy might
+
+
+TRANSIENT_KINDS = ("rate_limit", "server_error", "overloaded", "hang", "malformed", "drop")
+ANSWER_KINDS = ("refusal", "empty_content", "content_filter", "no_choices")  # the model's own answers: not retried
+
+
+@dataclass
+class FaultPlan:
+    """Faults at set rates, decided per case (its image's sha256) and attempt by a seeded hash.
+
+    - ``transient``: kind -> rate, drawn afresh for each of a case's first ``transient_attempts`` attempts
+      (a 429 carries ``retry_after_s``; a hang lasts ``hang_s``); later attempts are answered, so a client
+      allowing more attempts than that always gets through;
+    - ``persistent_rate``: the share of cases whose first ``persistent_attempts`` attempts all fail with
+      ``persistent_kind`` (an outage longer than a run's retries); attempts are counted from the last reset,
+      so a second run against the same server gets these cases answered;
+    - ``answers``: kind -> rate of the model's own refusals and empty answers, the same at every attempt.
+    """
+
+    transient: dict[str, float] = field(default_factory=dict)
+    transient_attempts: int = 2
+    persistent_rate: float = 0.0
+    persistent_kind: FaultKind = "overloaded"
+    persistent_attempts: int = 4
+    answers: dict[str, float] = field(default_factory=dict)
+    retry_after_s: float = 1.0
+    hang_s: float = 30.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = (set(self.transient) - set(TRANSIENT_KINDS)) | (set(self.answers) - set(ANSWER_KINDS))
+        if unknown:
+            raise ValueError(f"unknown fault kind(s) in the plan: {sorted(unknown)}")
+        if sum(self.transient.values()) > 1 or sum(self.answers.values()) > 1:
+            raise ValueError("the rates of one group of faults add up to more than 1")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.transient or self.persistent_rate or self.answers)
+
+    def draw(self, digest: str, salt: str) -> float:
+        """A uniform number in [0, 1) fixed by the seed, the case and ``salt``."""
+        value = hashlib.sha256(f"{self.seed}:{digest}:{salt}".encode()).digest()[:8]
+        return int.from_bytes(value, "big") / 2**64
+
+    def _pick(self, rates: dict[str, float], u: float) -> str | None:
+        for kind in sorted(rates):
+            if u < rates[kind]:
+                return kind
+            u -= rates[kind]
+        return None
+
+    def fault(self, digest: str, attempt: int) -> Fault | None:
+        """The fault (if any) for a case's ``attempt``-th request (1-based)."""
+        if attempt <= self.persistent_attempts and self.persistent(digest):
+            return self._make(self.persistent_kind)
+        answer = self._pick(self.answers, self.draw(digest, "answer"))
+        if answer is not None:
+            return self._make(answer)
+        if attempt <= self.transient_attempts:
+            kind = self._pick(self.transient, self.draw(digest, f"attempt-{attempt}"))
+            if kind is not None:
+                return self._make(kind)
+        return None
+
+    def persistent(self, digest: str) -> bool:
+        return bool(self.persistent_rate) and self.draw(digest, "persistent") < self.persistent_rate
+
+    def _make(self, kind: str) -> Fault:
+        retry_after = self.retry_after_s if kind == "rate_limit" else None
+        return Fault(kind, retry_after_s=retry_after, hang_s=self.hang_s)  # type: ignore[arg-type]
+
+
+# Deterministic answers for benchmarks ("varied"): a mix that every parser outcome can come from.
+VARIED_ANSWERS = (
+    "benign",
+    "Malignant.",
+    "The lesion appears benign, with smooth margins.",
+    "upper left",
+    "It is located in the lower right part of the image.",
+    "center",
+    "not visible",
+    "42.5",
+    "About 7 mm.",
+    "The liver is normal in size with a smooth contour. No focal lesion is seen.",
+    "I'm sorry, I can't help with interpreting medical images.",
+    "normal",
+    "2",
+    "left middle or maybe upper right",
+)
+
+
+def varied_answer(digest: str, chars: int = 0) -> str:
+    """One of :data:`VARIED_ANSWERS`, fixed by the image digest; padded with report sentences to ``chars``."""
+    text = VARIED_ANSWERS[int(digest[:8], 16) % len(VARIED_ANSWERS)]
+    filler = " The gallbladder is well distended with a thin wall and no stones."
+    while len(text) < chars:
+        text += filler
+    return text
+
+
+def image_digest(body: dict[str, Any]) -> str | None:
+    """sha256 (hex) of the first image's bytes: which case a request is for."""
+    urls = image_parts(body)
+    if not urls:
+        return None
+    try:
+        return hashlib.sha256(base64.b64decode(urls[0].partition(",")[2])).hexdigest()
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -250,6 +369,12 @@ class OpenAIServer:
         self._hanging: set[asyncio.Future[None]] = set()
         self._counter = 0
         self.url = ""
+        self.plan = FaultPlan()
+        self.log_requests = False  # log every case request (``GET /_log``)
+        self.log: list[dict[str, Any]] = []
+        self.answers = "fixed"  # "fixed": ``answer(body)``; "varied": :func:`varied_answer` of the image
+        self.answer_chars = 0  # varied answers padded to at least this many characters
+        self._attempts: dict[str, int] = {}
 
     # -- faults ----------------------------------------------------------------------------------------
 
@@ -294,6 +419,7 @@ class OpenAIServer:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/_stats", self._stats)
+        app.router.add_get("/_log", self._log)
         app.router.add_post("/_reset", self._reset)
         return app
 
@@ -398,14 +524,44 @@ class OpenAIServer:
                 self.requests.append(RecordedRequest(request.path, dict(request.headers), body, arrived, probe))
         if invalid is not None:
             return web.json_response(invalid[1], status=invalid[0])
+        digest, attempt = None, 0
+        if counted and (self.plan.active or self.log_requests or self.answers != "fixed"):
+            digest = image_digest(body) or ""
+            with self._lock:
+                attempt = self._attempts[digest] = self._attempts.get(digest, 0) + 1
         fault = self._next_fault(body, probe)
+        if fault is None and digest is not None and self.plan.active:
+            fault = self.plan.fault(digest, attempt)
+        entry: dict[str, Any] = {"image": digest, "attempt": attempt, "arrived": arrived, "ended": None}
+        entry |= {"status": None, "fault": fault.kind if fault else None, "retry_after_s": None}
+        entry["persistent"] = digest is not None and self.plan.persistent(digest)
+        if fault is not None:
+            entry["retry_after_s"] = fault.retry_after_s
+        if digest is not None and self.log_requests:
+            with self._lock:
+                self.log.append(entry)
+        response = await self._respond(request, body, counted, arrived, digest, fault)
+        entry["ended"] = time.monotonic()
+        entry["status"] = 0 if entry["fault"] == "drop" else response.status  # 0: no answer reached the client
+        return response
+
+    async def _respond(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        counted: bool,
+        arrived: float,
+        digest: str | None,
+        fault: Fault | None,
+    ) -> web.StreamResponse:
         if fault is not None:
             self.stats.faults[fault.kind] = self.stats.faults.get(fault.kind, 0) + 1
             return await self._fault(request, fault, body)
         remaining = self.latency_s - (time.monotonic() - arrived)
         if remaining > 0:
             await asyncio.sleep(remaining)
-        response = web.json_response(self._completion(body, self.answer(body)))
+        text = varied_answer(digest or "0", self.answer_chars) if self.answers == "varied" else self.answer(body)
+        response = web.json_response(self._completion(body, text))
         self.stats.answered += 1
         if counted:
             self.stats.case_answered += 1
@@ -477,16 +633,32 @@ class OpenAIServer:
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.as_json())
 
+    async def _log(self, request: web.Request) -> web.Response:
+        since = int(request.query.get("since", "0"))
+        with self._lock:
+            entries = self.log[since:]
+            return web.json_response({"entries": entries, "next": since + len(entries)})
+
     async def _reset(self, request: web.Request) -> web.Response:
         settings = await request.json() if request.can_read_body else {}
+        try:
+            plan = FaultPlan(**settings.get("plan", {}))
+        except (TypeError, ValueError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
         self.stats = ServerStats()
         with self._lock:
             self.requests.clear()
             self._rules.clear()
+            self.log = []
+            self._attempts.clear()
         self.latency_s = float(settings.get("latency_s", self.latency_s))
         self.rate_429 = float(settings.get("rate_429", 0.0))
         self.retry_after_s = float(settings.get("retry_after_s", self.retry_after_s))
         self._random = random.Random(int(settings.get("seed", 0)))
+        self.plan = plan
+        self.log_requests = bool(settings.get("log", False))
+        self.answers = str(settings.get("answers", "fixed"))
+        self.answer_chars = int(settings.get("answer_chars", 0))
         return web.json_response({"ok": True})
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -59,3 +61,32 @@ def test_tasks_lists_the_eight_tasks_with_counts() -> None:
 def test_models_lists_adapters() -> None:
     done = u2eval("models")
     assert done.returncode == 0 and "random" in done.stdout and "replay" in done.stdout
+
+
+def test_grounded_run_score_and_leaderboard_through_the_cli(tmp_path: Path) -> None:
+    folder = tmp_path / "grounded"
+    args = ("--model", "grounded-standin/oracle", "--tasks", "ll,od,kd", "--grounded", "--out", str(folder))
+    done = u2eval("run", *args)
+    assert done.returncode == 0, done.stderr
+    assert "Official sector scores from regions" in done.stdout and "Grounded metrics" in done.stdout
+    first = (folder / "grounded.json").read_bytes()
+    again = u2eval("score", str(folder))  # the manifest asks for grounded scoring: no flag needed
+    assert again.returncode == 0 and "Official sector scores from regions" in again.stdout
+    assert (folder / "grounded.json").read_bytes() == first
+    board = u2eval("leaderboard", str(folder), "--grounded", "--no-plots", "--out", str(tmp_path / "board"))
+    assert board.returncode == 0, board.stderr
+    with (tmp_path / "board" / "leaderboard.csv").open(encoding="utf-8", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    report = json.loads(first)
+    assert float(row["grounded_ll_regions"]) == report["sectors"]["strict"]["tasks"]["ll"]
+    assert float(row["grounded_dice"]) == report["overall"]["mask"]["dice"]
+
+
+def test_grounded_usage_mistakes_are_one_line(tmp_path: Path) -> None:
+    done = u2eval("run", "--model", "grounded-standin/oracle", "--grounded", "--box-convention", "yolo")
+    assert done.returncode == 2 and "unknown box convention 'yolo'" in done.stderr and "qwen2.5-vl" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    run_folder = tmp_path / "plain"
+    assert u2eval("run", "--model", "random", "--tasks", "ll", "--out", str(run_folder)).returncode == 0
+    done = u2eval("score", str(run_folder), "--box-convention", "gemini")
+    assert done.returncode == 2 and "--box-convention only applies with --grounded" in done.stderr

@@ -257,3 +257,29 @@ def test_a_store_that_cannot_write_stops_the_run_with_its_error() -> None:
     dispatcher = Dispatcher(ScriptedAdapter(failures=0), DispatchOptions(concurrency=2))
     with pytest.raises(OSError, match="No space left"):
         asyncio.run(asyncio.wait_for(dispatcher.run((_request(i) for i in range(50)), full_disk), timeout=20))
+
+
+def test_a_slot_takes_its_next_request_only_once_its_answer_is_on_disk() -> None:
+    """What a kill can lose is bounded by the slots: requests sent but not yet durable never exceed the
+    concurrency, however slow the store is (here 20 ms a write, against an instant model)."""
+    import threading
+
+    lock = threading.Lock()
+    counts = {"started": 0, "written": 0, "worst": 0}
+
+    class Counting(ScriptedAdapter):
+        async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]:
+            with lock:
+                counts["started"] += len(requests)
+                counts["worst"] = max(counts["worst"], counts["started"] - counts["written"])
+            return await super().generate(requests)
+
+    def slow_store(done: list[Completion]) -> None:
+        time.sleep(0.02)
+        with lock:
+            counts["written"] += len(done)
+
+    dispatcher = Dispatcher(Counting(failures=0), DispatchOptions(concurrency=4))
+    asyncio.run(dispatcher.run((_request(i) for i in range(60)), slow_store))
+    assert counts["written"] == 60
+    assert counts["worst"] == 4  # every slot busy at times, never more than the slots in flight

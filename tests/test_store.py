@@ -78,3 +78,42 @@ def test_refused_and_empty_are_answers_not_infra(tmp_path: Path) -> None:
         )
         assert store.answered("k1")
         assert not store.answered("k2")
+
+
+def test_an_append_that_fails_is_cut_back_and_counts_as_nothing(tmp_path: Path) -> None:
+    """A full disk mid-append (here a file-size limit, in a process of its own): the file is cut back to
+    its last whole line, the error names the file, and only what is on disk counts as stored."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from u2eval.records import Completion\n"
+        "from u2eval.store import ResponseStore\n"
+        "store = ResponseStore(Path(sys.argv[1]))\n"
+        "store.append([Completion(case_id='a', key='k1', text='x' * 100)])\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))\n"
+        "try:\n"
+        "    store.append([Completion(case_id='b', key='k2', text='y' * 100),\n"
+        "                  Completion(case_id='c', key='k3', text='z' * 100)])\n"
+        "except OSError as exc:\n"
+        "    print(exc.errno, exc.filename, store.answered('k1'), store.answered('k2'), store.answered('k3'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["27", str(tmp_path / RESPONSES_FILE), "True", "False", "False"]
+    lines = (tmp_path / RESPONSES_FILE).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1 and '"k1"' in lines[0]  # the partial write of k2 is gone
+    again = ResponseStore(tmp_path)
+    assert again.skipped_lines == [] and again.answered("k1") and not again.answered("k2")
+
+
+def test_a_line_cut_inside_a_multibyte_character_is_skipped_alone(tmp_path: Path) -> None:
+    with ResponseStore(tmp_path) as store:
+        store.append([Completion(case_id="a", key="k1", text="µm")])
+    path = tmp_path / RESPONSES_FILE
+    line = Completion(case_id="b", key="k2", text="结节 µm").model_dump_json().encode()
+    with path.open("ab") as handle:
+        handle.write(line[: line.index("µ".encode()) + 1])  # killed between the two bytes of 'µ'
+    store = ResponseStore(tmp_path)
+    assert store.skipped_lines == [2] and store.answered("k1") and not store.answered("k2")

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 import model_adapters
+from u2eval.box_parsing import get_convention
 from u2eval.errors import ConfigError
 from u2eval.records import Case, Completion, GenerationConfig, ModelInfo, Prompt
 
@@ -30,6 +31,7 @@ ADAPTERS: Mapping[str, tuple[str, str | None]] = {
     "vllm": ("model_adapters.vllm", "vllm"),
     "ray-vllm": ("model_adapters.ray_vllm", "ray"),
     "hf": ("model_adapters.hf", "hf"),
+    "grounded-standin": ("model_adapters.grounded_standin", None),
 }
 
 PRESETS_DIR = Path(model_adapters.__file__).resolve().parent / "presets"
@@ -93,6 +95,8 @@ class Preset(BaseModel):
     concurrency: int = 8
     base_url: str | None = None
     extra: dict[str, Any] = {}
+    # How the model writes boxes in its answers (u2eval.box_parsing), for grounded scoring; never guessed.
+    box_convention: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,9 +115,12 @@ def list_presets() -> list[Preset]:
 
 def load_preset(path: Path) -> Preset:
     try:
-        return Preset.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        preset = Preset.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        if preset.box_convention is not None:
+            get_convention(preset.box_convention)
+    except (OSError, yaml.YAMLError, ValidationError, ConfigError) as exc:
         raise ConfigError(f"invalid preset {path}: {exc}") from exc
+    return preset
 
 
 def resolve_model(spec: str) -> ResolvedModel:

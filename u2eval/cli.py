@@ -71,6 +71,12 @@ def run(
     shard: Annotated[
         str | None, typer.Option(help="i/n: only the i-th of n deterministic shards (0-based); join with u2eval merge")
     ] = None,
+    grounded: Annotated[
+        bool, typer.Option("--grounded", help="also score the answers' boxes, masks and points (grounded.json)")
+    ] = False,
+    box_convention: Annotated[
+        str | None, typer.Option(help="how the model writes boxes in text (default: its preset's); docs/grounded.md")
+    ] = None,
 ) -> None:
     """Evaluate a model; stored answers are reused, so an interrupted run resumes where it stopped."""
     from u2eval.prompts import PromptOptions
@@ -97,6 +103,8 @@ def run(
         timeout_s=timeout,
         max_attempts=max_attempts,
         shard=parse_shard(shard) if shard is not None else None,
+        grounded=grounded,
+        box_convention=box_convention,
     )
     with Progress(
         TextColumn("[bold]cases"),
@@ -110,6 +118,8 @@ def run(
         job = bar.add_task("cases", total=None)
         result = run_eval(options, progress=lambda done, total: bar.update(job, completed=done, total=total))
     print_summary(result.summary, out)
+    if grounded:
+        _print_grounded(result.folder)
     console.print(f"run folder: {result.folder}  (requested {result.requested}, reused {result.reused} stored answers)")
     if result.data_errors:
         console.print(
@@ -152,18 +162,32 @@ def score(
     mode: Annotated[str, typer.Option(help="scoring mode of the --by table: strict or reference")] = "strict",
     bootstrap: Annotated[int, typer.Option(min=10, help="bootstrap resamples for the --by intervals")] = 1000,
     bootstrap_seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+    grounded: Annotated[
+        bool, typer.Option("--grounded", help="also score the answers' regions (on by itself for a --grounded run)")
+    ] = False,
+    box_convention: Annotated[
+        str | None, typer.Option(help="with --grounded: read boxes in text this way instead of the run's convention")
+    ] = None,
 ) -> None:
     """Re-score a run from its stored answers, without calling any model."""
+    import dataclasses
+
     from u2eval.report import print_summary
-    from u2eval.runner import score_folder
+    from u2eval.runner import grounded_options, score_folder
 
     if not run_dir.is_dir():
         raise ConfigError(f"no such run folder: {run_dir}")
     if by is not None:
         _check_choice("--by", by, ("task", "dataset", "anatomy", "scenario"))
     _check_choice("--mode", mode, ("strict", "reference"))
-    summary, judgements = score_folder(run_dir)
+    if box_convention is not None and not grounded:
+        raise ConfigError("--box-convention only applies with --grounded")
+    regions = grounded_options(run_dir, box_convention)
+    regions = dataclasses.replace(regions, enabled=regions.enabled or grounded)
+    summary, judgements = score_folder(run_dir, grounded=regions)
     print_summary(summary, out)
+    if regions.enabled:
+        _print_grounded(run_dir)
     if by is not None:
         from u2eval.runner import read_run_cases
         from u2eval.slices import slice_rows
@@ -173,6 +197,15 @@ def score(
         table = case_table(judgements, cast("ScoringMode", mode), scenarios)
         rows = slice_rows(table, summary.modes[mode], cast("SliceBy", by), bootstrap, bootstrap_seed)
         _print_slices(rows, f"by {by} ({mode}; {bootstrap} bootstrap resamples, seed {bootstrap_seed})")
+
+
+def _print_grounded(folder: Path) -> None:
+    from u2eval.grounded_report import print_grounded
+    from u2eval.grounded_run import read_grounded
+
+    summary = read_grounded(folder)
+    if summary is not None:
+        print_grounded(summary, out)
 
 
 def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
@@ -204,6 +237,9 @@ def leaderboard(
     bootstrap: Annotated[int, typer.Option(min=10, help="bootstrap resamples")] = 1000,
     bootstrap_seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
     plots: Annotated[bool, typer.Option(help="write PNG plots (needs matplotlib)")] = True,
+    grounded: Annotated[
+        bool, typer.Option("--grounded", help="add region scores and grounded metrics as columns (not ranked)")
+    ] = False,
 ) -> None:
     """Rank run folders, re-scored from their stored answers, with bootstrap confidence intervals."""
     from u2eval.leaderboard import BoardOptions, build_board
@@ -218,6 +254,7 @@ def leaderboard(
         seed=bootstrap_seed,
         published=published,
         by=cast("SliceBy | None", by),
+        grounded=grounded,
     )
     board = build_board(runs, options)
     written = write_board(board, out_dir, plots=plots)
@@ -347,6 +384,14 @@ def models() -> None:
     for preset in list_presets():
         presets.add_row(preset.name, preset.adapter, preset.model, preset.description)
     out.print(presets)
+    from u2eval.box_parsing import CONVENTIONS
+
+    conventions = Table(title="box conventions (--box-convention, preset box_convention:)")
+    conventions.add_column("convention")
+    conventions.add_column("how boxes are written")
+    for name, entry in CONVENTIONS.items():
+        conventions.add_row(name, escape(entry.summary))  # the syntax has brackets rich would read as markup
+    out.print(conventions)
 
 
 @data_app.command("synth")

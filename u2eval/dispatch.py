@@ -9,7 +9,8 @@ out) is retried with exponential backoff and jitter; when the server said how lo
 the wait is exactly that plus at most 5% jitter, never shorter. A batch that still fails becomes one
 infra-error Completion per request: data, never an exception, and never a model answer. Finished
 completions reach the store from a worker thread, everything pending at once (group commit): its write and
-fsync (several ms each under load) never stall the requests in flight.
+fsync (several ms each under load) never stall the event loop. A slot takes its next request only once its
+answers are on disk, so a killed run loses at most ``concurrency`` requests (batches), answered or not.
 """
 
 from __future__ import annotations
@@ -190,20 +191,25 @@ class _Wait:
 
 
 class _Writer:
-    """Hands finished completions to ``on_done`` from a worker thread, everything pending at each call."""
+    """Hands finished completions to ``on_done`` from a worker thread, everything pending at each call
+    (group commit); ``add`` returns a future that is done once ``on_done`` has returned for them."""
 
     def __init__(self, on_done: Callable[[list[Completion]], None]) -> None:
         self._on_done = on_done
         self._pending: list[Completion] = []
+        self._waiting: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
         self._closed = False
         self._failed: Exception | None = None
 
-    def add(self, completions: list[Completion]) -> None:
+    def add(self, completions: list[Completion]) -> asyncio.Future[None]:
         if self._failed is not None:  # e.g. the disk is full: stop asking for answers that cannot be kept
             raise self._failed
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.extend(completions)
+        self._waiting.append(written)
         self._wake.set()
+        return written
 
     def close(self) -> None:
         self._closed = True
@@ -214,12 +220,17 @@ class _Writer:
             await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, []
+            waiting, self._waiting = self._waiting, []
             if batch:
                 try:
                     await asyncio.to_thread(self._on_done, batch)
                 except Exception as exc:
                     self._failed = exc
+                    for written in waiting:
+                        written.cancel()  # the workers waiting on it stop; the tripwire raises ``exc``
                     raise
+            for written in waiting:
+                written.set_result(None)
             if self._closed and not self._pending:
                 return
 
@@ -305,8 +316,10 @@ class Dispatcher:
 
     async def _worker(self, queue: asyncio.Queue[list[ModelRequest] | None], writer: _Writer) -> None:
         # A worker ends early only by an exception (the store could not write); the tripwire re-raises it.
+        # It holds its slot until its answers are durable: an answer received but not yet written is still
+        # in flight, and what a kill can lose is bounded by the slots, not by how far the writer lags.
         while (batch := await queue.get()) is not None:
-            writer.add(await self.call(batch))
+            await writer.add(await self.call(batch))
 
     def _retrying(self) -> AsyncRetrying:
         limit = self.options.max_retry_after_s

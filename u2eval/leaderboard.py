@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from u2eval.errors import ConfigError
+from u2eval.grounded_board import GroundedCells, grounded_cells
 from u2eval.records import TASK_KEYS, ScoringMode
 from u2eval.rundata import LoadedRun, find_runs, load_run
 from u2eval.scoring import clip01, task_score
@@ -63,6 +64,7 @@ class BoardRow(_Frozen):
     prompt_variant: str
     run: str | None
     stale_summary: bool = False
+    grounded: GroundedCells | None = None  # with --grounded: region scores and grounded metrics (runs only)
 
 
 class TaskColumn(_Frozen):
@@ -90,6 +92,7 @@ class Board(_Frozen):
     rows: list[BoardRow]
     by: str | None = None
     slices: list[SliceEntry] = []
+    grounded: bool = False  # rows carry grounded columns
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class BoardOptions:
     seed: int = DEFAULT_SEED
     published: bool = False
     by: SliceBy | None = None
+    grounded: bool = False  # add the grounded columns (never part of the ranking)
 
 
 def _short(path: Path) -> str:
@@ -203,6 +207,7 @@ def run_row(run: LoadedRun, options: BoardOptions) -> tuple[BoardRow, list[Slice
         prompt_variant=run.manifest.prompt_variant,
         run=_short(run.folder),
         stale_summary=run.stale_summary,
+        grounded=grounded_cells(run.folder, run.summary, options.mode) if options.grounded else None,
     )
     slices = slice_rows(table, summary, options.by, options.resamples, options.seed) if options.by else []
     return row, slices
@@ -288,4 +293,5 @@ def build_board(paths: Sequence[Path], options: BoardOptions) -> Board:
         rows=rank(rows),
         by=options.by,
         slices=slices,
+        grounded=options.grounded,
     )

@@ -17,7 +17,8 @@ import json
 import logging
 from pathlib import Path
 
-from u2eval.leaderboard import Board, Cell
+from u2eval.grounded_board import GROUNDED_COLUMNS
+from u2eval.leaderboard import Board, BoardRow, Cell
 
 __all__ = ["fmt", "fmt_cell", "render_csv", "render_html", "render_markdown", "write_board"]
 
@@ -182,6 +183,7 @@ def _score_td(cell: Cell) -> str:
 def _table(board: Board) -> str:
     head = ["rank", "model", "U2-Score", *(t.key.upper() for t in board.tasks), "parse rate", "infra errors"]
     head += ["partial", "prompt", "dataset"]
+    head += list(GROUNDED_COLUMNS.values()) if board.grounded else []
     text_columns = {"model", "partial", "prompt", "dataset"}
     cells = "".join(f'<th class="{"text" if h in text_columns else ""}">{html.escape(h)}</th>' for h in head)
     rows = []
@@ -197,6 +199,7 @@ def _table(board: Board) -> str:
             _td(html.escape("; ".join(row.partial_reasons) or "no"), "; ".join(row.partial_reasons), "text"),
             _td(html.escape(row.prompt_variant), row.prompt_variant, "text"),
             _td(html.escape(row.dataset), row.dataset, "text"),
+            *(_td(fmt(v, 3), v) for v in (_grounded_values(row) if board.grounded else [])),
         ]
         css = ' class="published"' if row.source == "published" else ""
         rows.append(f"<tr{css}>{''.join(tds)}</tr>")
@@ -227,12 +230,13 @@ def render_html(board: Board) -> str:
         f"Whiskers and brackets: {board.confidence:.0%} bootstrap percentile intervals (B = {board.resamples}, "
         f"seed {board.seed}, stratified by source dataset). Grey / italic rows: the paper's published numbers."
     )
+    grounded_note = f'<p class="note">{html.escape(_GROUNDED_NOTE)}</p>' if board.grounded else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>U2-Bench leaderboard ({board.mode})</title><style>{_CSS}</style></head>
 <body data-rendered="no">
 <h1>U2-Bench leaderboard <small>({html.escape(board.mode)} scoring)</small></h1>
-<p class="note">{html.escape(note)}</p>
+<p class="note">{html.escape(note)}</p>{grounded_note}
 <div class="scroll">{_table(board)}</div>
 <h2>U2-Score</h2><div id="u2-chart" class="charts"></div>
 <h2>Tasks</h2><div id="task-charts" class="charts"></div>
@@ -245,6 +249,19 @@ def render_html(board: Board) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- text renderings
+
+
+_GROUNDED_NOTE = (
+    "Grounded columns (not part of the U2-Score or the ranking): LL / OD / KD scored from the sector of each "
+    "answer's region, and run-wide means over datasets of box IoU, accuracy at IoU >= 0.5, mask Dice and IoU, "
+    "point distance / image diagonal and point-in-mask; '–' where the model gave no such region "
+    "(docs/grounded.md)."
+)
+
+
+def _grounded_values(row: BoardRow) -> list[float | None]:
+    values = row.grounded.values if row.grounded is not None else {}
+    return [values.get(key) for key in GROUNDED_COLUMNS]
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -275,6 +292,7 @@ def _header(board: Board) -> list[str]:
 def render_markdown(board: Board) -> str:
     tasks = [t.key.upper() for t in board.tasks]
     header = ["rank", "model", "U2-Score", *tasks, "parse rate", "infra", "partial", "prompt", "run"]
+    header += list(GROUNDED_COLUMNS.values()) if board.grounded else []
     lines = [*_header(board), "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in board.rows:
         u2 = fmt_cell(row.u2, 4)
@@ -290,8 +308,11 @@ def render_markdown(board: Board) -> str:
             "; ".join(row.partial_reasons) or "no",
             row.prompt_variant,
             f"`{row.run}`" if row.run else "–",
+            *(fmt(v, 3) for v in (_grounded_values(row) if board.grounded else [])),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if board.grounded:
+        lines += ["", _GROUNDED_NOTE]
     if board.slices:
         lines += ["", f"## By {board.by}", "", "| model | task | slice | n | counted | score | parse rate |"]
         lines.append("|---|---|---|---|---|---|---|")
@@ -312,6 +333,7 @@ def render_csv(board: Board) -> str:
     writer.writerow(
         ["rank", "model", "source", "mode", "u2", "u2_low", "u2_high", "u2_over_present_tasks", *task_columns]
         + ["parse_rate", "infra_errors", "partial", "partial_reasons", "n_cases", "dataset", "prompt_variant", "run"]
+        + ([f"grounded_{k}" for k in GROUNDED_COLUMNS] + ["box_convention"] if board.grounded else [])
     )
 
     def number(value: float | int | None) -> str:
@@ -326,6 +348,12 @@ def render_csv(board: Board) -> str:
             + [number(row.parse_rate), number(row.infra_errors), "yes" if row.partial else "no"]
             + ["; ".join(row.partial_reasons)]
             + [number(row.n_cases), row.dataset, row.prompt_variant, row.run or ""]
+            + (
+                [number(v) for v in _grounded_values(row)]
+                + [(row.grounded.box_convention or "") if row.grounded is not None else ""]
+                if board.grounded
+                else []
+            )
         )
     return buffer.getvalue()
 

@@ -327,6 +327,8 @@ class Manifest(DiskRecord):
     timings: dict[str, float] = {}
     dispatch: dict[str, int] = {}
     data_errors: list[str] = []
+    grounded: bool = False  # grounded scoring is part of the run (grounded.json): `u2eval score` redoes it
+    box_convention: str | None = None  # how answers write boxes (u2eval.box_parsing), so re-scoring reads them alike
 
 
 class RunCase(DiskRecord):

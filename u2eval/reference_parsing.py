@@ -410,10 +410,16 @@ def reference_location_truth(cell: str | None, quirks: ReferenceQuirks | None = 
 
 # ------------------------------------------------------------------------------------ numbers (CVE)
 
+# The official patterns, rewritten to find the same first match in linear time (tests/test_parsing.py checks
+# them against the originals): ``\d+\.?\d*`` becomes ``\d+(?:\.\d*)?`` (the same language, without the
+# ambiguous split of a digit run between ``\d+`` and ``\d*``: cubic, ~0.4 s on a 400-digit answer, minutes on
+# 2,000 digits), and a pattern that starts with a digit run and needs something after it starts only where
+# a run starts, ``(?<!\d)`` (a match inside a run implies one at its start, so the first match is the same;
+# without it, every position of a long run is tried again: quadratic).
 _GENERIC_NUMBER_PATTERNS = (
-    r"(\d+\.?\d*)\s*(?:mm|cm|ml|g|kg|%)",
-    r"(?:value|measurement|result|reading) (?:of |is |approximately |about |around |)(\d+\.?\d*)",
-    r"(\d+\.\d+)",
+    r"(?<!\d)(\d+(?:\.\d*)?)\s*(?:mm|cm|ml|g|kg|%)",
+    r"(?:value|measurement|result|reading) (?:of |is |approximately |about |around |)(\d+(?:\.\d*)?)",
+    r"(?<!\d)(\d+\.\d+)",
     r"(\d+)",
 )
 # Stage (a)'s per-dataset patterns, first match wins (57: integers only; 50's are commented "IMT").
@@ -427,14 +433,14 @@ _NUMBER_PATTERNS: dict[str, tuple[str, ...]] = {
         r"fat value (?:of |around |about )?(\d+)",
         r"fat content (?:of |around |about )?(\d+)",
         r"fat percentage (?:of |around |about )?(\d+)",
-        r"(\d+)%",
+        r"(?<!\d)(\d+)%",
         r"(\d+)",
     ),
     "50": (
-        r"imt (?:of |is |value |measurement |measures |approximately |about |around |)(\d+\.?\d*)",
+        r"imt (?:of |is |value |measurement |measures |approximately |about |around |)(\d+(?:\.\d*)?)",
         r"imt (?:of |is |value |measurement |measures |approximately |about |around |)(\d+)",
-        r"(\d+\.?\d*)\s*(?:mm|millimeters|millimeter)",
-        r"(\d+\.?\d*)",
+        r"(?<!\d)(\d+(?:\.\d*)?)\s*(?:mm|millimeters|millimeter)",
+        r"(\d+(?:\.\d*)?)",
         r"(\d+)",
     ),
 }
@@ -447,7 +453,7 @@ def reference_stage_a_number(answer: str | None, dataset_id: str) -> str:
     integers ('about 12.5%' -> '5', '5.5 cm' -> '5'); error messages with digits give those digits."""
     if not answer or answer.lower() == "null":
         return "null"
-    if re.match(r"^\d+\.?\d*$", answer.strip()):
+    if re.match(r"^\d+(?:\.\d*)?$", answer.strip()):
         return answer.strip()
     if not re.search(r"\d", answer):
         return "null"

@@ -121,9 +121,12 @@ def render_markdown(summary: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(folder: Path, summary: Summary, data_errors: Sequence[str] = ()) -> Path:
-    """summary.md; ``data_errors`` (rows or files the run could not read) are listed at its end."""
-    text = render_markdown(summary)
+def write_summary(
+    folder: Path, summary: Summary, data_errors: Sequence[str] = (), sections: Sequence[str] = ()
+) -> Path:
+    """summary.md; ``sections`` (Markdown, e.g. the grounded results) follow the scores, and ``data_errors``
+    (rows or files the run could not read) are listed at its end."""
+    text = render_markdown(summary) + "".join("\n" + section for section in sections)
     if data_errors:
         lines = ["", f"## Unreadable input ({len(data_errors)} row(s) or file(s) skipped)", ""]
         lines += [f"- {error}" for error in data_errors[:MAX_LISTED]]

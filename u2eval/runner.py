@@ -6,6 +6,9 @@ A run folder holds:
     responses.jsonl    the append-only response store
     judgements.jsonl   one Judgement per case
     summary.json/.md   the scores; a pure function of cases.jsonl + responses.jsonl
+    resume.json        what cases.jsonl was made from (u2eval.runfolder): a finished run re-run with the same
+                       inputs is re-scored without reading the dataset
+    .lock              held by the run in progress: a second run on the folder is refused
 
 ``score_folder`` is the only way a summary is made, for ``u2eval run`` and ``u2eval score`` alike, which is
 why re-scoring reproduces a run's summary byte for byte.
@@ -14,6 +17,7 @@ why re-scoring reproduces a run's summary byte for byte.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -26,15 +30,30 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from u2eval.adapters import AdapterOptions, ModelAdapter, ModelRequest, Preset, create_adapter, resolve_model
+from u2eval.box_parsing import get_convention
 from u2eval.data import DataSource, iter_cases, resolve_source
 from u2eval.dispatch import Dispatcher, DispatchOptions
 from u2eval.errors import ConfigError, DataError
+from u2eval.grounded_report import render_grounded_markdown
+from u2eval.grounded_run import GroundedOptions, score_grounded
+from u2eval.grounded_truth import dataset_root
 from u2eval.judging import judge
 from u2eval.prompts import PromptOptions, render, template_hashes, validate_templates
 from u2eval.provenance import git_state, ids_sha256, now_utc, version
 from u2eval.reader_process import iter_cases_in_child
-from u2eval.records import SCORING_MODES, Case, Completion, GenerationConfig, Judgement, Manifest, RunCase
+from u2eval.records import (
+    SCORING_MODES,
+    Case,
+    CaseMeta,
+    Completion,
+    GenerationConfig,
+    Judgement,
+    Manifest,
+    ModelInfo,
+    RunCase,
+)
 from u2eval.report import write_summary
+from u2eval.runfolder import clear_stamp, disk_full_is_clear, exclusive, finished_cases, make_stamp, write_stamp
 from u2eval.scoring import Summary, summarise
 from u2eval.shards import Shard, check_shard, in_shard, shard_label
 from u2eval.store import ResponseStore, request_key
@@ -74,6 +93,8 @@ class RunOptions:
     # Read the dataset in a child process (None: yes, except for the small bundled sample, where starting
     # one costs more than it saves).
     reader_process: bool | None = None
+    grounded: bool = False  # also score the answers' regions (grounded.json); never changes the U2-Score
+    box_convention: str | None = None  # how answers write boxes (default: the preset's); u2eval.box_parsing
 
 
 @dataclass(frozen=True)
@@ -187,6 +208,46 @@ class _CaseStream:
                 yield ModelRequest(key=key, case=case, prompt=prompt)
 
 
+def _resume_stamp(
+    options: RunOptions, source: DataSource, tasks: tuple[TaskSpec, ...], info: ModelInfo, generation: GenerationConfig
+) -> dict[str, object]:
+    """What the case list and its keys are made from (see u2eval.runfolder)."""
+    settings = {
+        "u2eval": version(),
+        "data": source.manifest(),
+        "tasks": {t.key: task_sha256(t.key) for t in tasks},
+        "templates": template_hashes(tasks, options.prompt),
+        "prompt": dataclasses.asdict(options.prompt),
+        "selection": [options.limit, options.anatomy, options.shard],
+        "model": info.model_dump(mode="json"),
+        "generation": generation.model_dump(mode="json"),
+    }
+    return make_stamp(settings, source.root, [t.folder for t in tasks])
+
+
+def _answer(
+    folder: Path, store: ResponseStore, stream: _CaseStream, dispatcher: Dispatcher, stamp: dict[str, object]
+) -> tuple[list[str], int, list[str]]:
+    """Ask for every case the store cannot answer: (case ids, answers reused, data errors). A finished run
+    whose inputs are unchanged (its resume stamp) is not read again: nothing to ask, only to score."""
+    adapter = dispatcher.adapter
+    finished = finished_cases(folder, CASES_FILE, store, stamp)
+    if finished is not None:
+        asyncio.run(adapter.aclose())
+        return finished, len(finished), _manifest_data_errors(folder)
+    clear_stamp(folder)
+
+    async def go() -> None:
+        try:
+            await dispatcher.run(stream, store.append)
+        finally:
+            await adapter.aclose()
+
+    asyncio.run(go())
+    os.replace(folder / (CASES_FILE + ".part"), folder / CASES_FILE)
+    return stream.case_ids, stream.reused, stream.data_errors
+
+
 def run(options: RunOptions, progress: ProgressHook | None = None, adapter: ModelAdapter | None = None) -> RunResult:
     """Evaluate one model on the chosen tasks, resuming whatever the run folder already holds.
 
@@ -200,6 +261,9 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
     source = resolve_source(options.data, revision=options.revision, tasks=tasks)
     resolved = None if adapter is not None else resolve_model(options.model)
     preset = resolved.preset if resolved is not None else None
+    # Checked before any model call: a wrong convention name must not cost a run.
+    convention_spec = options.box_convention or (preset.box_convention if preset else None)
+    convention = get_convention(convention_spec) if convention_spec else None
     generation = _generation(options, preset.generation if preset else None)
     dispatch_options = _dispatch_options(options, preset, generation)
     if resolved is not None:
@@ -221,8 +285,10 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
     except OSError as exc:
         raise ConfigError(f"cannot use {folder} as the run folder: {exc.strerror or exc}") from exc
     info = adapter.info
+    stamp = _resume_stamp(options, source, tasks, info, generation)
 
-    with ResponseStore(folder) as store:
+    # One process per folder; a full disk is one clear line (the store keeps every whole answer).
+    with exclusive(folder), disk_full_is_clear(folder), ResponseStore(folder) as store:
         stream = _CaseStream(
             source,
             tasks,
@@ -241,54 +307,50 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
 
         stream.on_case = on_case
         dispatcher = Dispatcher(adapter, dispatch_options)
+        case_ids, reused, data_errors = _answer(folder, store, stream, dispatcher, stamp)
+        answered_at = time.perf_counter()
 
-        async def go() -> None:
-            try:
-                await dispatcher.run(stream, store.append)
-            finally:
-                await adapter.aclose()
-
-        asyncio.run(go())
-    os.replace(folder / (CASES_FILE + ".part"), folder / CASES_FILE)
-    answered_at = time.perf_counter()
-
-    summary, judgements = score_folder(folder, data_errors=stream.data_errors)
-    sha, dirty = git_state()
-    manifest = Manifest(
-        u2eval_version=version(),
-        git_sha=sha,
-        git_dirty=dirty,
-        dataset=source.manifest() | _selection(options),
-        case_ids_sha256=ids_sha256(stream.case_ids),
-        n_cases=len(stream.case_ids),
-        tasks={t.key: task_sha256(t.key) for t in tasks},
-        templates=template_hashes(tasks, options.prompt),
-        prompt_source=options.prompt.source,
-        prompt_variant=options.prompt.name,
-        model=info,
-        generation=generation,
-        seed=options.seed,
-        limit=options.limit,
-        scoring_modes=list(SCORING_MODES),
-        started_at=started_at,
-        finished_at=now_utc(),
-        timings={
-            "answer_s": round(answered_at - started, 3),
-            "score_s": round(time.perf_counter() - answered_at, 3),
-        },
-        dispatch=dispatcher.stats.as_manifest() | {"reused": stream.reused},
-        data_errors=stream.data_errors,
-    )
-    write_json(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))
+        grounded = GroundedOptions(enabled=options.grounded, convention=convention, source_root=source.root)
+        summary, judgements = score_folder(folder, data_errors=data_errors, grounded=grounded)
+        sha, dirty = git_state()
+        manifest = Manifest(
+            u2eval_version=version(),
+            git_sha=sha,
+            git_dirty=dirty,
+            dataset=source.manifest() | _selection(options),
+            case_ids_sha256=ids_sha256(case_ids),
+            n_cases=len(case_ids),
+            tasks={t.key: task_sha256(t.key) for t in tasks},
+            templates=template_hashes(tasks, options.prompt),
+            prompt_source=options.prompt.source,
+            prompt_variant=options.prompt.name,
+            model=info,
+            generation=generation,
+            seed=options.seed,
+            limit=options.limit,
+            scoring_modes=list(SCORING_MODES),
+            started_at=started_at,
+            finished_at=now_utc(),
+            timings={
+                "answer_s": round(answered_at - started, 3),
+                "score_s": round(time.perf_counter() - answered_at, 3),
+            },
+            dispatch=dispatcher.stats.as_manifest() | {"reused": reused},
+            data_errors=data_errors,
+            grounded=options.grounded,
+            box_convention=convention.spec if convention is not None else None,
+        )
+        write_json(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))
+        write_stamp(folder, stamp)  # last: it vouches for cases.jsonl and the manifest's data errors
     infra = sum(1 for j in judgements if j.outcome == "infra_error")
     return RunResult(
         folder=folder,
         summary=summary,
         manifest=manifest,
         requested=dispatcher.stats.requests,
-        reused=stream.reused,
+        reused=reused,
         infra_errors=infra,
-        data_errors=tuple(stream.data_errors),
+        data_errors=tuple(data_errors),
     )
 
 
@@ -306,10 +368,10 @@ def read_run_cases(folder: Path) -> list[RunCase]:
     return cases
 
 
-def judge_folder(folder: Path) -> list[Judgement]:
-    """Judge every case of a run from what is stored; a case with no stored answer is an infra error."""
+def stored_answers(folder: Path) -> list[tuple[CaseMeta, Completion]]:
+    """Every case of a run with its stored answer; a case with no stored answer gets a 'missing' infra error."""
     store = ResponseStore(folder)
-    judgements = []
+    answers = []
     for run_case in read_run_cases(folder):
         meta = run_case.case
         completion = store.get(run_case.key)
@@ -320,15 +382,41 @@ def judge_folder(folder: Path) -> list[Judgement]:
         elif completion.case_id != meta.case_id:
             # Identical prompts share one stored answer; it is judged once per case.
             completion = completion.model_copy(update={"case_id": meta.case_id})
-        judgements.append(judge(meta, completion, get_task(meta.task)))
-    return judgements
+        answers.append((meta, completion))
+    return answers
 
 
-def score_folder(folder: Path, data_errors: list[str] | None = None) -> tuple[Summary, list[Judgement]]:
+def judge_folder(folder: Path) -> list[Judgement]:
+    """Judge every case of a run from what is stored; a case with no stored answer is an infra error."""
+    return [judge(meta, completion, get_task(meta.task)) for meta, completion in stored_answers(folder)]
+
+
+def grounded_options(folder: Path, convention: str | None = None) -> GroundedOptions:
+    """The grounded scoring a run folder asks for (its manifest): on or off, its box convention (or
+    ``convention`` instead), and where its dataset is now."""
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        manifest = {}
+    manifest = manifest if isinstance(manifest, dict) else {}
+    spec = convention or manifest.get("box_convention")
+    return GroundedOptions(
+        enabled=bool(manifest.get("grounded")),
+        convention=get_convention(spec) if spec else None,
+        source_root=dataset_root(manifest.get("dataset") or {}),
+    )
+
+
+def score_folder(
+    folder: Path, data_errors: list[str] | None = None, grounded: GroundedOptions | None = None
+) -> tuple[Summary, list[Judgement]]:
     """(Re-)score a run from its stored answers, without any model call, and rewrite its outputs.
 
-    ``data_errors``: the rows the run could not read, listed in summary.md (default: from manifest.json)."""
-    judgements = judge_folder(folder)
+    ``data_errors``: the rows the run could not read, listed in summary.md (default: from manifest.json).
+    ``grounded``: whether and how to score the answers' regions too (default: as the manifest says); that
+    writes grounded.json and a section of summary.md, and leaves summary.json as it is."""
+    answers = stored_answers(folder)
+    judgements = [judge(meta, completion, get_task(meta.task)) for meta, completion in answers]
     task_keys = {j.task for j in judgements}
     tasks = tuple(t for t in select_tasks(None) if t.key in task_keys)
     scored_with = {"u2eval": version()} | {f"task:{t.key}": task_sha256(t.key) for t in tasks}
@@ -340,7 +428,11 @@ def score_folder(folder: Path, data_errors: list[str] | None = None) -> tuple[Su
     write_json(folder / SUMMARY_FILE, summary.model_dump(mode="json"))
     if data_errors is None:
         data_errors = _manifest_data_errors(folder)
-    write_summary(folder, summary, data_errors)
+    grounded = grounded_options(folder) if grounded is None else grounded
+    sections: tuple[str, ...] = ()
+    if grounded.enabled:
+        sections = (render_grounded_markdown(score_grounded(folder, answers, summary, grounded)),)
+    write_summary(folder, summary, data_errors, sections)
     return summary, judgements
 
 

@@ -4,17 +4,19 @@ Each answer is appended (and flushed to disk) as soon as it arrives, keyed by a 
 the generation settings and everything the model saw. A resumed run skips every key already answered, so a
 killed run loses at most the requests that were in flight. A later line for the same key wins, which is how
 an infra error is replaced by the answer of a retry. A line cut short by a crash is reported and skipped.
+An append that fails (a full disk) is undone to the last whole line before its error is raised, so the file
+never holds half a line that a later append would run into, and what was stored before stays as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
 
 from pydantic import ValidationError
 
@@ -42,12 +44,13 @@ class ResponseStore:
         self.skipped_lines: list[int] = []
         self._latest: dict[str, Completion] = {}
         self._load()
-        self._handle: IO[str] | None = None
+        self._fd: int | None = None
 
     def _load(self) -> None:
         if not self.path.exists():
             return
-        with self.path.open("r", encoding="utf-8") as handle:
+        # errors="replace": a kill can cut a line inside a multi-byte character; that line alone is skipped.
+        with self.path.open("r", encoding="utf-8", errors="replace") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -59,7 +62,12 @@ class ResponseStore:
                     continue
                 self._latest[completion.key] = completion
         if self.skipped_lines:
-            log.warning("%s: skipped unreadable line(s) %s", self.path, self.skipped_lines)
+            lines = ", ".join(map(str, self.skipped_lines))
+            log.warning(
+                "%s: skipped unreadable line(s) %s (cut short by a crash?); their requests are asked again",
+                self.path,
+                lines,
+            )
             self._repair_tail()
 
     def _repair_tail(self) -> None:
@@ -84,24 +92,32 @@ class ResponseStore:
         return len(self._latest)
 
     def append(self, completions: Iterable[Completion]) -> None:
-        """Write completions and push them to disk before returning: what returns is durable."""
-        if self._handle is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = self.path.open("a", encoding="utf-8")
-        lines = []
-        for completion in completions:
-            lines.append(completion.model_dump_json(exclude_defaults=True) + "\n")
-            self._latest[completion.key] = completion
-        if not lines:
+        """Write completions and push them to disk before returning: what returns is durable. On an error
+        (OSError, e.g. a full disk) the file is cut back to where it was and none of them counts as stored."""
+        batch = list(completions)
+        if not batch:
             return
-        self._handle.write("".join(lines))
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        data = "".join(c.model_dump_json(exclude_defaults=True) + "\n" for c in batch).encode("utf-8")
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)  # no half line left behind (truncating needs no space)
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+        for completion in batch:
+            self._latest[completion.key] = completion
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> ResponseStore:
         return self

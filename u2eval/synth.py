@@ -19,6 +19,7 @@ import argparse
 import base64
 import csv
 import io
+import math
 import os
 import shutil
 import struct
@@ -177,13 +178,16 @@ _SPECKLE_LUT: U8 = ((np.arange(256, dtype=np.uint32) ** 2 >> 8) & 0xF8).astype(n
 
 @dataclass(frozen=True)
 class _Blob:
-    """An ellipse in normalised centre format, drawn brighter (or darker) than the speckle."""
+    """An ellipse in normalised centre format, drawn brighter (or darker) than the speckle. ``snap``: a
+    centre lying exactly on a sector threshold is drawn centred on it (or, where the pixel grid cannot, just
+    past it), so the drawn structure's extent falls in the same sector as its annotation."""
 
     cx: float
     cy: float
     w: float
     h: float
     delta: int
+    snap: bool = False
 
 
 def _deflate_stored(data: bytes) -> bytes:
@@ -229,16 +233,45 @@ def _fan(width: int, height: int) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np
     return inside, gain
 
 
+# The official sector thresholds (facts §4.3): a structure annotated exactly there tests the strict '<'.
+_THRESHOLDS = (0.45, 0.55)
+
+
+def _half_pixels(value: float, size: int, snap: bool) -> int:
+    """A centre in half pixels (pixel j spans [2j, 2j + 2)): the middle of the pixel holding ``value``,
+    or for a snapped threshold the first half-pixel position at or past it."""
+    if snap and value in _THRESHOLDS:
+        return math.ceil(2 * size * value - 1e-9)
+    return 2 * int(value * size) + 1
+
+
 def _ellipse(width: int, height: int, blob: _Blob) -> tuple[slice, slice, npt.NDArray[np.bool_]]:
-    """The window holding an ellipse and its mask inside that window, in integer pixel arithmetic."""
-    cx, cy = int(blob.cx * width), int(blob.cy * height)
-    rx, ry = max(int(blob.w * width) // 2, 1), max(int(blob.h * height) // 2, 1)
-    x0, x1 = max(cx - rx, 0), min(cx + rx + 1, width)
-    y0, y1 = max(cy - ry, 0), min(cy + ry + 1, height)
+    """The window holding an ellipse and its mask inside that window, in integer arithmetic on doubled
+    coordinates, so the pixel set is exactly symmetric about its centre (and its extent's centre is it)."""
+    mx, my = _half_pixels(blob.cx, width, blob.snap), _half_pixels(blob.cy, height, blob.snap)
+    rx, ry = 2 * max(int(blob.w * width) // 2, 1), 2 * max(int(blob.h * height) // 2, 1)
+    x0, x1 = max(-((rx + 1 - mx) // 2), 0), min((mx + rx - 1) // 2 + 1, width)
+    y0, y1 = max(-((ry + 1 - my) // 2), 0), min((my + ry - 1) // 2 + 1, height)
     ys, xs = np.ogrid[y0:y1, x0:x1]
-    dx, dy = xs.astype(np.int64) - cx, ys.astype(np.int64) - cy
+    dx, dy = 2 * xs.astype(np.int64) + 1 - mx, 2 * ys.astype(np.int64) + 1 - my
     inside = dx * dx * (ry * ry) + dy * dy * (rx * rx) <= (rx * rx) * (ry * ry)
     return slice(y0, y1), slice(x0, x1), inside
+
+
+def _structure_mask(width: int, height: int, blob: _Blob) -> npt.NDArray[np.bool_]:
+    mask = np.zeros((height, width), dtype=np.bool_)
+    ys, xs, inside = _ellipse(width, height, blob)
+    mask[ys, xs] = inside
+    return mask
+
+
+def _extent_box(mask: npt.NDArray[np.bool_]) -> list[float]:
+    """The ``gt_bbox`` of a drawn structure: its pixel extent in normalised centre format."""
+    height, width = mask.shape
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    x0, x1, y0, y1 = int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1
+    return [round((x0 + x1) / (2 * width), 6), round((y0 + y1) / (2 * height), 6),
+            round((x1 - x0) / width, 6), round((y1 - y0) / height, 6)]  # fmt: skip
 
 
 def _render(rng: _Rng, width: int, height: int, blobs: Sequence[_Blob]) -> U8:
@@ -264,13 +297,9 @@ def _encode_image(pixels: U8, fmt: str, profile: _Profile) -> bytes:
     return encode_png(pixels, width=pixels.shape[1], bit_depth=8, level=profile.png_level)
 
 
-def _mask_png(width: int, height: int, blobs: Sequence[_Blob], profile: _Profile) -> bytes:
-    """A 1-bit segmentation mask of the blobs (small: the real seg_data cells are not read by u2eval)."""
-    mask = np.zeros((height, width), dtype=np.bool_)
-    for blob in blobs:
-        ys, xs, inside = _ellipse(width, height, blob)
-        mask[ys, xs] |= inside
-    return encode_png(np.packbits(mask, axis=1), width=width, bit_depth=1, level=profile.png_level)
+def _mask_png(mask: npt.NDArray[np.bool_], profile: _Profile) -> bytes:
+    """A 1-bit segmentation mask (the union of a row's structures), as the grounded scorer reads seg_data."""
+    return encode_png(np.packbits(mask, axis=1), width=mask.shape[1], bit_depth=1, level=profile.png_level)
 
 
 def _b64(data: bytes) -> str:
@@ -486,15 +515,14 @@ def _detection(ctx: _Ctx, row: int, rng: _Rng, cells: dict[str, str]) -> list[_B
         return []
     cx, cy = _sector_point(sector, turn % 4 == 1, rng)
     name = spec.channel or "lesion"
-    box = [cx, cy, rng.uniform(0.06, 0.2), rng.uniform(0.06, 0.2)]
-    blobs = [_Blob(cx, cy, box[2], box[3], rng.choice((-80, 90)))]
+    blobs = [_Blob(cx, cy, rng.uniform(0.06, 0.2), rng.uniform(0.06, 0.2), rng.choice((-80, 90)), snap=True)]
     if turn % 5 == 3:  # a list of structures: the scorer reads the first one
-        other = [rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), 0.08, 0.08]
-        cells["gt_bbox"] = repr([{name: box}, {name: other}])
-        blobs.append(_Blob(other[0], other[1], other[2], other[3], 50))
-    else:
-        cells["gt_bbox"] = repr({name: box})
-    cells["seg_data"] = _b64(_mask_png(ctx.width, ctx.height, blobs, ctx.profile))
+        blobs.append(_Blob(rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), 0.08, 0.08, 50))
+    # gt_bbox is each structure's drawn extent and seg_data their union, as when boxes come from masks.
+    masks = [_structure_mask(ctx.width, ctx.height, blob) for blob in blobs]
+    boxes = [{name: _extent_box(mask)} for mask in masks]
+    cells["gt_bbox"] = repr(boxes if len(boxes) > 1 else boxes[0])
+    cells["seg_data"] = _b64(_mask_png(np.logical_or.reduce(masks), ctx.profile))
     return blobs
 
 
@@ -505,7 +533,8 @@ def _keypoint(ctx: _Ctx, row: int, rng: _Rng, cells: dict[str, str]) -> list[_Bl
     if row % 2:
         points["left ventricular apex"] = [rng.uniform(0.4, 0.6), rng.uniform(0.1, 0.3)]
     cells["keypoints"] = repr(points)
-    return [_Blob(x, y, 0.03, 0.04, 90)]
+    # Each keypoint sits on a drawn structure (the pixel holding it is the structure's centre).
+    return [_Blob(px, py, 0.03, 0.04, 90) for px, py in points.values()]
 
 
 def _measurement(ctx: _Ctx, row: int, rng: _Rng) -> str:

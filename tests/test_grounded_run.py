@@ -1,0 +1,359 @@
+"""Grounded scoring of whole runs: outcomes, official sector verdicts from regions, the metrics' populations
+and aggregation, the truth read from the dataset, re-scoring, and the stand-in model end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_adapters.grounded_standin import GroundedStandIn, create
+from u2eval.adapters import AdapterOptions, ModelRequest
+from u2eval.box_parsing import CONVENTIONS, get_convention
+from u2eval.errors import ConfigError
+from u2eval.grounded import GroundTruth, truth_from_cells
+from u2eval.grounded_run import GROUNDED_CASES_FILE, GROUNDED_FILE, GroundedOptions, answer_regions, grounded_cases
+from u2eval.grounded_stats import GroundedCase, summarise_grounded
+from u2eval.grounded_truth import TRUTH_FILE, read_truths
+from u2eval.judging import judge
+from u2eval.records import Box, CaseMeta, Completion, ImageSent, Point, Regions
+from u2eval.regions import mask_from_array
+from u2eval.resources import sample_dir
+from u2eval.runner import RunOptions, read_run_cases, run, score_folder
+from u2eval.tasks import get_task
+
+DETECTION = ("ll", "od", "kd")
+
+
+def meta(task: str = "ll", gt_bbox: str | None = None, keypoints: str | None = None, n: int = 0) -> CaseMeta:
+    dataset = {"ll": "04", "od": "09", "kd": "48", "dd": "21"}[task]
+    return CaseMeta(
+        case_id=f"{task}/{dataset}/{n}/abcd1234",
+        task=task,  # type: ignore[arg-type]
+        dataset_id=dataset,
+        dataset_name=dataset,
+        source_file=f"x/{dataset}.tsv",
+        row_index=n,
+        anatomy="kidney",
+        scenario="lesion",
+        truth=gt_bbox if task != "kd" else keypoints,
+        options=[],
+        image_sha256="ab" * 32,
+        image_width=200,
+        image_height=100,
+        columns={"gt_bbox": gt_bbox, "keypoints": keypoints},
+    )
+
+
+def answer(case: CaseMeta, **fields: object) -> Completion:
+    return Completion.model_validate({"case_id": case.case_id, "key": f"k-{case.case_id}", **fields})
+
+
+def box(cx: float, cy: float, w: float = 0.1, h: float = 0.1) -> Box:
+    return Box(x0=cx - w / 2, y0=cy - h / 2, x1=cx + w / 2, y1=cy + h / 2)
+
+
+def truths_of(cases: list[CaseMeta]) -> dict[str, GroundTruth]:
+    return {c.case_id: truth_from_cells(c, {k: v for k, v in c.columns.items() if k != "seg_data"}) for c in cases}
+
+
+def stand_in_run(folder: Path, model: GroundedStandIn | None = None, **options: object) -> Path:
+    opts = RunOptions(model="unused", out=folder, tasks=DETECTION, **options)  # type: ignore[arg-type]
+    run(opts, adapter=model or GroundedStandIn("oracle", None, 0.0, 0))
+    return folder
+
+
+def grounded(folder: Path) -> dict[str, object]:
+    return json.loads((folder / GROUNDED_FILE).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+# ----------------------------------------------------------------------------------- one answer
+
+
+def test_where_an_answers_regions_come_from() -> None:
+    case = meta(gt_bbox="{'lesion': [0.5, 0.5, 0.2, 0.2]}")
+    native = Regions(boxes=[box(0.2, 0.2)])
+    assert answer_regions(case, answer(case, text="[1, 2, 3, 4]", regions=native), get_convention("pixels")) == (
+        "region",
+        native,
+        None,
+    )  # the model's own regions win over its text
+    outcome, regions, _ = answer_regions(case, answer(case, text="[20, 10, 60, 30]"), get_convention("pixels"))
+    assert outcome == "region" and regions is not None
+    assert (regions.boxes[0].x0, regions.boxes[0].y1) == (0.1, 0.3)  # against the case's 200 x 100 image
+    sent = ImageSent(width=100, height=50, bytes=1, media_type="image/png", resized=True)
+    _, resized, _ = answer_regions(
+        case, answer(case, text="[20, 10, 60, 30]", image_sent=sent), get_convention("pixels")
+    )
+    assert resized is not None and (resized.boxes[0].x0, resized.boxes[0].y1) == (0.2, 0.6)  # against what was sent
+    assert answer_regions(case, answer(case, text="upper left"), None) == (
+        "no_region",
+        None,
+        "no regions in the answer and no box convention to read its text",
+    )
+    outcome, _, reason = answer_regions(case, answer(case, text="[0.2, 0.2, 3.5, 0.4]"), get_convention("relative"))
+    assert outcome == "ungroundable" and reason is not None and "3.5" in reason
+    assert answer_regions(case, answer(case, error="timeout"), None)[0] == "infra_error"
+    empty_mask = Regions(masks=[mask_from_array(np.zeros((4, 4)))])
+    assert answer_regions(case, answer(case, text="", regions=empty_mask), None)[0] == "no_region"
+
+
+def test_region_sectors_are_judged_as_the_official_scorer_judges_the_words() -> None:
+    lower_center = meta("ll", "{'lesion': [0.5, 0.8, 0.1, 0.1]}", n=0)
+    hidden = meta("od", None, n=1)
+    outside = meta("od", "{'lesion': [0.2, 0.2, 0.1, 0.1]}", n=2)
+    answers = [
+        (lower_center, answer(lower_center, text="no idea", regions=Regions(boxes=[box(0.5, 0.8)]))),
+        (hidden, answer(hidden, text="", regions=Regions())),  # marks nothing
+        (outside, answer(outside, text="[0.1, 0.1, 2.0, 0.3]")),  # ungroundable under 'relative'
+    ]
+    records, judgements, _ = grounded_cases(
+        answers, truths_of([lower_center, hidden, outside]), get_convention("relative")
+    )
+    by_id = {j.case_id: j for j in judgements}
+    # lower center: right in strict; the official stage (b) reads any 'center' as center, so wrong there.
+    assert by_id[lower_center.case_id].strict.correct is True
+    assert by_id[lower_center.case_id].reference.correct is False
+    # No region is 'not visible', and right in both modes on OD, whose official options end 'not visible.'.
+    assert by_id[hidden.case_id].strict.correct is True and by_id[hidden.case_id].reference.correct is True
+    bare = judge(hidden, answer(hidden, text="not visible"), get_task("od"))
+    assert bare.reference.correct is False  # why the region answer is phrased 'Not visible.'
+    # Ungroundable counts wrong in both modes.
+    assert by_id[outside.case_id].strict.counted and by_id[outside.case_id].strict.correct is False
+    assert by_id[outside.case_id].reference.correct is False
+    assert {r.case_id: r.sector for r in records} == {
+        lower_center.case_id: "lower center",
+        hidden.case_id: None,
+        outside.case_id: None,
+    }
+
+
+def test_a_missing_region_is_a_miss_only_for_kinds_the_model_gives() -> None:
+    hit = meta("ll", "{'lesion': [0.5, 0.5, 0.2, 0.2]}", n=0)
+    miss = meta("ll", "{'lesion': [0.2, 0.2, 0.2, 0.2]}", n=1)
+    boxes_run = [(hit, answer(hit, regions=Regions(boxes=[box(0.5, 0.5, 0.2, 0.2)]))), (miss, answer(miss, text="?"))]
+    records, _, gives = grounded_cases(boxes_run, truths_of([hit, miss]), None)
+    assert gives == {"box", "point"}
+    assert [r.box_iou for r in records] == [pytest.approx(1.0), 0.0]
+    points_run = [(hit, answer(hit, regions=Regions(points=[Point(x=0.5, y=0.5)]))), (miss, answer(miss, text="?"))]
+    records, _, gives = grounded_cases(points_run, truths_of([hit, miss]), None)
+    assert gives == {"point"} and all(r.box_iou is None and r.dice is None for r in records)
+
+
+def test_empty_truths_are_counted_apart() -> None:
+    hidden = meta("ll", None, n=0)
+    shown = meta("ll", "{'lesion': [0.5, 0.5, 0.5, 0.5]}", n=1)
+    pixels = np.zeros((100, 200), dtype=bool)
+    pixels[25:75, 50:150] = True
+    truths = {
+        hidden.case_id: truth_from_cells(hidden, {"gt_bbox": None, "seg_data": None}),  # empty box and mask
+        shown.case_id: truth_from_cells(shown, {"gt_bbox": shown.columns["gt_bbox"]}).model_copy(
+            update={"mask": mask_from_array(pixels), "mask_state": "present"}
+        ),
+    }
+    quiet = Regions(masks=[mask_from_array(np.zeros((100, 200)))])
+    exact = Regions(masks=[mask_from_array(pixels)])
+    records, judgements, gives = grounded_cases(
+        [(hidden, answer(hidden, regions=quiet)), (shown, answer(shown, regions=exact))], truths, None
+    )
+    assert gives == {"box", "mask", "point"}
+    first, second = records
+    assert first.mask_empty_correct is True and first.box_empty_correct is True and first.dice is None
+    assert second.dice == 1.0 and second.mask_iou == 1.0 and second.box_iou == pytest.approx(1.0)
+    summary = summarise_grounded(records, judgements, truths, gives, None, None)
+    stats = summary.tasks["ll"]
+    assert stats.mask is not None and (stats.mask.n, stats.mask.empty_truth_n, stats.mask.dice) == (1, 1, 1.0)
+    loud = Regions(masks=[mask_from_array(pixels)])
+    records, _, _ = grounded_cases([(hidden, answer(hidden, regions=loud))], truths, None)
+    assert records[0].mask_empty_correct is False and records[0].box_empty_correct is False
+
+
+def test_task_figures_are_means_over_datasets_not_over_cases() -> None:
+    def record(dataset: str, n: int, iou: float) -> GroundedCase:
+        return GroundedCase(
+            case_id=f"od/{dataset}/{n}/x", task="od", dataset_id=dataset, outcome="region", kinds=["box"], box_iou=iou
+        )
+
+    records = [record("09", 0, 1.0), record("09", 1, 0.0), record("09", 2, 0.5), record("13", 0, 0.25)]
+    summary = summarise_grounded(records, [], {}, frozenset({"box"}), None, None)
+    per = {d.dataset_id: d.stats.box for d in summary.datasets}
+    assert per["09"] is not None and per["09"].mean_iou == 0.5 and per["09"].acc_at_50 == pytest.approx(2 / 3)
+    assert per["13"] is not None and per["13"].acc_at_50 == 0.0
+    task = summary.tasks["od"].box
+    assert task is not None and task.n == 4
+    assert task.mean_iou == pytest.approx((0.5 + 0.25) / 2)  # not (1 + 0 + 0.5 + 0.25) / 4
+    assert task.acc_at_50 == pytest.approx((2 / 3 + 0) / 2, abs=1e-6)  # dataset figures are reported to 6 places
+
+
+# ------------------------------------------------------------------------------------- whole runs
+
+
+def test_a_perfect_grounded_model_scores_perfectly_and_the_u2_score_is_untouched(tmp_path: Path) -> None:
+    with_regions = stand_in_run(tmp_path / "grounded", grounded=True)
+    without = stand_in_run(tmp_path / "plain")
+    assert (with_regions / "summary.json").read_bytes() == (without / "summary.json").read_bytes()
+    assert not (without / GROUNDED_FILE).exists()
+    report = grounded(with_regions)
+    strict = report["sectors"]["strict"]["tasks"]  # type: ignore[index]
+    assert strict == {"ll": 1.0, "od": 1.0, "kd": 1.0}
+    overall = report["overall"]  # type: ignore[index]
+    # The synthetic gt_bbox is its structure's mask extent, so the exact box has IoU 1.
+    assert overall["box"]["mean_iou"] == 1.0 and overall["box"]["acc_at_50"] == 1.0
+    assert overall["box"]["empty_truth_correct"] == 1.0 and overall["box"]["empty_truth_n"] > 0
+    assert overall["point"]["mean_distance"] == 0.0 and overall["point"]["in_mask"] == 1.0
+    assert 0.7 < overall["mask"]["dice"] < 1.0  # an ellipse drawn in the box, not the truth's own pixels
+    assert "## Grounded answers" in (with_regions / "summary.md").read_text(encoding="utf-8")
+    manifest = json.loads((with_regions / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["grounded"] is True and manifest["box_convention"] is None
+
+
+def test_rescoring_reproduces_every_grounded_file(tmp_path: Path) -> None:
+    folder = stand_in_run(tmp_path / "run", GroundedStandIn("oracle", None, 0.2, 3), grounded=True)
+    names = (GROUNDED_FILE, GROUNDED_CASES_FILE, TRUTH_FILE, "summary.json", "summary.md")
+    before = {name: (folder / name).read_bytes() for name in names}
+    score_folder(folder)  # the manifest says grounded: it is redone
+    assert {name: (folder / name).read_bytes() for name in names} == before
+    (folder / TRUTH_FILE).unlink()
+    score_folder(folder)  # the truth is read from the dataset again, identically
+    assert {name: (folder / name).read_bytes() for name in names} == before
+
+
+def test_any_run_can_be_scored_with_its_regions_afterwards(tmp_path: Path) -> None:
+    model = GroundedStandIn("oracle", get_convention("internvl"), 0.0, 0)
+    folder = stand_in_run(tmp_path / "run", model)  # not --grounded: nothing grounded written
+    assert not (folder / GROUNDED_FILE).exists()
+    summary = (folder / "summary.json").read_bytes()
+    score_folder(folder, grounded=GroundedOptions(convention=get_convention("internvl"), source_root=sample_dir()))
+    report = grounded(folder)
+    assert report["box_convention"] == "internvl" and report["outcomes"]["od"]["region"] > 0  # type: ignore[index]
+    assert (folder / "summary.json").read_bytes() == summary
+
+
+def _copy_sample(sample_root: Path, target: Path) -> Path:
+    shutil.copytree(sample_root, target)
+    return target
+
+
+def test_masks_come_from_the_dataset_once_then_from_the_run_folder(sample_root: Path, tmp_path: Path) -> None:
+    data = _copy_sample(sample_root, tmp_path / "data")
+    folder = stand_in_run(tmp_path / "run", data=str(data), grounded=True)
+    first = grounded(folder)
+    truths = read_truths(folder)
+    assert {t.origin for t in truths.values()} == {"source"}
+    assert sum(t.mask_state == "present" for t in truths.values()) == first["truth"]["mask_present"] > 0  # type: ignore[index]
+    shutil.rmtree(data)
+    score_folder(folder)  # the dataset is gone; the cache in the run folder has every mask
+    assert grounded(folder) == first
+    (folder / TRUTH_FILE).unlink()
+    score_folder(folder)  # no cache and no dataset: boxes from cases.jsonl, masks unavailable
+    degraded = grounded(folder)
+    assert degraded["truth"]["mask_unavailable"] == degraded["truth"]["cases"]  # type: ignore[index]
+    assert degraded["overall"]["mask"] is None  # type: ignore[index]
+    assert degraded["overall"]["box"] == first["overall"]["box"]  # type: ignore[index]
+    assert degraded["sectors"] == first["sectors"]
+
+
+def test_a_row_that_changed_since_the_run_lends_no_mask(sample_root: Path, tmp_path: Path) -> None:
+    data = _copy_sample(sample_root, tmp_path / "data")
+    folder = stand_in_run(tmp_path / "run", data=str(data), grounded=True)
+    path = data / "lesion_localisation" / "04.tsv"
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle, dialect="excel-tab"))
+    csv.field_size_limit(1 << 30)
+    header = rows[0]
+    rows[1][header.index("img_data")] = rows[2][header.index("img_data")]  # row 0 now shows row 1's image
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle, dialect="excel-tab", lineterminator="\n").writerows(rows)
+    (folder / TRUTH_FILE).unlink()
+    score_folder(folder)
+    truths = read_truths(folder)
+    changed = next(t for case_id, t in truths.items() if case_id.startswith("ll/04/0/"))
+    assert changed.origin == "columns" and changed.mask_state == "unavailable"
+    assert all(t.origin == "source" for case_id, t in truths.items() if not case_id.startswith("ll/04/0/"))
+
+
+def _case_lines(folder: Path) -> dict[str, GroundedCase]:
+    lines = (folder / GROUNDED_CASES_FILE).read_text(encoding="utf-8").splitlines()
+    return {r.case_id: r for r in map(GroundedCase.model_validate_json, lines)}
+
+
+def _near_a_threshold(case: CaseMeta) -> bool:
+    """Whether the truth's centre is within one pixel of 0.45 / 0.55, where rounding a box to the
+    convention's grid may move it across."""
+    cell = case.columns.get("keypoints" if case.task == "kd" else "gt_bbox")
+    centre = truths_of([case])[case.case_id]
+    first = (centre.points or [None])[0] if case.task == "kd" else (centre.boxes or [None])[0]
+    if cell is None or first is None:
+        return False
+    x, y = (first.x, first.y) if isinstance(first, Point) else ((first.x0 + first.x1) / 2, (first.y0 + first.y1) / 2)
+    step = 1 / min(case.image_width or 1, case.image_height or 1)
+    return any(abs(v - t) <= step for v in (x, y) for t in (0.45, 0.55))
+
+
+@pytest.mark.parametrize("name", sorted(CONVENTIONS))
+def test_regions_written_in_a_convention_score_as_the_native_ones(name: str, tmp_path: Path) -> None:
+    native_folder = stand_in_run(tmp_path / "native", grounded=True)
+    model = GroundedStandIn("oracle", get_convention(name), 0.0, 0)
+    folder = stand_in_run(tmp_path / name, model, grounded=True, box_convention=name)
+    assert grounded(folder)["box_convention"] == name
+    native, text = _case_lines(native_folder), _case_lines(folder)
+    assert set(native) == set(text) and all(r.outcome != "ungroundable" for r in text.values())
+    cases = {c.case.case_id: c.case for c in read_run_cases(folder)}
+    # The same sector for every case, except where writing the box on the convention's grid (1/1000 of the
+    # image, or one pixel) can move a centre that sits on a threshold across it.
+    moved = [case_id for case_id in native if native[case_id].sector != text[case_id].sector]
+    assert all(_near_a_threshold(cases[case_id]) for case_id in moved), moved
+    assert len(moved) <= 5
+    ious = [r.box_iou for r in text.values() if r.box_iou is not None]
+    assert ious and float(np.mean(ious)) > 0.9  # boxes of 7-25 pixels: a pixel of rounding shows
+
+
+def test_text_read_under_the_wrong_convention_is_not_rescued(tmp_path: Path) -> None:
+    model = GroundedStandIn("oracle", get_convention("qwen2-vl"), 0.0, 0)
+    wrong = grounded(stand_in_run(tmp_path / "wrong", model, grounded=True, box_convention="relative"))
+    outcomes = wrong["outcomes"]["od"]  # type: ignore[index]
+    assert outcomes["region"] == 0 and outcomes["ungroundable"] > 0  # (310,290) is no 0-1 point
+    assert wrong["ungroundable_examples"] and "outside 0-1" in wrong["ungroundable_examples"][0]  # type: ignore[index]
+    none = grounded(stand_in_run(tmp_path / "none", model, grounded=True))
+    assert none["outcomes"]["od"]["region"] == 0 and none["gives"] == []  # type: ignore[index]
+
+
+def test_an_unknown_convention_stops_the_run_before_any_answer(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown box convention 'yolo'"):
+        stand_in_run(tmp_path / "run", grounded=True, box_convention="yolo")
+    assert not (tmp_path / "run" / "responses.jsonl").exists()
+
+
+# ------------------------------------------------------------------------------------- the stand-in
+
+
+def test_stand_in_modes_noise_and_determinism(sample_root: Path) -> None:
+    from u2eval.data import iter_cases, resolve_source
+
+    cases = [c for c in iter_cases(resolve_source("sample"), [get_task("od")], on_error=print)][:6]
+    requests = [ModelRequest(key=c.case_id, case=c, prompt=None) for c in cases]  # type: ignore[arg-type]
+    oracle = create("oracle", AdapterOptions(seed=1, extra={"noise": 0.3}))
+    first = asyncio.run(oracle.generate(requests))
+    again = asyncio.run(
+        create("oracle", AdapterOptions(seed=1, extra={"noise": 0.3})).generate(list(reversed(requests)))
+    )
+    assert first == list(reversed(again))
+    other = asyncio.run(create("oracle", AdapterOptions(seed=2, extra={"noise": 0.3})).generate(requests))
+    assert first != other
+    rnd = asyncio.run(create("random", AdapterOptions(seed=1)).generate(requests))
+    for completion in rnd:
+        assert completion.regions is not None and len(completion.regions.boxes) == 1
+        b = completion.regions.boxes[0]
+        assert 0 <= b.x0 < b.x1 <= 1 and 0 <= b.y0 < b.y1 <= 1
+    with pytest.raises(ConfigError, match="mode must be one of oracle, random"):
+        create("psychic", AdapterOptions())
+    with pytest.raises(ConfigError, match="noise"):
+        create("oracle", AdapterOptions(extra={"noise": 2}))
+    with pytest.raises(ConfigError, match="unknown box convention"):
+        create("oracle:yolo", AdapterOptions())
+    assert create("oracle:gemini", AdapterOptions()).info.model == "oracle:gemini"

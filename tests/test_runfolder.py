@@ -1,0 +1,135 @@
+"""The run folder's guards, end to end: one run per folder, a full disk as one clear line, and the resume
+of a finished run that does not read the dataset again (and does whenever its inputs changed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from openai_server import OpenAIServer
+
+from u2eval.errors import ConfigError
+from u2eval.resources import sample_dir
+from u2eval.runfolder import STAMP_FILE, exclusive
+from u2eval.runner import RunOptions, run
+from u2eval.store import RESPONSES_FILE
+
+KEY = "sk-test-key-runfolder"
+MODEL = "gpt-4o-2024-08-06"
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock and RLIMIT_FSIZE are POSIX")
+
+
+def _sample_copy(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir(), data)
+    return data
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused_and_the_lock_goes_with_its_process(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with exclusive(folder), pytest.raises(ConfigError, match="in use by another u2eval process") as info:
+        run(RunOptions(model="random", out=folder, tasks=("kd",)))
+    assert str(os.getpid()) in str(info.value)
+    assert not (folder / RESPONSES_FILE).exists()  # refused before anything was asked or written
+    # A holder killed with SIGKILL leaves the lock file behind, but not the lock.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from u2eval.runfolder import exclusive\n"
+         "with exclusive(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)", str(folder)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with pytest.raises(ConfigError, match=f"pid {holder.pid}"):
+        run(RunOptions(model="random", out=folder, tasks=("kd",)))
+    holder.kill()
+    holder.wait()
+    result = run(RunOptions(model="random", out=folder, tasks=("kd",)))
+    assert result.requested == result.manifest.n_cases > 0
+
+
+def _cli_run(folder: Path, server: OpenAIServer, limit: int | None) -> subprocess.CompletedProcess[str]:
+    """`u2eval run` against the stand-in in a process of its own, every file it writes capped at ``limit``."""
+
+    def cap() -> None:
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    command = [sys.executable, "-m", "u2eval", "run", "--model", f"openai/{MODEL}", "--base-url", server.url]
+    command += ["--tasks", "dd,ll", "--concurrency", "2", "--out", str(folder)]
+    env = {**os.environ, "OPENAI_API_KEY": KEY}
+    return subprocess.run(command, capture_output=True, text=True, preexec_fn=cap, env=env, check=False, timeout=120)
+
+
+def test_a_full_disk_is_one_clear_line_and_keeps_every_stored_answer(tmp_path: Path) -> None:
+    # Answers of 3 KB: the store reaches the 12 KB cap after 4 of them, the case list (~1 KB a case) later.
+    server = OpenAIServer(api_key=KEY, models=(MODEL,), answer=lambda body: "benign. " * 400).start()
+    try:
+        folder = tmp_path / "run"
+        full = _cli_run(folder, server, limit=12_000)
+        assert full.returncode == 2, full.stderr
+        assert "Traceback" not in full.stderr
+        message = full.stderr.strip().splitlines()[-1]
+        assert f"cannot write {folder / RESPONSES_FILE}: File too large" in message
+        assert "make room, then run the same command again to resume" in message
+        stored = (folder / RESPONSES_FILE).read_bytes()
+        kept = [json.loads(line)["case_id"] for line in stored.splitlines()]  # whole lines only
+        assert len(kept) >= 1 and stored.endswith(b"\n")
+        asked_before = len(server.case_requests())
+        resumed = _cli_run(folder, server, limit=None)
+        assert resumed.returncode == 0, resumed.stderr
+        assert (folder / RESPONSES_FILE).read_bytes().startswith(stored)  # append-only, byte for byte
+        asked_again = [r.body for r in server.case_requests()[asked_before:]]
+        n_cases = len((folder / "cases.jsonl").read_text(encoding="utf-8").splitlines())
+        assert n_cases == 72 and len(asked_again) == n_cases - len(kept)  # the stored ones are not asked again
+    finally:
+        server.stop()
+
+
+def test_a_finished_run_resumes_without_reading_the_dataset(tmp_path: Path) -> None:
+    data = _sample_copy(tmp_path)
+    options = RunOptions(model="random", data=str(data), out=tmp_path / "run", tasks=("dd", "cve"))
+    first = run(options)
+    summary = (tmp_path / "run" / "summary.json").read_bytes()
+    assert (tmp_path / "run" / STAMP_FILE).exists()
+    # Garbage in place of a file, its size and modification time kept: a resume that read the data would
+    # report a corrupt file; one that trusts the stamp does not look.
+    tsv = data / "disease_diagnosis" / "21.tsv"
+    info = tsv.stat()
+    tsv.write_bytes(b"x" * info.st_size)
+    os.utime(tsv, ns=(info.st_atime_ns, info.st_mtime_ns))
+    again = run(options)
+    assert again.requested == 0 and again.reused == first.manifest.n_cases
+    assert again.data_errors == () and again.manifest.case_ids_sha256 == first.manifest.case_ids_sha256
+    assert again.manifest.dispatch["requests"] == 0 and again.manifest.dispatch["reused"] == first.manifest.n_cases
+    assert (tmp_path / "run" / "summary.json").read_bytes() == summary
+
+
+def test_a_changed_input_makes_the_resume_read_the_dataset_again(tmp_path: Path) -> None:
+    data = _sample_copy(tmp_path)
+    options = RunOptions(model="random", data=str(data), out=tmp_path / "run", tasks=("dd",))
+    first = run(options)
+    tsv = data / "disease_diagnosis" / "21.tsv"
+    tsv.write_text("not\ta\tu2-bench\theader\n", encoding="utf-8")  # changed: size and time
+    reread = run(options)
+    assert any("21.tsv" in e for e in reread.data_errors)
+    assert reread.manifest.n_cases < first.manifest.n_cases and reread.requested == 0
+    other_settings = run(RunOptions(model="random", data=str(data), out=tmp_path / "run", tasks=("dd",), seed=1))
+    assert other_settings.requested == other_settings.manifest.n_cases  # a new seed: new keys, all asked
+
+
+def test_a_finished_run_with_infra_errors_is_read_and_retried(tmp_path: Path) -> None:
+    options = RunOptions(model="random", out=tmp_path / "run", tasks=("kd",))
+    first = run(options)
+    path = tmp_path / "run" / RESPONSES_FILE
+    lines = path.read_text(encoding="utf-8").splitlines()
+    failed = json.loads(lines[0]) | {"error": "server", "error_message": "HTTP 503"}
+    failed.pop("text", None)
+    path.write_text("\n".join([*lines, json.dumps(failed)]) + "\n", encoding="utf-8")  # the latest line wins
+    again = run(options)
+    assert again.requested == 1 and again.reused == first.manifest.n_cases - 1 and again.infra_errors == 0

@@ -1,0 +1,154 @@
+"""Guards of a run folder: one run at a time, a full disk as one clear error, and the stamp that lets a
+finished run resume without reading the dataset again.
+
+- ``exclusive``: an advisory lock (``flock``) on ``.lock`` in the folder. The kernel releases it when the
+  process ends, however it ends (SIGKILL included), so a killed run never blocks its own resume; a second
+  ``u2eval run`` on a folder in use stops with one line instead of asking for the same cases twice.
+- ``disk_full_is_clear``: a full disk (or a file-size or quota limit) while the run writes becomes one
+  ConfigError line saying what is kept and what to do; the store has already cut back any half line.
+- The resume stamp (``resume.json``): what the case list (cases.jsonl) was made from: the run's settings
+  (model identity, generation settings, prompt variant and template hashes, task definitions, selection),
+  the sha256 of u2eval's own code, and the size and modification time of every dataset file. Re-running a
+  finished run whose stamp still matches and whose store answers every case re-scores it without reading
+  the dataset (the stat of each file stands in for its ~20 s of reading and hashing on the full set).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+from u2eval.errors import ConfigError
+from u2eval.store import RESPONSES_FILE, ResponseStore
+
+LOCK_FILE = ".lock"
+STAMP_FILE = "resume.json"
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """Hold ``folder`` for this process; ConfigError when another process holds it (no lock on Windows)."""
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise ConfigError(
+                f"{folder} is in use by another u2eval process (pid {holder}): wait for it to end, or choose "
+                "another --out"
+            ) from None
+        with contextlib.suppress(OSError):  # the pid is for the message above only; a full disk may refuse it
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _stored_lines(folder: Path) -> int:
+    try:
+        with (folder / RESPONSES_FILE).open("rb") as handle:
+            return sum(1 for line in handle if line.endswith(b"\n"))
+    except OSError:
+        return 0
+
+
+@contextlib.contextmanager
+def disk_full_is_clear(folder: Path) -> Iterator[None]:
+    """Turn a full disk (ENOSPC, EFBIG, EDQUOT) met while writing the run into one ConfigError line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        where = exc.filename or folder
+        stored = _stored_lines(folder)
+        raise ConfigError(
+            f"cannot write {where}: {exc.strerror} (errno {exc.errno}). The {stored} answer(s) already in "
+            f"{folder / RESPONSES_FILE} are kept: make room, then run the same command again to resume"
+        ) from None
+
+
+# ------------------------------------------------------------------------------------------- resume stamp
+
+
+@lru_cache(maxsize=1)
+def code_sha256() -> str:
+    """sha256 of u2eval's own modules: code that reads, renders or keys cases may have changed."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def dataset_files(root: Path, folders: Sequence[str]) -> dict[str, list[int] | None]:
+    """Task folder / file name -> [size, mtime_ns] for every TSV the reader may read; None: no such folder."""
+    files: dict[str, list[int] | None] = {}
+    for name in folders:
+        folder = root / name
+        if not folder.is_dir():
+            files[name] = None
+            continue
+        for path in sorted(folder.glob("*.tsv")):
+            info = path.stat()
+            files[f"{name}/{path.name}"] = [info.st_size, info.st_mtime_ns]
+    return files
+
+
+def make_stamp(settings: Mapping[str, object], root: Path, folders: Sequence[str]) -> dict[str, object]:
+    blob = json.dumps(settings, sort_keys=True, default=str).encode()
+    return {
+        "settings_sha256": hashlib.sha256(blob).hexdigest(),
+        "code_sha256": code_sha256(),
+        "files": dataset_files(root, folders),
+    }
+
+
+def clear_stamp(folder: Path) -> None:
+    """Forget the stamp before the case list is rewritten (a run killed half-way leaves none)."""
+    (folder / STAMP_FILE).unlink(missing_ok=True)
+
+
+def write_stamp(folder: Path, stamp: Mapping[str, object]) -> None:
+    """Written last, once cases.jsonl and manifest.json are complete; atomically."""
+    tmp = folder / (STAMP_FILE + ".tmp")
+    tmp.write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / STAMP_FILE)
+
+
+def finished_cases(
+    folder: Path, cases_file: str, store: ResponseStore, stamp: Mapping[str, object]
+) -> list[str] | None:
+    """The case ids of the run's case list when its stamp equals ``stamp`` and the store answers every case
+    (nothing to ask); None otherwise: the run reads the dataset as usual."""
+    try:
+        recorded = json.loads((folder / STAMP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if recorded != json.loads(json.dumps(stamp)):
+        return None
+    case_ids = []
+    try:
+        with (folder / cases_file).open(encoding="utf-8") as handle:
+            for line in handle:
+                record = json.loads(line)
+                if not store.answered(record["key"]):
+                    return None
+                case_ids.append(record["case"]["case_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return case_ids
