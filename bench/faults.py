@@ -43,7 +43,7 @@ TRANSIENT = {
     "rate_limit": 0.04,
     "server_error": 0.03,
     "overloaded": 0.03,
-    "hang": 0.01,
+    "hang": 0.02,
     "malformed": 0.02,
     "drop": 0.01,
 }

@@ -73,8 +73,9 @@ def test_a_full_disk_is_one_clear_line_and_keeps_every_stored_answer(tmp_path: P
         folder = tmp_path / "run"
         full = _cli_run(folder, server, limit=12_000)
         assert full.returncode == 2, full.stderr
-        assert "Traceback" not in full.stderr
-        message = full.stderr.strip().splitlines()[-1]
+        lines = [line for line in full.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, full.stderr  # nothing more when the half-written case list is closed
+        message = lines[0]
         assert f"cannot write {folder / RESPONSES_FILE}: File too large" in message
         assert "make room, then run the same command again to resume" in message
         stored = (folder / RESPONSES_FILE).read_bytes()
@@ -103,11 +104,19 @@ def test_a_finished_run_resumes_without_reading_the_dataset(tmp_path: Path) -> N
     info = tsv.stat()
     tsv.write_bytes(b"x" * info.st_size)
     os.utime(tsv, ns=(info.st_atime_ns, info.st_mtime_ns))
+    judged = (tmp_path / "run" / "judgements.jsonl").stat().st_mtime_ns
     again = run(options)
     assert again.requested == 0 and again.reused == first.manifest.n_cases
     assert again.data_errors == () and again.manifest.case_ids_sha256 == first.manifest.case_ids_sha256
     assert again.manifest.dispatch["requests"] == 0 and again.manifest.dispatch["reused"] == first.manifest.n_cases
-    assert (tmp_path / "run" / "summary.json").read_bytes() == summary
+    assert again.summary == first.summary and (tmp_path / "run" / "summary.json").read_bytes() == summary
+    # Nothing the scores are made from changed: they are not made again.
+    assert (tmp_path / "run" / "judgements.jsonl").stat().st_mtime_ns == judged
+    # A score file gone (or edited): scored again, from the stored answers, to the same bytes.
+    (tmp_path / "run" / "summary.md").unlink()
+    third = run(options)
+    assert third.requested == 0 and third.summary == first.summary
+    assert (tmp_path / "run" / "summary.md").exists() and (tmp_path / "run" / "summary.json").read_bytes() == summary
 
 
 def test_a_changed_input_makes_the_resume_read_the_dataset_again(tmp_path: Path) -> None:
@@ -133,3 +142,33 @@ def test_a_finished_run_with_infra_errors_is_read_and_retried(tmp_path: Path) ->
     path.write_text("\n".join([*lines, json.dumps(failed)]) + "\n", encoding="utf-8")  # the latest line wins
     again = run(options)
     assert again.requested == 1 and again.reused == first.manifest.n_cases - 1 and again.infra_errors == 0
+
+
+def test_a_full_disk_met_by_the_case_list_is_one_line_too(tmp_path: Path) -> None:
+    """The case list fills the disk first (random answers are short): still one line, and nothing printed
+    again when the half-written case list is closed or collected."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    command = [sys.executable, "-m", "u2eval", "run", "--model", "random", "--out", str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=cap, check=False, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: cannot write {tmp_path / 'run' / 'cases.jsonl.part'}: File too large")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_the_case_list_meets_a_full_disk_at_a_write_and_never_at_its_close() -> None:
+    """What a run writes its case list with: on a full device the write raises (and names the disk's
+    error), and closing raises nothing, so a case list left half-written by a full disk is not reported
+    a second time, as an ignored exception, when the generator holding it is collected."""
+    from u2eval.runfolder import LineFile
+
+    with LineFile(Path("/dev/full")) as out, pytest.raises(OSError) as info:
+        out.write('{"case": 1}\n')
+    assert info.value.errno == 28 and info.value.filename == "/dev/full"
+    buffered = Path("/dev/full").open("w", encoding="utf-8")  # noqa: SIM115 - the contrast: a buffered file
+    buffered.write('{"case": 1}\n')  # accepted into the buffer...
+    with pytest.raises(OSError):
+        buffered.close()  # ...and the error comes at the close

@@ -71,9 +71,17 @@ def is_refusal(answer: str) -> bool:
     return _REFUSAL.search(answer.replace("\u2019", "'")) is not None
 
 
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
 def _squash(text: str) -> str:
     # Letters and digits only: "**Only Fetal-Head.**" and "OnlyFetalHead" compare equal.
-    return re.sub(r"[\W_]+", "", text.lower())
+    return _NOT_ALNUM.sub("", text.lower())
+
+
+@lru_cache(maxsize=4096)  # option labels are few; judging squashes each one per case otherwise
+def _squash_label(option: str) -> str:
+    return _squash(option)
 
 
 # ------------------------------------------------------------------------------------------- options
@@ -113,7 +121,7 @@ def _whole_number_option(text: str, options: Sequence[str]) -> str | None:
     if match is None:
         return None
     wanted = str(int(match.group(1)))
-    return next((opt for opt in options if _squash(opt) == wanted), None)
+    return next((opt for opt in options if _squash_label(opt) == wanted), None)
 
 
 def parse_option(answer: str | None, options: Sequence[str]) -> Parsed:
@@ -126,8 +134,9 @@ def parse_option(answer: str | None, options: Sequence[str]) -> Parsed:
     text = _prepare(answer)
     if text is None:
         return EMPTY
-    options = [opt for opt in options if _squash(opt)]  # an option of punctuation only names nothing
-    exact = [opt for opt in options if _squash(opt) == _squash(text)]
+    options = [opt for opt in options if _squash_label(opt)]  # an option of punctuation only names nothing
+    squashed = _squash(text)
+    exact = [opt for opt in options if _squash_label(opt) == squashed]
     if len(exact) == 1:
         return Parsed(exact[0], "ok")
     number = _whole_number_option(text, options)
@@ -205,8 +214,10 @@ def parse_location(answer: str | None) -> Parsed:
     text = _prepare(answer)
     if text is None:
         return EMPTY
-    if _squash(text) in {_squash(o) for o in LOCATION_OPTIONS}:
-        return Parsed(next(o for o in LOCATION_OPTIONS if _squash(o) == _squash(text)), "ok")
+    squashed = _squash(text)
+    exact = next((o for o in LOCATION_OPTIONS if _squash_label(o) == squashed), None)
+    if exact is not None:
+        return Parsed(exact, "ok")
     if is_refusal(text):
         return REFUSED
     found, lone_centre = _sectors(_NOT_VISIBLE.sub(" ", text))

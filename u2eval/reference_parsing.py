@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from u2eval.parsing import literal_cell, sector_from_centre
 from u2eval.records import Verdict
@@ -207,9 +208,25 @@ def _step_exact(answer: str, options: Sequence[str]) -> str | None:
     return next((o for o in options if o.lower() == key), None)
 
 
+@lru_cache(maxsize=4096)  # option lists are few; judging meets each option once per case
+def _multi_word_regex(norm_option: str) -> re.Pattern[str]:
+    """The context patterns of one option as one alternation: it matches where any of them does."""
+    return re.compile("|".join(f"(?:{p})" for p in _multi_word_patterns(norm_option)))
+
+
+@lru_cache(maxsize=4096)
+def _word_regex(norm_option: str) -> re.Pattern[str]:
+    return re.compile(rf"\b{re.escape(norm_option)}\b")
+
+
+@lru_cache(maxsize=1024)
+def _normalised(options: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(official_normalise(o) for o in options)
+
+
 def _step_multi_word(norm: str, options: Sequence[str], normed: Sequence[str]) -> str | None:
     for option, n in zip(options, normed, strict=True):
-        if " " in n and any(re.search(p, norm) for p in _multi_word_patterns(n)):
+        if " " in n and _multi_word_regex(n).search(norm):
             return option
     return None
 
@@ -218,7 +235,7 @@ def _step_single_word(norm: str, options: Sequence[str], normed: Sequence[str]) 
     # The official step also skips a word that belongs to a multi-word option found in the answer, but
     # the multi-word step has returned already whenever one is found, so that check never fires.
     for option, n in zip(options, normed, strict=True):
-        if " " not in n and re.search(rf"\b{re.escape(n)}\b", norm):
+        if " " not in n and _word_regex(n).search(norm):
             return option
     return None
 
@@ -256,7 +273,7 @@ def _step_fetal(norm: str, options: Sequence[str]) -> str | None:
 
 def _match_option(answer: str, options: Sequence[str]) -> str:
     norm = official_normalise(answer)
-    normed = [official_normalise(o) for o in options]
+    normed = _normalised(tuple(options))
     found = (
         _step_exact(answer, options)
         or _step_multi_word(norm, options, normed)

@@ -9,8 +9,10 @@ finished run resume without reading the dataset again.
 - The resume stamp (``resume.json``): what the case list (cases.jsonl) was made from: the run's settings
   (model identity, generation settings, prompt variant and template hashes, task definitions, selection),
   the sha256 of u2eval's own code, and the size and modification time of every dataset file. Re-running a
-  finished run whose stamp still matches and whose store answers every case re-scores it without reading
-  the dataset (the stat of each file stands in for its ~20 s of reading and hashing on the full set).
+  finished run whose stamp still matches and whose store answers every case does not read the dataset
+  (the stat of each file stands in for its ~20 s of reading and hashing on the full set). The stamp also
+  records the size and modification time of the store and of the scores made from it (and the scoring
+  settings): when none of them changed either, the scores are up to date and are not made again.
 """
 
 from __future__ import annotations
@@ -83,6 +85,35 @@ def disk_full_is_clear(folder: Path) -> Iterator[None]:
         ) from None
 
 
+class LineFile:
+    """A file written line by line with plain ``os.write`` calls: a write that fails (a full disk) raises
+    there, and closing never writes, so the error is not raised again when the file is closed, or printed
+    as an ignored exception when a generator holding it is collected."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def write(self, text: str) -> None:
+        view = memoryview(text.encode("utf-8"))
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> LineFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # ------------------------------------------------------------------------------------------- resume stamp
 
 
@@ -109,6 +140,24 @@ def dataset_files(root: Path, folders: Sequence[str]) -> dict[str, list[int] | N
     return files
 
 
+def _stat(path: Path) -> list[int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return [info.st_size, info.st_mtime_ns]
+
+
+# What the scores are made from (besides the code and the task files, in the stamp) and what they are.
+_SCORED_FILES = ("cases.jsonl", RESPONSES_FILE, "judgements.jsonl", "summary.json", "summary.md", "grounded.json")
+
+
+def scoring_state(folder: Path, settings: Mapping[str, object]) -> dict[str, object]:
+    """The scoring settings, and the size and modification time of the files scores are made from and of
+    the scores themselves (None: no such file)."""
+    return {"settings": dict(settings), "files": {name: _stat(folder / name) for name in _SCORED_FILES}}
+
+
 def make_stamp(settings: Mapping[str, object], root: Path, folders: Sequence[str]) -> dict[str, object]:
     blob = json.dumps(settings, sort_keys=True, default=str).encode()
     return {
@@ -123,11 +172,28 @@ def clear_stamp(folder: Path) -> None:
     (folder / STAMP_FILE).unlink(missing_ok=True)
 
 
-def write_stamp(folder: Path, stamp: Mapping[str, object]) -> None:
-    """Written last, once cases.jsonl and manifest.json are complete; atomically."""
+def write_stamp(folder: Path, stamp: Mapping[str, object], scored: Mapping[str, object]) -> None:
+    """Written last, once cases.jsonl, the scores and manifest.json are complete; atomically. ``scored``:
+    ``scoring_state`` once the scores are written."""
     tmp = folder / (STAMP_FILE + ".tmp")
-    tmp.write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    record = {"inputs": stamp, "scored": scored}
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, folder / STAMP_FILE)
+
+
+def _recorded(folder: Path) -> dict[str, object]:
+    try:
+        record = json.loads((folder / STAMP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def scores_up_to_date(folder: Path, settings: Mapping[str, object]) -> bool:
+    """Whether the folder's scores were made with these settings from its store as it is now, and are as
+    they were written. Only a finished run with an unchanged stamp can have them (any other run clears it)."""
+    current: object = json.loads(json.dumps(scoring_state(folder, settings)))
+    return _recorded(folder).get("scored") == current
 
 
 def finished_cases(
@@ -135,11 +201,7 @@ def finished_cases(
 ) -> list[str] | None:
     """The case ids of the run's case list when its stamp equals ``stamp`` and the store answers every case
     (nothing to ask); None otherwise: the run reads the dataset as usual."""
-    try:
-        recorded = json.loads((folder / STAMP_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if recorded != json.loads(json.dumps(stamp)):
+    if _recorded(folder).get("inputs") != json.loads(json.dumps(stamp)):
         return None
     case_ids = []
     try:

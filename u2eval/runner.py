@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +53,17 @@ from u2eval.records import (
     RunCase,
 )
 from u2eval.report import write_summary
-from u2eval.runfolder import clear_stamp, disk_full_is_clear, exclusive, finished_cases, make_stamp, write_stamp
+from u2eval.runfolder import (
+    LineFile,
+    clear_stamp,
+    disk_full_is_clear,
+    exclusive,
+    finished_cases,
+    make_stamp,
+    scores_up_to_date,
+    scoring_state,
+    write_stamp,
+)
 from u2eval.scoring import Summary, summarise
 from u2eval.shards import Shard, check_shard, in_shard, shard_label
 from u2eval.store import ResponseStore, request_key
@@ -186,7 +196,7 @@ class _CaseStream:
     def __iter__(self) -> Iterator[ModelRequest]:
         by_key = {t.key: t for t in self.tasks}
         pending: set[str] = set()
-        with self.cases_out.open("w", encoding="utf-8") as out:
+        with LineFile(self.cases_out) as out:  # unbuffered: a full disk is met at a write, not at the close
             for case in self._cases():
                 if self.options.anatomy is not None and case.anatomy.lower() not in self.options.anatomy:
                     continue
@@ -246,6 +256,16 @@ def _answer(
     asyncio.run(go())
     os.replace(folder / (CASES_FILE + ".part"), folder / CASES_FILE)
     return stream.case_ids, stream.reused, stream.data_errors
+
+
+def _summary_if_up_to_date(folder: Path, scoring: Mapping[str, object]) -> Summary | None:
+    """The folder's summary when its scores are up to date (u2eval.runfolder), else None: score again."""
+    if not scores_up_to_date(folder, scoring):
+        return None
+    try:
+        return Summary.model_validate_json((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValidationError):
+        return None
 
 
 def run(options: RunOptions, progress: ProgressHook | None = None, adapter: ModelAdapter | None = None) -> RunResult:
@@ -311,7 +331,11 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
         answered_at = time.perf_counter()
 
         grounded = GroundedOptions(enabled=options.grounded, convention=convention, source_root=source.root)
-        summary, judgements = score_folder(folder, data_errors=data_errors, grounded=grounded)
+        spec = convention.spec if convention is not None else None
+        scoring: dict[str, object] = {"grounded": options.grounded, "convention": spec}
+        summary = _summary_if_up_to_date(folder, scoring)  # a finished run resumed: nothing changed since
+        if summary is None:
+            summary, _ = score_folder(folder, data_errors=data_errors, grounded=grounded)
         sha, dirty = git_state()
         manifest = Manifest(
             u2eval_version=version(),
@@ -341,8 +365,9 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
             box_convention=convention.spec if convention is not None else None,
         )
         write_json(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))
-        write_stamp(folder, stamp)  # last: it vouches for cases.jsonl and the manifest's data errors
-    infra = sum(1 for j in judgements if j.outcome == "infra_error")
+        # Last: it vouches for cases.jsonl, the manifest's data errors and the scores.
+        write_stamp(folder, stamp, scoring_state(folder, scoring))
+    infra = len(summary.infra_error_case_ids)
     return RunResult(
         folder=folder,
         summary=summary,
