@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -137,8 +138,8 @@ def test_gemini_masks_cover_their_box_only() -> None:
     expected = np.zeros((50, 100), dtype=bool)
     expected[5:30, 10:35] = True
     assert np.array_equal(pixels, expected)
-    with pytest.raises(Ungroundable, match="image size is unknown"):
-        parse_regions(text, get_convention("gemini"), None)
+    without_size = parse_regions(text, get_convention("gemini"), None)  # the mask is left out, the box kept
+    assert len(without_size.boxes) == 1 and without_size.masks == []
 
 
 def test_deepseek_vl2_is_on_0_to_999() -> None:
@@ -231,3 +232,86 @@ def test_a_preset_chooses_its_convention_and_a_wrong_one_names_the_preset(tmp_pa
     bad.write_text("name: bad\nadapter: vllm\nmodel: m\nbox_convention: yolo\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"bad\.yaml.*unknown box convention 'yolo'"):
         load_preset(bad)
+
+
+# ------------------------------------------------------------------------------- hostile or cut answers
+
+
+@pytest.mark.parametrize(
+    ("name", "opener", "scale"),
+    [("deepseek-vl2", "<|ref|>lesion<|/ref|><|det|>[", 999), ("internvl", "<ref>lesion</ref><box>[", 1000)],
+)
+def test_an_answer_cut_at_max_tokens_keeps_its_whole_boxes_in_linear_time(name: str, opener: str, scale: int) -> None:
+    # Items separated by newlines only, and no closing bracket: the answer stopped at max_tokens. The old
+    # pattern backtracked exponentially here (7 s at 20 items, 101 s at 24) and found nothing.
+    text = opener + "[100, 200, 300, 400]\n" * 2000 + "[100, 2"
+    started = time.perf_counter()
+    regions = parse_regions(text, get_convention(name), None)
+    assert time.perf_counter() - started < 2.0
+    assert len(regions.boxes) == 2000
+    first = regions.boxes[0]
+    assert close([(first.x0, first.y0, first.x1, first.y1)], [(100 / scale, 200 / scale, 300 / scale, 400 / scale)])
+    assert {b.label for b in regions.boxes} == {"lesion"}
+    # Without any tag, '[[' opens the list the same way.
+    assert len(parse_regions("[" + "[1, 2, 3, 4] " * 50, get_convention(name), None).boxes) == 50
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("internvl", "<ref>" * 20000 + "[[1, 2, 3, 4]]"),
+        ("deepseek-vl2", "<|ref|>" * 20000 + "<|det|>[[1, 2, 3, 4]]"),
+        ("qwen2-vl", "<|object_ref_start|>" * 20000 + "(1,2),(3,4)"),
+        ("gemini", '{"box_2d": [1, 2, 3, 4], "label": "' + "{" * 20000),
+        ("qwen2.5-vl", "[" * 3000 + '{"bbox_2d": [1, 2, 3, 4]}'),
+    ],
+)
+def test_repeated_opening_tags_cost_linear_time(name: str, text: str) -> None:
+    started = time.perf_counter()
+    regions = parse_regions(text, get_convention(name), FRAME)
+    assert time.perf_counter() - started < 2.0
+    assert len(regions.boxes) == (0 if name == "gemini" else 1)  # the cut Gemini object has no end
+
+
+def test_a_label_is_the_ref_right_before_its_box_not_text_across_tags() -> None:
+    text = "<ref>cyst</ref> is not shown, but <ref>nodule</ref><box>[[1, 2, 3, 4]]</box>"
+    assert [b.label for b in parse_regions(text, get_convention("internvl"), None).boxes] == ["nodule"]
+    text = "<|object_ref_start|>a<|object_ref_end|> and <|object_ref_start|>b<|object_ref_end|>(1,2),(3,4)"
+    assert [b.label for b in parse_regions(text, get_convention("qwen2-vl"), None).boxes] == ["b"]
+
+
+def test_json_objects_with_nested_objects_are_read() -> None:
+    text = '[{"box_2d": [100, 100, 500, 500], "meta": {"a": 1}, "label": "lesion"}]'
+    regions = parse_regions(text, get_convention("gemini"), None)
+    assert close([(b.x0, b.y0, b.x1, b.y1) for b in regions.boxes], [(0.1, 0.1, 0.5, 0.5)])
+    assert regions.boxes[0].label == "lesion"
+    qwen = '```json\n[{"bbox_2d": [0, 0, 406, 294], "attributes": {"shape": {"kind": "oval"}}}]\n```'
+    assert close(boxes(qwen, "qwen2.5-vl"), [(0.0, 0.0, 0.5, 0.5)])
+    # A list cut short keeps its whole objects; an object that is almost JSON still reads.
+    cut = '[{"box_2d": [100, 100, 500, 500]}, {"box_2d": [600, 600, 9'
+    assert len(parse_regions(cut, get_convention("gemini"), None).boxes) == 1
+    loose = "{'ignored': 1} {\"box_2d\": [100, 100, 500, 500], label: lesion}"
+    assert len(parse_regions(loose, get_convention("gemini"), None).boxes) == 1
+
+
+def _mask_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_a_gemini_mask_that_cannot_be_used_drops_only_the_mask() -> None:
+    window = _mask_uri(Image.fromarray(np.full((25, 50), 200, dtype=np.uint8)))
+    text = f'[{{"box_2d": [100, 100, 600, 600], "mask": "{window}"}}]'
+    regions = parse_regions(text, get_convention("gemini"), None)  # no image size: the box needs none
+    assert close([(b.x0, b.y0, b.x1, b.y1) for b in regions.boxes], [(0.1, 0.1, 0.6, 0.6)])
+    assert regions.masks == [] and regions.notes and "image size is unknown" in regions.notes[0]
+    # A decompression bomb (a 20000 x 20000 1-bit PNG, 50 kB) is refused before it is decoded.
+    bomb = _mask_uri(Image.new("1", (20000, 20000)))
+    started = time.perf_counter()
+    regions = parse_regions(f'[{{"box_2d": [100, 100, 600, 600], "mask": "{bomb}"}}]', get_convention("gemini"), FRAME)
+    assert time.perf_counter() - started < 2.0
+    assert len(regions.boxes) == 1 and regions.masks == [] and "too large" in regions.notes[0]
+    big = _mask_uri(Image.new("1", (4097, 4096)))  # under Pillow's own limit, over a box window's
+    regions = parse_regions(f'[{{"box_2d": [100, 100, 600, 600], "mask": "{big}"}}]', get_convention("gemini"), FRAME)
+    assert regions.masks == [] and "4097 x 4096 pixels is too large" in regions.notes[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -28,7 +29,6 @@ from u2eval.grounded import (
     truth_points,
 )
 from u2eval.records import Box, CaseMeta, Point, Regions
-from u2eval.reference_parsing import reference_location_truth
 from u2eval.regions import mask_from_array
 
 
@@ -86,16 +86,43 @@ def test_corners_of_the_image() -> None:
         assert region_sector(Regions(boxes=[Box(x0=x, y0=y, x1=x, y1=y)]), "ll") == sector
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.floats(0.05, 0.95), st.floats(0.05, 0.95), st.floats(0.0, 0.1), st.floats(0.0, 0.1))
-def test_a_box_has_the_sector_the_official_scorer_gives_a_gt_bbox_of_that_box(
-    cx: float, cy: float, w: float, h: float
-) -> None:
-    """The region's sector and the official truth sector agree whenever the centre is the same number."""
-    box = Box(x0=cx - w, y0=cy - h, x1=cx + w, y1=cy + h)
-    centre = (round((box.x0 + box.x1) / 2, 12), round((box.y0 + box.y1) / 2, 12))
-    cell = repr({"lesion": [centre[0], centre[1], 2 * w, 2 * h]})
-    assert region_sector(Regions(boxes=[box]), "od") == reference_location_truth(cell)
+def official_sector(cx: Fraction, cy: Fraction) -> str:
+    """Facts §4.3, written out independently: rows by cy, columns by cx, strict '<' at 0.45 and 0.55,
+    middle + center is 'center'. Exact fractions, so the thresholds are met exactly."""
+    low, high = Fraction(45, 100), Fraction(55, 100)
+    row = "upper" if cy < low else "middle" if cy < high else "lower"
+    col = "left" if cx < low else "center" if cx < high else "right"
+    return "center" if (row, col) == ("middle", "center") else f"{row} {col}"
+
+
+@pytest.mark.parametrize(
+    ("corners", "sector"),
+    [
+        ((0, 0, 100, 100), "upper left"),  # centre (0.05, 0.05)
+        ((400, 400, 500, 500), "center"),  # centre (0.45, 0.45): not < 0.45
+        ((399, 400, 500, 500), "middle left"),  # centre x 0.4495
+        ((500, 500, 600, 600), "lower right"),  # centre (0.55, 0.55): not < 0.55
+        ((500, 499, 600, 600), "middle right"),  # centre y 0.5495
+        ((0, 900, 1000, 1000), "lower center"),  # centre (0.5, 0.95)
+        ((900, 0, 1000, 1000), "middle right"),  # centre (0.95, 0.5)
+        ((300, 100, 600, 700), "upper center"),  # centre (0.45, 0.4)
+        ((59, 141, 841, 959), "lower center"),  # centre (0.45, 0.55), though (0.059 + 0.841) / 2 is not 0.45
+    ],
+)
+def test_a_box_has_the_sector_of_its_centre_by_hand(corners: tuple[int, int, int, int], sector: str) -> None:
+    x0, y0, x1, y1 = (v / 1000 for v in corners)
+    assert region_sector(Regions(boxes=[Box(x0=x0, y0=y0, x1=x1, y1=y1)]), "od") == sector
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, 1000), st.integers(0, 1000), st.integers(0, 1000), st.integers(0, 1000))
+def test_a_box_has_the_sector_the_official_rule_gives_its_exact_centre(a: int, b: int, c: int, d: int) -> None:
+    """Boxes on a 1/1000 grid, whose centres are often exactly 0.45 or 0.55: the sector of the exact centre
+    (rational arithmetic, the rule written out above) is the region's, whatever floating point does."""
+    x0, x1, y0, y1 = sorted((a, c)) + sorted((b, d))
+    box = Box(x0=x0 / 1000, y0=y0 / 1000, x1=x1 / 1000, y1=y1 / 1000)
+    expected = official_sector(Fraction(x0 + x1, 2000), Fraction(y0 + y1, 2000))
+    assert region_sector(Regions(boxes=[box]), "od") == expected
 
 
 def test_a_mask_is_placed_by_its_extent_not_its_centroid() -> None:
@@ -107,6 +134,17 @@ def test_a_mask_is_placed_by_its_extent_not_its_centroid() -> None:
     assert region_sector(regions, "ll") == "center"
     ys, xs = np.nonzero(pixels)
     assert xs.mean() / 100 < 0.45 and ys.mean() / 100 > 0.55  # the centroid would have said lower left
+
+
+def test_a_mask_of_several_structures_is_placed_by_its_largest_one() -> None:
+    pixels = np.zeros((100, 100), dtype=bool)
+    pixels[10:40, 5:35] = True  # a large structure, upper left
+    pixels[85:95, 85:95] = True  # a small one, lower right: their union's extent is centred at (0.5, 0.525)
+    regions = Regions(masks=[mask_from_array(pixels)])
+    assert region_sector(regions, "od") == "upper left"
+    assert predicted_box(regions) == Box(x0=0.05, y0=0.1, x1=0.35, y1=0.4)  # also the box it stands for
+    pixels[60:99, 60:99] = True  # now the lower right one is the largest
+    assert region_sector(Regions(masks=[mask_from_array(pixels)]), "od") == "lower right"
 
 
 def test_the_truths_kind_decides_which_region_places_the_answer() -> None:

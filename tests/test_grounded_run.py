@@ -6,8 +6,13 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -357,3 +362,191 @@ def test_stand_in_modes_noise_and_determinism(sample_root: Path) -> None:
     with pytest.raises(ConfigError, match="unknown box convention"):
         create("oracle:yolo", AdapterOptions())
     assert create("oracle:gemini", AdapterOptions()).info.model == "oracle:gemini"
+
+
+# ------------------------------------------------------------------------ bad regions, failures, settings
+
+
+def _u2eval(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "u2eval", *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def _corrupt(folder: Path, edits: dict[str, Callable[[dict[str, Any]], None]]) -> dict[str, str]:
+    """Edit the stored regions of the first case of each kind named in ``edits`` (by hand, as a foreign tool
+    or a broken adapter would leave them); returns kind -> the edited case's id."""
+    path = folder / "responses.jsonl"
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    chosen: dict[str, str] = {}
+    for record in lines:
+        regions = record.get("regions") or {}
+        want = "points" if record["case_id"].startswith("kd/") else "masks"
+        kinds = [k for k, edit in edits.items() if k not in chosen and regions.get(want) and k.startswith(want[0])]
+        if kinds:
+            edits[kinds[0]](regions)
+            chosen[kinds[0]] = record["case_id"]
+    assert set(chosen) == set(edits), chosen
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")  # NaN written as NaN
+    return chosen
+
+
+def test_bad_stored_regions_are_ungroundable_and_never_stop_scoring(tmp_path: Path) -> None:
+    folder = stand_in_run(tmp_path / "run", grounded=True)
+    summary = (folder / "summary.json").read_bytes()
+    nan, huge = float("nan"), 1e308
+
+    def box(**values: object) -> Callable[[dict[str, Any]], None]:
+        return lambda regions: regions["boxes"][0].update(values)
+
+    def mask(**values: object) -> Callable[[dict[str, Any]], None]:
+        return lambda regions: regions["masks"][0].update(values)
+
+    def point(**values: object) -> Callable[[dict[str, Any]], None]:
+        return lambda regions: regions["points"][0].update(values)
+
+    edits: dict[str, Callable[[dict[str, Any]], None]] = {
+        "m: NaN box": box(x0=nan),
+        "m: box from -5 to 1e308": box(x0=-5.0, y0=-5.0, x1=huge, y1=huge),
+        "m: runs short of the mask": mask(counts=[1, 2, 3]),
+        "m: negative run": lambda regions: regions["masks"][0]["counts"].__setitem__(1, -1),
+        "m: 0 x 0 mask": mask(width=0, height=0, counts=[]),
+        "m: huge mask": mask(width=100_000, height=100_000, counts=[10**10]),
+        "m: not even a number": box(x0="left"),
+        "p: NaN point": point(x=nan),
+    }
+    cases = _corrupt(folder, edits)
+    done = _u2eval("score", str(folder))
+    assert done.returncode == 0, done.stderr
+    assert (folder / "summary.json").read_bytes() == summary  # every answer loaded; the U2-Score as it was
+    from u2eval.store import ResponseStore
+
+    assert ResponseStore(folder).skipped_lines == []
+    records = _case_lines(folder)
+    reasons = {
+        "m: NaN box": "not finite",
+        "m: box from -5 to 1e308": "not a box on the image",
+        "m: runs short of the mask": "runs cover 6 pixels",
+        "m: negative run": "negative run",
+        "m: 0 x 0 mask": "0 x 0 pixels is not a usable size",
+        "m: huge mask": "100000 x 100000 pixels is not a usable size",
+        "m: not even a number": "stored regions do not load (boxes.0.x0",
+        "p: NaN point": "not a point on the image",
+    }
+    for kind, case_id in cases.items():
+        record = records[case_id]
+        assert record.outcome == "ungroundable" and record.sector is None and record.sector_correct is False, kind
+        assert record.reason is not None and reasons[kind] in record.reason, (kind, record.reason)
+    assert grounded(folder)["overall"]["box"]["mean_iou"] < 1.0  # type: ignore[index]
+
+
+def test_a_grounded_failure_never_aborts_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import u2eval.grounded_run as grounded_run
+    import u2eval.runner as runner
+
+    real = grounded_run._metrics
+
+    def flaky(case: CaseMeta, *args: Any) -> dict[str, object]:
+        if case.row_index == 0:
+            raise RuntimeError("a bug in a metric")
+        return real(case, *args)
+
+    monkeypatch.setattr(grounded_run, "_metrics", flaky)
+    folder = stand_in_run(tmp_path / "cases", grounded=True)
+    assert (folder / "manifest.json").is_file()
+    failed = [r for r in _case_lines(folder).values() if r.reason and "a bug in a metric" in r.reason]
+    assert failed and all(r.outcome == "ungroundable" and r.sector_correct is False for r in failed)
+    monkeypatch.setattr(grounded_run, "_metrics", real)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the truth cache is damaged")
+
+    monkeypatch.setattr(runner, "score_grounded", broken)
+    whole = stand_in_run(tmp_path / "whole", grounded=True)
+    assert (whole / "manifest.json").is_file() and (whole / "summary.json").is_file()
+    assert not (whole / GROUNDED_FILE).exists()
+    assert "Grounded scoring failed (RuntimeError: the truth cache is damaged)" in (whole / "summary.md").read_text()
+
+
+def test_a_perfect_mask_only_model_places_rows_of_several_structures(tmp_path: Path) -> None:
+    """Each case answered with its own truth mask (the union of the row's structures, as seg_data is)."""
+    folder = stand_in_run(tmp_path / "run", grounded=True)
+    truths = read_truths(folder)
+    cases = [c.case for c in read_run_cases(folder) if c.case.task in ("ll", "od")]
+    answers = []
+    for case in cases:
+        truth = truths[case.case_id]
+        masks = [truth.mask] if truth.mask is not None else []
+        answers.append((case, answer(case, text="", regions=Regions(masks=masks))))
+    records, _, gives = grounded_cases(answers, truths, None)
+    assert gives == {"box", "mask", "point"}
+    scored = [r for r in records if r.dice is not None]
+    several = {c.case_id for c in cases if len(truths[c.case_id].boxes or []) > 1}
+    assert len(scored) == 65 and len(several) == 14 and all(r.dice == 1.0 for r in scored)
+    wrong = sorted(r.case_id for r in records if r.sector_correct is not True)
+    # Placed by the union's extent, 5 of the 14 were wrong. By the largest component only one is: two
+    # structures of 19 pixels each, where the row lists the later one (in raster order) first.
+    assert [w.split("/")[:3] for w in wrong] == [["od", "37", "3"]]
+    ious = [r.box_iou for r in records if r.case_id in several and r.case_id not in wrong]
+    assert ious == pytest.approx([1.0] * 13, abs=1e-4)  # the truth boxes are written to 6 decimals
+
+
+def test_a_run_without_any_region_gets_no_region_scores(tmp_path: Path) -> None:
+    from u2eval.grounded_board import grounded_cells
+    from u2eval.grounded_report import render_grounded_markdown
+    from u2eval.grounded_run import NO_REGIONS_WARNING, read_grounded
+    from u2eval.scoring import Summary
+
+    folder = tmp_path / "text"
+    run(RunOptions(model="random", out=folder, tasks=DETECTION, grounded=True))
+    report = read_grounded(folder)
+    assert report is not None and report.sectors == {} and report.warnings == [NO_REGIONS_WARNING]
+    assert report.outcomes["ll"]["no_region"] > 0  # still counted, but not judged as 'not visible'
+    assert f"Warning: {NO_REGIONS_WARNING}." in render_grounded_markdown(report)
+    text = Summary.model_validate_json((folder / "summary.json").read_text(encoding="utf-8"))
+    cells = grounded_cells(folder, text, "strict")
+    assert cells.values["ll_regions"] is None and cells.values["od_regions"] is None
+    # A model that returns regions as data, even none at all, is placed: no region means 'not visible'.
+    hidden = meta("od", None)
+    records, judgements, _ = grounded_cases([(hidden, answer(hidden, regions=Regions()))], truths_of([hidden]), None)
+    assert judgements and records[0].sector_correct is True
+
+
+def test_grounded_settings_given_to_score_are_recorded_and_redone(tmp_path: Path) -> None:
+    from u2eval.grounded_board import grounded_cells
+    from u2eval.scoring import Summary
+
+    model = GroundedStandIn("oracle", get_convention("internvl"), 0.0, 0)
+    folder = stand_in_run(tmp_path / "run", model, grounded=True, box_convention="relative")  # the wrong one
+    assert grounded(folder)["outcomes"]["od"]["region"] == 0  # type: ignore[index]
+    done = _u2eval("score", str(folder), "--grounded", "--box-convention", "internvl")
+    assert done.returncode == 0, done.stderr
+    report = (folder / GROUNDED_FILE).read_bytes()
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["grounded"] is True and manifest["box_convention"] == "internvl"
+    assert grounded(folder)["outcomes"]["od"]["region"] > 0  # type: ignore[index]
+    again = _u2eval("score", str(folder))  # plain: redoes the recorded grounded scoring
+    assert again.returncode == 0, again.stderr
+    assert (folder / GROUNDED_FILE).read_bytes() == report
+    text = Summary.model_validate_json((folder / "summary.json").read_text(encoding="utf-8"))
+    cells = grounded_cells(folder, text, "strict")
+    assert cells.box_convention == "internvl" and cells.values["od_regions"] == 1.0
+    # A run that was never grounded, scored --grounded once: a plain re-score redoes it (not left stale).
+    plain = stand_in_run(tmp_path / "plain", model)
+    assert _u2eval("score", str(plain), "--grounded", "--box-convention", "internvl").returncode == 0
+    first = (plain / GROUNDED_FILE).read_bytes()
+    (plain / GROUNDED_FILE).unlink()
+    assert _u2eval("score", str(plain)).returncode == 0
+    assert (plain / GROUNDED_FILE).read_bytes() == first
+    # Resuming the run without --grounded keeps it on, with the recorded convention.
+    stand_in_run(tmp_path / "plain", model)
+    assert (plain / GROUNDED_FILE).read_bytes() == first
+
+
+def test_the_sector_table_is_in_task_order(tmp_path: Path) -> None:
+    from u2eval.grounded_report import render_grounded_markdown
+    from u2eval.grounded_run import read_grounded
+
+    report = read_grounded(stand_in_run(tmp_path / "run", grounded=True))  # read back: keys sorted kd, ll, od
+    assert report is not None
+    rows = [line.split("|")[1].strip() for line in render_grounded_markdown(report).splitlines() if "|" in line]
+    assert [r for r in rows if r in ("LL", "OD", "KD")][:3] == ["LL", "OD", "KD"]

@@ -11,18 +11,20 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from u2eval.records import Box, Mask, Point
+from u2eval.records import Box, Mask, Point, Regions
 from u2eval.regions import (
     array_extent,
     box_from_centre,
     box_from_pixels,
     ellipse_array,
+    largest_component_extent,
     mask_area,
     mask_extent,
     mask_from_array,
     mask_from_image_bytes,
     mask_to_array,
     point_pixel,
+    region_problem,
     resize_nearest,
     union_array,
 )
@@ -134,3 +136,82 @@ def test_unreadable_mask_bytes_say_why() -> None:
         mask_from_image_bytes(b"certainly not an image")
     with pytest.raises(ValueError, match="npy"):
         mask_from_image_bytes(b"\x93NUMPY garbage")
+
+
+def test_a_palette_mask_is_read_by_its_colours_not_its_indices() -> None:
+    truth = np.zeros((6, 8), dtype=bool)
+    truth[1:4, 2:6] = True
+    image = Image.fromarray(np.where(truth, 0, 1).astype(np.uint8), mode="P")  # index 1 outside, 0 inside
+    image.putpalette([255, 255, 255, 0, 0, 0] + [0] * 762)  # index 0 is white, index 1 black
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    assert np.array_equal(mask_to_array(mask_from_image_bytes(buffer.getvalue())), truth)
+
+
+def _components_by_flood_fill(pixels: np.ndarray) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """(area, (x0, y0, x1, y1) inclusive) of each 8-connected component, in raster order of first pixel."""
+    seen = np.zeros_like(pixels, dtype=bool)
+    out = []
+    height, width = pixels.shape
+    for y in range(height):
+        for x in range(width):
+            if not pixels[y, x] or seen[y, x]:
+                continue
+            stack, members = [(y, x)], []
+            seen[y, x] = True
+            while stack:
+                cy, cx = stack.pop()
+                members.append((cy, cx))
+                for ny in range(cy - 1, cy + 2):
+                    for nx in range(cx - 1, cx + 2):
+                        if 0 <= ny < height and 0 <= nx < width and pixels[ny, nx] and not seen[ny, nx]:
+                            seen[ny, nx] = True
+                            stack.append((ny, nx))
+            ys, xs = zip(*members, strict=True)
+            out.append((len(members), (min(xs), min(ys), max(xs), max(ys))))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(arrays(np.bool_, st.tuples(st.integers(1, 14), st.integers(1, 14))))
+def test_the_largest_component_matches_a_flood_fill(pixels: np.ndarray) -> None:
+    got = largest_component_extent(mask_from_array(pixels))
+    components = _components_by_flood_fill(pixels)
+    if not components:
+        assert got is None
+        return
+    area, (x0, y0, x1, y1) = max(components, key=lambda c: c[0])  # max keeps the first of equal ones
+    height, width = pixels.shape
+    assert got is not None
+    assert (got.x0, got.y0, got.x1, got.y1) == (x0 / width, y0 / height, (x1 + 1) / width, (y1 + 1) / height)
+
+
+def test_diagonal_neighbours_are_one_component() -> None:
+    pixels = np.zeros((4, 4), dtype=bool)
+    pixels[0, 0] = pixels[1, 1] = pixels[2, 2] = True  # a diagonal line: one component of 3
+    pixels[0, 3] = True
+    assert largest_component_extent(mask_from_array(pixels)) == Box(x0=0.0, y0=0.0, x1=0.75, y1=0.75)
+
+
+def test_what_makes_regions_unplaceable() -> None:
+    good = Regions(
+        boxes=[Box(x0=0.0, y0=0.1, x1=1.0, y1=1.0 + 1e-12)],  # a few ulps past 1: float noise, accepted
+        points=[Point(x=0.0, y=1.0)],
+        masks=[Mask(width=2, height=1, counts=[1, 1])],
+    )
+    assert region_problem(good) is None
+    bad = {
+        "not finite": Regions(boxes=[Box(x0=float("nan"), y0=0, x1=1, y1=1)]),
+        "score": Regions(boxes=[Box(x0=0, y0=0, x1=1, y1=1, score=float("inf"))]),
+        "outside": Regions(boxes=[Box(x0=-0.01, y0=0, x1=0.5, y1=0.5)]),
+        "reversed": Regions(boxes=[Box(x0=0.6, y0=0, x1=0.5, y1=0.5)]),
+        "beyond": Regions(boxes=[Box(x0=0, y0=0, x1=1.001, y1=0.5)]),
+        "point": Regions(points=[Point(x=0.5, y=float("nan"))]),
+        "point outside": Regions(points=[Point(x=1.5, y=0.5)]),
+        "empty mask": Regions(masks=[Mask(width=0, height=0, counts=[])]),
+        "short runs": Regions(masks=[Mask(width=2, height=2, counts=[1, 1])]),
+        "negative run": Regions(masks=[Mask(width=2, height=1, counts=[3, -1])]),
+        "unreadable": Regions(unreadable="stored regions do not load (x)"),
+    }
+    for name, regions in bad.items():
+        assert region_problem(regions) is not None, name

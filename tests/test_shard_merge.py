@@ -112,6 +112,14 @@ def test_refusals_are_one_line(full_and_shards: tuple[Path, list[Path]], tmp_pat
     shutil.copytree(sample_dir(), other / "data")
     run(RunOptions(model="random", data=str(other / "data"), out=other / "local", seed=3, shard=(1, 3)))
     refused([s0, other / "local", s2], "different datasets")
+    grounded = RunOptions(model="random", out=other / "grounded", seed=3, shard=(1, 3), grounded=True)
+    run(grounded)
+    refused([s0, other / "grounded", s2], r"different grounded scoring \(--grounded\) \(false vs true\)")
+    convention = other / "convention"
+    shutil.copytree(s1, convention)
+    manifest = json.loads((convention / "manifest.json").read_text())
+    (convention / "manifest.json").write_text(json.dumps(manifest | {"box_convention": "gemini"}))
+    refused([s0, convention, s2], r'different box convention \(null vs "gemini"\)')
     run(RunOptions(model="random", out=other / "half", seed=3, shard=(1, 2)))
     refused([s0, other / "half", s2], r"different splits \(n=2, n=3\)")
     # A shard whose cases are not its own (copied and relabelled): the overlap is found, not merged twice.

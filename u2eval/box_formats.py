@@ -12,6 +12,7 @@ import io
 import json
 import math
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -44,12 +45,15 @@ class BoxConvention:
         return self.name + (":" + ",".join(f"{k}={v}" for k, v in changed.items()) if changed else "")
 
 
+# Every pattern here is matched at one position at a time or has a single way to match: model answers are
+# long (max_tokens) and often cut short, so nothing may backtrack more than linearly on them.
 _NUM = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 _SEP = r"\s*,\s*"
 _QUAD = rf"\s*({_NUM}){_SEP}({_NUM}){_SEP}({_NUM}){_SEP}({_NUM})\s*"
 _PAIR = rf"\s*({_NUM}){_SEP}({_NUM})\s*"
-_OBJECT = re.compile(r"\{[^{}]*\}")  # the flat JSON objects models write per region
+_OBJECT = re.compile(r"\{[^{}]*\}")  # a flat object that is not quite JSON (unquoted label, ...)
 _JSON_STRING = r'"((?:[^"\\]|\\.)*)"'
+_JSON = json.JSONDecoder()
 
 
 def _key_numbers(key: str, count: int) -> re.Pattern[str]:
@@ -123,19 +127,138 @@ def _ordered(x1: float, y1: float, x2: float, y2: float, label: str | None = Non
     return Box(x0=left, y0=top, x1=right, y1=bottom, label=label)
 
 
+def _ref_labels(text: str, ref: tuple[str, str]) -> dict[int, str]:
+    """End position of every closed ``ref`` tag pair -> the text between them; one pass, so a run of opening
+    tags without their closer costs linear time. A closer pairs with the nearest opener before it."""
+    labels: dict[int, str] = {}
+    opened: int | None = None
+    for tag in re.finditer(f"{re.escape(ref[0])}|{re.escape(ref[1])}", text):
+        if tag.group() == ref[0]:
+            opened = tag.end()
+        elif opened is not None:
+            labels[tag.end()] = text[opened : tag.start()]
+            opened = None
+    return labels
+
+
+def _back_over_space(text: str, pos: int) -> int:
+    while pos > 0 and text[pos - 1].isspace():
+        pos -= 1
+    return pos
+
+
+def _label_before(text: str, start: int, labels: Mapping[int, str], skip: str = "") -> str | None:
+    """The label of the ref tags right before ``start``, with only white space (and once ``skip``, e.g. the
+    box tag) between them; None when there are none."""
+    pos = _back_over_space(text, start)
+    if skip and pos >= len(skip) and text.startswith(skip, pos - len(skip)):
+        pos = _back_over_space(text, pos - len(skip))
+    return _label(labels.get(pos))
+
+
+_ITEM = re.compile(rf"\s*\[{_QUAD}\]\s*,?")
+
+
 def _double_bracket(text: str, ref: tuple[str, str], det: tuple[str, str], scale: float, what: str) -> Regions:
-    """``<ref>label</ref><det>[[x1,y1,x2,y2], ...]</det>`` with the tags optional (InternVL, DeepSeek-VL2)."""
-    pattern = re.compile(
-        rf"(?:{ref[0]}(.*?){ref[1]}\s*)?(?:{det[0]}\s*)?\[((?:\s*\[{_QUAD}\]\s*,?)+)\](?:\s*{det[1]})?", re.DOTALL
-    )
+    """``<ref>label</ref><det>[[x1,y1,x2,y2], ...]</det>`` with the tags optional (InternVL, DeepSeek-VL2).
+
+    A linear scan: after an opener (``det[0]`` or ``[[``) every complete ``[x1, y1, x2, y2]`` is read, one at
+    a time, whether or not the closing bracket ever came (an answer cut at max_tokens keeps its whole boxes).
+    """
+    labels = _ref_labels(text, ref)
+    opener = re.compile(rf"{re.escape(det[0])}\s*|\[(?=\s*\[)")
     boxes = []
-    for match in pattern.finditer(text):
-        label = _label(match.group(1))
-        for quad in re.finditer(rf"\[{_QUAD}\]", match.group(2)):
-            x1, y1, x2, y2 = _numbers(quad.groups())
+    pos = 0
+    while (found := opener.search(text, pos)) is not None:
+        pos = found.end()
+        if found.group().startswith(det[0]) and _ITEM.match(text, pos) is None and text.startswith("[", pos):
+            pos += 1  # <det>[[...]]: the outer bracket of the list
+        label = _label_before(text, found.start(), labels, skip=det[0])
+        while (item := _ITEM.match(text, pos)) is not None:
+            x1, y1, x2, y2 = _numbers(item.groups())
             _in_range([x1, y1, x2, y2], 0, scale, what)
             boxes.append(_ordered(x1 / scale, y1 / scale, x2 / scale, y2 / scale, label))
+            pos = item.end()
     return Regions(boxes=boxes, source="text")
+
+
+_OPEN = re.compile(r"[\[{]")
+
+
+def _json_objects(text: str) -> list[dict[str, object]]:
+    """Every JSON object in the text, nested ones included, in the order they start; objects that are
+    almost JSON (``{"box_2d": [...], label: x}``) are read key by key where no JSON object is found.
+
+    Decoding is tried at each ``{`` / ``[`` not inside a value already decoded, so a list cut short at
+    max_tokens still gives its complete objects."""
+    found: list[tuple[int, int, dict[str, object]]] = []
+    covered = bytearray(len(text))  # 1 where a decoded value holding objects lies
+    pos = 0
+    while (opened := _OPEN.search(text, pos)) is not None:
+        start = opened.start()
+        try:
+            value, end = _JSON.raw_decode(text, start)
+        except (ValueError, RecursionError):  # not JSON from here (or nested past the recursion limit)
+            pos = start + 1
+            continue
+        objects = _objects_in(value)
+        found += [(start, order, item) for order, item in enumerate(objects)]
+        if objects:
+            covered[start:end] = b"\x01" * (end - start)
+        pos = end
+    for chunk in _OBJECT.finditer(text):
+        if not covered[chunk.start()]:
+            found.append((chunk.start(), 0, _loose_object(chunk.group())))
+    return [item for _, _, item in sorted(found, key=lambda f: (f[0], f[1]))]
+
+
+def _objects_in(value: object) -> list[dict[str, object]]:
+    """The dicts of a decoded JSON value, outer before inner, in document order (no recursion)."""
+    out: list[dict[str, object]] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            out.append(item)
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return out
+
+
+_LOOSE_KEYS = ("box_2d", "bbox_2d", "point", "point_2d")
+
+
+def _loose_object(chunk: str) -> dict[str, object]:
+    """The region keys of a flat object that is not valid JSON, read one by one."""
+    out: dict[str, object] = {}
+    for key in _LOOSE_KEYS:
+        match = _key_numbers(key, 4 if key.endswith("box_2d") else 2).search(chunk)
+        if match is not None:
+            out[key] = [float(g) for g in match.groups()]
+    for key in ("label", "mask"):
+        text = _key_string(key).search(chunk)
+        if text is not None:
+            out[key] = _json_text(text.group(1))
+    return out
+
+
+def _coordinates(item: Mapping[str, object], key: str, count: int) -> list[float] | None:
+    """``item[key]`` when it is a list of ``count`` numbers (else None: not a region of that kind)."""
+    value = item.get(key)
+    if not isinstance(value, list) or len(value) != count:
+        return None
+    values = [float(v) for v in value if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(values) != count:
+        return None
+    if not all(math.isfinite(v) for v in values):
+        raise Ungroundable("a coordinate is not a finite number")
+    return values
+
+
+def _item_label(item: Mapping[str, object]) -> str | None:
+    value = item.get("label")
+    return _label(value) if isinstance(value, str) else None
 
 
 def _fmt(value: float) -> str:
@@ -177,19 +300,18 @@ def write_relative(regions: Regions, conv: BoxConvention, frame: Frame | None) -
     return " ".join(parts)
 
 
-_QWEN2_BOX = re.compile(
-    rf"(?:<\|object_ref_start\|>(.*?)<\|object_ref_end\|>\s*)?(?:<\|box_start\|>\s*)?"
-    rf"\({_PAIR}\){_SEP}\({_PAIR}\)(?:\s*<\|box_end\|>)?",
-    re.DOTALL,
-)
+_QWEN2_CORNERS = re.compile(rf"\({_PAIR}\){_SEP}\({_PAIR}\)(?:\s*<\|box_end\|>)?")
+_QWEN2_REF = ("<|object_ref_start|>", "<|object_ref_end|>")
 
 
 def read_qwen2(text: str, conv: BoxConvention, frame: Frame | None) -> Regions:
+    labels = _ref_labels(text, _QWEN2_REF)
     boxes = []
-    for match in _QWEN2_BOX.finditer(text):
-        x1, y1, x2, y2 = _numbers(match.groups()[1:])
+    for match in _QWEN2_CORNERS.finditer(text):
+        x1, y1, x2, y2 = _numbers(match.groups())
         _in_range([x1, y1, x2, y2], 0, 1000, "qwen2-vl 0-1000")
-        boxes.append(_ordered(x1 / 1000, y1 / 1000, x2 / 1000, y2 / 1000, _label(match.group(1))))
+        label = _label_before(text, match.start(), labels, skip="<|box_start|>")
+        boxes.append(_ordered(x1 / 1000, y1 / 1000, x2 / 1000, y2 / 1000, label))
     return Regions(boxes=boxes, source="text")
 
 
@@ -200,11 +322,6 @@ def write_qwen2(regions: Regions, conv: BoxConvention, frame: Frame | None) -> s
         corners = f"({_scaled(b.x0, 1000)},{_scaled(b.y0, 1000)}),({_scaled(b.x1, 1000)},{_scaled(b.y1, 1000)})"
         parts.append(f"{ref}<|box_start|>{corners}<|box_end|>")
     return " ".join(parts)
-
-
-_BBOX_2D = _key_numbers("bbox_2d", 4)
-_POINT_2D = _key_numbers("point_2d", 2)
-_LABEL = _key_string("label")
 
 
 def smart_resize(
@@ -240,16 +357,15 @@ def read_qwen25(text: str, conv: BoxConvention, frame: Frame | None) -> Regions:
     width, height = qwen25_frame(conv, frame)
     what = f"qwen2.5-vl pixels of the {width} x {height} model input"
     boxes, points = [], []
-    for chunk in _OBJECT.findall(text):
-        found = _LABEL.search(chunk)
-        label = _label(_json_text(found.group(1))) if found else None
-        for match in _BBOX_2D.finditer(chunk):
-            x1, y1, x2, y2 = _numbers(match.groups())
+    for item in _json_objects(text):
+        label = _item_label(item)
+        if (quad := _coordinates(item, "bbox_2d", 4)) is not None:
+            x1, y1, x2, y2 = quad
             _in_range([x1, x2], 0, width, what)
             _in_range([y1, y2], 0, height, what)
             boxes.append(_ordered(x1 / width, y1 / height, x2 / width, y2 / height, label))
-        for match in _POINT_2D.finditer(chunk):
-            x, y = _numbers(match.groups())
+        if (pair := _coordinates(item, "point_2d", 2)) is not None:
+            x, y = pair
             _in_range([x], 0, width, what)
             _in_range([y], 0, height, what)
             points.append(Point(x=x / width, y=y / height, label=label))
@@ -283,8 +399,8 @@ def write_internvl(regions: Regions, conv: BoxConvention, frame: Frame | None) -
     return _format_double(regions, ("<ref>", "</ref>"), ("<box>", "</box>"), 1000)
 
 
-_DS_REF = (r"<\|ref\|>", r"<\|/ref\|>")
-_DS_DET = (r"<\|det\|>", r"<\|/det\|>")
+_DS_REF = ("<|ref|>", "<|/ref|>")
+_DS_DET = ("<|det|>", "<|/det|>")
 
 
 def read_deepseek(text: str, conv: BoxConvention, frame: Frame | None) -> Regions:
@@ -292,14 +408,14 @@ def read_deepseek(text: str, conv: BoxConvention, frame: Frame | None) -> Region
 
 
 def write_deepseek(regions: Regions, conv: BoxConvention, frame: Frame | None) -> str:
-    return _format_double(regions, ("<|ref|>", "<|/ref|>"), ("<|det|>", "<|/det|>"), 999)
+    return _format_double(regions, _DS_REF, _DS_DET, 999)
 
 
-_BOX_2D = _key_numbers("box_2d", 4)
-_POINT_YX = _key_numbers("point", 2)
-_MASK = _key_string("mask")
 _DATA_URI = re.compile(r"^data:image/[a-z]+;base64,(.*)$", re.DOTALL)
 _GEMINI_MASK_THRESHOLD = 127  # the probability map is 0-255; above this is inside
+# A Gemini mask covers its box only, so it never needs more pixels than a large image: anything bigger is
+# refused before it is decoded (a 20000 x 20000 1-bit PNG is 50 kB of base64 and 400 MB decoded).
+GEMINI_MASK_MAX_PIXELS = 4096 * 4096
 
 
 def _gemini_mask(uri: str, box: Box, frame: Frame | None, label: str | None) -> Mask:
@@ -309,10 +425,21 @@ def _gemini_mask(uri: str, box: Box, frame: Frame | None, label: str | None) -> 
     if found is None:
         raise Ungroundable("gemini mask is not a base64 image data URI")
     try:
-        with Image.open(io.BytesIO(base64.b64decode(found.group(1), validate=False))) as img:
-            probability = img.convert("L")
+        data = base64.b64decode(found.group(1), validate=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))  # reads the header only
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise Ungroundable(f"gemini mask image is too large ({exc})") from exc
     except (OSError, ValueError, binascii.Error) as exc:
         raise Ungroundable(f"gemini mask image is unreadable ({exc})") from exc
+    with img:
+        if img.width * img.height > GEMINI_MASK_MAX_PIXELS:
+            raise Ungroundable(f"gemini mask of {img.width} x {img.height} pixels is too large")
+        try:
+            probability = img.convert("L")
+        except (OSError, ValueError) as exc:
+            raise Ungroundable(f"gemini mask image is unreadable ({exc})") from exc
     x0, y0 = int(box.x0 * width), int(box.y0 * height)
     x1, y1 = int(box.x1 * width), int(box.y1 * height)
     full = np.zeros((height, width), dtype=np.bool_)
@@ -323,23 +450,27 @@ def _gemini_mask(uri: str, box: Box, frame: Frame | None, label: str | None) -> 
 
 
 def read_gemini(text: str, conv: BoxConvention, frame: Frame | None) -> Regions:
-    boxes, points, masks = [], [], []
-    for chunk in _OBJECT.findall(text):
-        found = _LABEL.search(chunk)
-        label = _label(_json_text(found.group(1))) if found else None
-        for match in _BOX_2D.finditer(chunk):
-            ymin, xmin, ymax, xmax = _numbers(match.groups())
+    """Boxes, points and masks of Gemini's JSON. A mask that cannot be used (no image size, unreadable, too
+    large) is left out with a note: its box needs none of that and still places the answer."""
+    boxes, points, masks, notes = [], [], [], []
+    for item in _json_objects(text):
+        label = _item_label(item)
+        if (quad := _coordinates(item, "box_2d", 4)) is not None:
+            ymin, xmin, ymax, xmax = quad
             _in_range([ymin, xmin, ymax, xmax], 0, 1000, "gemini 0-1000")
             box = _ordered(xmin / 1000, ymin / 1000, xmax / 1000, ymax / 1000, label)
             boxes.append(box)
-            mask = _MASK.search(chunk)
-            if mask is not None:
-                masks.append(_gemini_mask(_json_text(mask.group(1)), box, frame, label))
-        for match in _POINT_YX.finditer(chunk):
-            y, x = _numbers(match.groups())
+            uri = item.get("mask")
+            if isinstance(uri, str):
+                try:
+                    masks.append(_gemini_mask(uri, box, frame, label))
+                except Ungroundable as exc:
+                    notes.append(f"mask left out: {exc}")
+        if (pair := _coordinates(item, "point", 2)) is not None:
+            y, x = pair
             _in_range([y, x], 0, 1000, "gemini 0-1000")
             points.append(Point(x=x / 1000, y=y / 1000, label=label))
-    return Regions(boxes=boxes, masks=masks, points=points, source="text")
+    return Regions(boxes=boxes, masks=masks, points=points, source="text", notes=notes)
 
 
 def _gemini_mask_uri(mask: Mask, box: Box) -> str | None:

@@ -118,7 +118,7 @@ def run(
         job = bar.add_task("cases", total=None)
         result = run_eval(options, progress=lambda done, total: bar.update(job, completed=done, total=total))
     print_summary(result.summary, out)
-    if grounded:
+    if result.manifest.grounded:  # asked for now, or earlier in this folder (it stays on)
         _print_grounded(result.folder)
     console.print(f"run folder: {result.folder}  (requested {result.requested}, reused {result.reused} stored answers)")
     if result.data_errors:
@@ -184,7 +184,10 @@ def score(
         raise ConfigError("--box-convention only applies with --grounded")
     regions = grounded_options(run_dir, box_convention)
     regions = dataclasses.replace(regions, enabled=regions.enabled or grounded)
+    # Recorded in the manifest: a later plain `u2eval score`, a resumed run and the leaderboard redo it.
     summary, judgements = score_folder(run_dir, grounded=regions)
+    if grounded and not (run_dir / "manifest.json").is_file():
+        console.print("[yellow]no manifest.json: the grounded settings are not recorded; pass --grounded again")
     print_summary(summary, out)
     if regions.enabled:
         _print_grounded(run_dir)

@@ -2,12 +2,14 @@
 
 Which point of a region decides its sector. The official truth is the sector of the centre of the first
 ``gt_bbox`` structure (``keypoints`` for KD), split at 0.45 / 0.55 with strict ``<`` (facts §4.3), so a
-predicted region is placed the same way: a box by its centre, a mask by the centre of its extent (its
-bounding box, not its centroid, so a mask and the box around it always agree, as ``gt_bbox`` and
-``seg_data`` do), a point by itself. When a model gives several kinds, the kind the task's truth is made
-of decides: box, then mask, then point for LL / OD; point, then box, then mask for KD. Of several regions
-of a kind the first counts (the highest ``score`` for boxes that carry one), as the official truth uses
-the first structure.
+predicted region is placed the same way: a box by its centre, a point by itself, and a mask by the centre
+of the extent (bounding box, not centroid) of its largest 8-connected component. One mask may hold several
+structures (a label map, or seg_data, which is the union of a row's structures), while the truth is the
+first structure alone: the largest component stands for "the" structure, since which structure a row
+lists first is not known from the mask. A one-component mask is placed exactly as the box around it. When
+a model gives several kinds, the kind the task's truth is made of decides: box, then mask, then point for
+LL / OD; point, then box, then mask for KD. Of several regions of a kind the first counts (the highest
+``score`` for boxes that carry one), as the official truth uses the first structure.
 
 Which truth a row has. ``gt_bbox`` holds ``{name: [cx, cy, w, h]}`` or a list of such dicts (normalised
 centre format), ``keypoints`` ``{name: [x, y]}``, ``seg_data`` a base64 mask image. On LL / OD rows an
@@ -32,8 +34,8 @@ from u2eval.regions import (
     BoolArray,
     box_centre,
     box_from_centre,
+    largest_component_extent,
     mask_area,
-    mask_extent,
     mask_from_image_bytes,
     point_pixel,
     union_array,
@@ -81,15 +83,17 @@ def _first_box(boxes: Sequence[Box]) -> Box | None:
 
 
 def _first_mask_extent(masks: Sequence[Mask]) -> Box | None:
+    """The box the first non-empty mask stands for: the extent of its largest connected component."""
     for mask in masks:
-        extent = mask_extent(mask)
+        extent = largest_component_extent(mask)
         if extent is not None:
             return extent
     return None
 
 
 def predicted_box(regions: Regions) -> Box | None:
-    """The box a prediction stands for: its first box, else the extent of its first non-empty mask."""
+    """The box a prediction stands for: its first box, else the extent of the largest component of its
+    first non-empty mask."""
     return _first_box(regions.boxes) or _first_mask_extent(regions.masks)
 
 

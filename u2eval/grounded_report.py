@@ -34,7 +34,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def _sector_rows(summary: GroundedSummary) -> list[list[str]]:
     strict, reference = summary.sectors.get("strict"), summary.sectors.get("reference")
     rows = []
-    for task in strict.tasks if strict else {}:
+    for task in _in_order(strict.tasks if strict else {}):
         outcomes = summary.outcomes.get(task, {})
         rows.append(
             [
@@ -103,6 +103,7 @@ def _intro(summary: GroundedSummary) -> list[str]:
         f"Box convention: {convention}. The model gave: {gives}.",
         f"Grounded truth of {truth.get('cases', 0)} cases: {truth.get('with_box', 0)} with a box, "
         f"{truth.get('with_point', 0)} with a point; masks: {masks}.",
+        *(f"Warning: {warning}." for warning in summary.warnings),
         "Region scores are the official LL / OD / KD scores of the sector each answer's region falls in "
         "(no region: 'not visible'); they are separate from the text answers and from the U2-Score.",
     ]
@@ -134,8 +135,9 @@ def render_grounded_markdown(summary: GroundedSummary) -> str:
 
 def print_grounded(summary: GroundedSummary, console: Console) -> None:
     """The terminal view: the sector scores and the task means (summary.md has every dataset)."""
-    for line in _intro(summary)[:2]:
-        console.print(escape(line), highlight=False)
+    for line in _intro(summary)[: 2 + len(summary.warnings)]:
+        style = "yellow" if line.startswith("Warning:") else None
+        console.print(escape(line), highlight=False, style=style)
     sectors = _sector_rows(summary)
     if sectors:
         table = Table(title="Official sector scores from regions")

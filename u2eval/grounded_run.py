@@ -11,8 +11,14 @@ stand-in), else the ones its text holds under the run's box convention. Outcomes
 - ``no_region``: it holds none (no box in the text, an empty mask, a refusal). It is judged as the
   answer "Not visible.": a grounded model that marks nothing says the structure is not there.
 - ``ungroundable``: it holds a region that cannot be placed (a coordinate out of the convention's range,
-  pixels without an image size). Judged as an empty answer: wrong in both modes, never guessed.
+  pixels without an image size, a stored box that is NaN or off the image, a mask whose runs do not cover
+  it: ``u2eval.regions.region_problem``), or scoring the case failed. Judged as an empty answer: wrong in
+  both modes, never guessed. A bad region never stops the scoring, of the run or of its U2-Score.
 - ``infra_error``: no answer; excluded, as everywhere.
+
+A run that carries no regions at all (no answer has regions as data) and has no box convention to read its
+text has nothing to place: its sector scores from regions are not computed (None, with a warning), rather
+than every detection case being judged "not visible".
 
 The sector answer is judged by the same ``judge`` as a text answer, so the region scores of LL / OD / KD
 are the official ones in both modes (the reference mode therefore also scores a region in the lower
@@ -22,6 +28,7 @@ center sector as the official scorer scores the words "lower center": wrong).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,7 +54,7 @@ from u2eval.grounded_truth import ground_truths
 from u2eval.judging import judge
 from u2eval.provenance import version
 from u2eval.records import CaseMeta, Completion, Judgement, Regions
-from u2eval.regions import BoolArray, mask_to_array
+from u2eval.regions import BoolArray, mask_to_array, region_problem
 from u2eval.summary import Summary
 from u2eval.tasks import TaskSpec, get_task
 
@@ -61,9 +68,15 @@ __all__ = [
     "score_grounded",
 ]
 
+log = logging.getLogger(__name__)
+
 GROUNDED_FILE = "grounded.json"
 GROUNDED_CASES_FILE = "grounded_cases.jsonl"
 NOT_VISIBLE_ANSWER = "Not visible."  # read as 'not visible' by the strict parser and the official pipeline
+NO_REGIONS_WARNING = (
+    "no answer carries regions and the run has no box convention to read them from its text: the sector "
+    "scores from regions are not computed (give --box-convention if the model writes boxes)"
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +103,9 @@ def _frame(case: CaseMeta, completion: Completion) -> Frame | None:
 def answer_regions(
     case: CaseMeta, completion: Completion, convention: BoxConvention | None
 ) -> tuple[GroundedOutcome, Regions | None, str | None]:
-    """(outcome, regions, reason) of one answer: its own regions, else those its text holds."""
+    """(outcome, regions, reason) of one answer: its own regions, else those its text holds. Regions that
+    cannot be placed (``region_problem``) make the answer ungroundable; a note on usable regions (a mask left
+    out) is the reason of a ``region`` outcome."""
     if completion.is_infra_error:
         return "infra_error", None, None
     regions = completion.regions
@@ -101,8 +116,27 @@ def answer_regions(
             regions = parse_regions(completion.text, convention, _frame(case, completion))
         except Ungroundable as exc:
             return "ungroundable", None, str(exc)
+    problem = region_problem(regions)
+    if problem is not None:
+        return "ungroundable", None, problem
     has_region = predicted_point(regions) is not None or any(m.counts[1::2] for m in regions.masks)
-    return ("region" if has_region else "no_region"), regions, None
+    return ("region" if has_region else "no_region"), regions, "; ".join(regions.notes) or None
+
+
+def _read_safely(
+    case: CaseMeta, completion: Completion, convention: BoxConvention | None
+) -> tuple[GroundedOutcome, Regions | None, str | None]:
+    """``answer_regions``, with any failure of it an ungroundable answer: one odd answer never stops scoring."""
+    try:
+        return answer_regions(case, completion, convention)
+    except Exception as exc:  # noqa: BLE001 - whatever an answer holds, the run keeps its scores
+        log.warning("%s: its regions could not be read (%s: %s)", case.case_id, type(exc).__name__, exc)
+        return "ungroundable", None, f"its regions could not be read ({type(exc).__name__}: {exc})"
+
+
+def has_region_source(answers: Sequence[tuple[CaseMeta, Completion]], convention: BoxConvention | None) -> bool:
+    """Whether the run can give regions at all: a box convention to read text, or an answer with regions."""
+    return convention is not None or any(completion.regions is not None for _, completion in answers)
 
 
 def _sector_judgement(
@@ -193,37 +227,63 @@ def _metrics(
     return out
 
 
+def _case_fields(
+    case: CaseMeta,
+    completion: Completion,
+    read: tuple[GroundedOutcome, Regions | None, str | None],
+    truth: GroundTruth | None,
+    gives: frozenset[RegionKind],
+    place: bool,
+) -> tuple[dict[str, object], Judgement | None]:
+    outcome, regions, reason = read
+    task = get_task(case.task)
+    fields: dict[str, object] = {
+        "case_id": case.case_id,
+        "task": case.task,
+        "dataset_id": case.dataset_id,
+        "outcome": outcome,
+        "reason": reason,
+        "source": regions.source if regions is not None and outcome == "region" else None,
+        "kinds": _kinds(regions),
+    }
+    judgement = None
+    if task.capability == "detection" and place:
+        sector, judgement = _sector_judgement(case, completion, outcome, regions, task)
+        fields |= {"sector": sector, "sector_correct": judgement.strict.correct}
+    if outcome != "infra_error" and truth is not None:
+        fields |= _metrics(case, regions, truth, gives)
+    return fields, judgement
+
+
 def grounded_cases(
     answers: Sequence[tuple[CaseMeta, Completion]],
     truths: Mapping[str, GroundTruth],
     convention: BoxConvention | None,
 ) -> tuple[list[GroundedCase], list[Judgement], frozenset[RegionKind]]:
     """The grounded record of every detection case and of any other case that answered with a region; for
-    detection cases also the judgement of the region's sector. Also the kinds of region the run gives."""
-    read = [answer_regions(case, completion, convention) for case, completion in answers]
+    detection cases also the judgement of the region's sector (none when the run has no region source at
+    all: ``has_region_source``). Also the kinds of region the run gives. A case whose scoring fails is
+    recorded as ungroundable with the reason; it never stops the others."""
+    place = has_region_source(answers, convention)
+    read = [_read_safely(case, completion, convention) for case, completion in answers]
     gives = _gives(regions for _, regions, _ in read)
     records: list[GroundedCase] = []
     judgements: list[Judgement] = []
-    for (case, completion), (outcome, regions, reason) in zip(answers, read, strict=True):
-        task = get_task(case.task)
-        if task.capability != "detection" and outcome != "region":
+    for (case, completion), one in zip(answers, read, strict=True):
+        if get_task(case.task).capability != "detection" and one[0] != "region":
             continue  # a classification or text answer without a region has nothing grounded to score
-        fields: dict[str, object] = {
-            "case_id": case.case_id,
-            "task": case.task,
-            "dataset_id": case.dataset_id,
-            "outcome": outcome,
-            "reason": reason,
-            "source": regions.source if regions is not None and outcome == "region" else None,
-            "kinds": _kinds(regions),
-        }
-        if task.capability == "detection":
-            sector, judgement = _sector_judgement(case, completion, outcome, regions, task)
+        try:
+            fields, judgement = _case_fields(case, completion, one, truths.get(case.case_id), gives, place)
+            record = GroundedCase.model_validate(fields)
+        except Exception as exc:  # noqa: BLE001 - one case's failure must not cost the run its scores
+            log.warning("%s: grounded scoring failed (%s: %s)", case.case_id, type(exc).__name__, exc)
+            why = f"grounded scoring failed ({type(exc).__name__}: {exc})"
+            failed: tuple[GroundedOutcome, Regions | None, str | None] = ("ungroundable", None, why)
+            fields, judgement = _case_fields(case, completion, failed, None, gives, place)  # no truth: no metrics
+            record = GroundedCase.model_validate(fields)
+        records.append(record)
+        if judgement is not None:
             judgements.append(judgement)
-            fields |= {"sector": sector, "sector_correct": judgement.strict.correct}
-        if outcome != "infra_error":
-            fields |= _metrics(case, regions, truths.get(case.case_id), gives)
-        records.append(GroundedCase.model_validate(fields))
     records.sort(key=lambda r: r.case_id)
     return records, judgements, gives
 
@@ -235,7 +295,7 @@ def _needs_truth(case: CaseMeta, completion: Completion, convention: BoxConventi
     """Detection cases always (their truth is a region); any other case only when it answered with one."""
     if get_task(case.task).capability == "detection":
         return True
-    return answer_regions(case, completion, convention)[0] == "region"
+    return _read_safely(case, completion, convention)[0] == "region"
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -258,7 +318,8 @@ def score_grounded(
     truths = ground_truths(folder, needed, options.source_root, write=write)
     records, judgements, gives = grounded_cases(answers, truths, options.convention)
     summary = summarise_grounded(records, judgements, truths, gives, options.convention, text)
-    summary = summary.model_copy(update={"scored_with": {"u2eval": version()}})
+    warnings = [] if has_region_source(answers, options.convention) else [NO_REGIONS_WARNING]
+    summary = summary.model_copy(update={"scored_with": {"u2eval": version()}, "warnings": warnings})
     if write:
         payload = json.dumps(summary.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False)
         _write_atomic(folder / GROUNDED_FILE, payload + "\n")

@@ -124,6 +124,7 @@ class GroundedSummary(DiskRecord):
     tasks: dict[str, GroundedStats]
     overall: GroundedStats  # means over every dataset with that metric
     ungroundable_examples: list[str]  # 'case_id: reason', the first few by case id
+    warnings: list[str] = []  # e.g. no region source at all: the sector scores are not computed
     scored_with: dict[str, str] = {}
 
 

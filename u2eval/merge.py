@@ -6,7 +6,8 @@ and a manifest whose ``case_ids_sha256`` covers the union. It is scored by the r
 so its summary equals an unsharded run's byte for byte.
 
 Only the n shards of one run are merged: the same model identity, generation settings, dataset, tasks,
-prompt source and variant, seed and limit, each shard exactly once. Anything else is refused with one line.
+prompt source and variant, seed and limit, grounded scoring and box convention, each shard exactly once.
+Anything else is refused with one line.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ _SAME: dict[str, str] = {
     "prompt_source": "prompt source",
     "prompt_variant": "prompt variant",
     "templates": "prompt templates",
+    "grounded": "grounded scoring (--grounded)",
+    "box_convention": "box convention",
 }
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidatorFunctionWrapHandler, field_validator
 
 TaskKey = Literal["dd", "vra", "ll", "od", "kd", "cve", "rg", "cg"]
 TASK_KEYS: tuple[TaskKey, ...] = ("dd", "vra", "ll", "od", "kd", "cve", "rg", "cg")
@@ -207,8 +207,17 @@ class ImageSent(DiskRecord):
     resized: bool = False
 
 
+# Regions are typed here, not checked: a model's region may be anything (NaN, outside the image, a mask whose
+# runs do not add up), and a stored answer must always load, its text scored as it was. Whether a region can
+# be placed is decided by the grounded scorer (``u2eval.regions.region_problem``), per case.
+# Non-finite numbers are written as NaN / Infinity, which read back as they were (``null`` would not).
+_REGION_CONFIG = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+
 class Box(DiskRecord):
     """An axis-aligned box in normalised image coordinates: 0-1, origin top left, x right, y down."""
+
+    model_config = _REGION_CONFIG
 
     x0: float
     y0: float
@@ -220,6 +229,8 @@ class Box(DiskRecord):
 
 class Point(DiskRecord):
     """A point in normalised image coordinates (0-1, origin top left)."""
+
+    model_config = _REGION_CONFIG
 
     x: float
     y: float
@@ -251,6 +262,8 @@ class Regions(DiskRecord):
     points: list[Point] = []
     source: Literal["native", "text"] = "native"
     convention: str | None = None
+    notes: list[str] = []  # what was left out and why (e.g. a Gemini mask without the image size)
+    unreadable: str | None = None  # set instead of the regions when the stored ones did not even load
 
     @property
     def empty(self) -> bool:
@@ -271,6 +284,18 @@ class Completion(DiskRecord):
     attempts: int = 1
     image_sent: ImageSent | None = None
     regions: Regions | None = None  # what a grounded model returned besides its text (masks, boxes, points)
+
+    @field_validator("regions", mode="wrap")
+    @classmethod
+    def _regions_never_lose_the_answer(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        """Regions that do not load (a hand-edited or foreign line) leave the answer as it is: they become
+        ``Regions(unreadable=why)``, which the grounded scorer calls ungroundable, and the text is scored."""
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "regions"
+            return Regions(unreadable=f"stored regions do not load ({where}: {first['msg']})")
 
     @property
     def is_infra_error(self) -> bool:

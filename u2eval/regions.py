@@ -8,13 +8,15 @@ mask's extent ``[x0, x1]`` in pixels is the box ``[x0 / W, (x1 + 1) / W]``.
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from u2eval.records import Box, Mask, Point
+from u2eval.records import Box, Mask, Point, Regions
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -22,7 +24,11 @@ BoolArray = npt.NDArray[np.bool_]
 # is thresholded at mid grey, since compression turns a clean 0 into 1-3 around edges.
 _LOSSY_FORMATS = frozenset({"JPEG"})
 _NPY_MAGIC = b"\x93NUMPY"
-_MAX_MASK_PIXELS = 200_000_000  # 8-bit masks of that size take 200 MB: anything larger is refused, not decoded
+MAX_MASK_PIXELS = 200_000_000  # 8-bit masks of that size take 200 MB: anything larger is refused, not decoded
+# How far outside 0-1 a normalised coordinate may be and still count as on the image: centre +- half size,
+# or pixel / size, can land a few ulps past 0 or 1; 1e-9 of the image is 1e-5 pixel on a 10000-pixel side,
+# so no real region hides in it. Such a value is used as it is, never clipped.
+COORDINATE_TOLERANCE = 1e-9
 
 
 def mask_from_array(array: npt.ArrayLike, label: str | None = None) -> Mask:
@@ -103,6 +109,93 @@ def mask_extent(mask: Mask) -> Box | None:
     return box_from_pixels(x0, y0, x1 + 1, y1 + 1, mask.width, mask.height, label=mask.label)
 
 
+def _row_runs(pixels: BoolArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """(row, first column, end column exclusive) of every horizontal run of set pixels, in raster order."""
+    height, width = pixels.shape
+    padded = np.zeros((height, width + 2), dtype=np.int8)
+    padded[:, 1:-1] = pixels
+    steps = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(steps == 1)
+    _, ends = np.nonzero(steps == -1)
+    return rows, starts, ends
+
+
+def largest_component_extent(mask: Mask) -> Box | None:
+    """The extent (as ``mask_extent``) of the mask's largest 8-connected component; of equal ones, the first
+    in raster order. None for an empty mask. Horizontal runs of pixels are joined to the touching runs of the
+    row above, so the cost follows the number of runs, not of pixels (a case asks for it several times:
+    the last few answers are kept)."""
+    if mask_area(mask) == 0:
+        return None
+    return _largest_component_extent(mask.width, mask.height, tuple(mask.counts), mask.label)
+
+
+@functools.lru_cache(maxsize=8)
+def _largest_component_extent(width: int, height: int, counts: tuple[int, ...], label: str | None) -> Box:
+    mask = Mask(width=width, height=height, counts=list(counts), label=label)
+    row_arr, start_arr, end_arr = _row_runs(mask_to_array(mask))
+    rows, starts, ends = row_arr.tolist(), start_arr.tolist(), end_arr.tolist()
+    parent = list(range(len(rows)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    edges = [0, *(np.flatnonzero(np.diff(row_arr)) + 1).tolist(), len(rows)]
+    for above, first, last in zip(edges, edges[1:], edges[2:], strict=False):  # rows: the one above, this one
+        if rows[first] != rows[above] + 1:
+            continue  # an empty row between: nothing above touches
+        k = above
+        for i in range(first, last):  # both rows' runs are sorted: a two-pointer walk
+            while k < first and ends[k] < starts[i]:
+                k += 1
+            j = k
+            while j < first and starts[j] <= ends[i]:  # spans touch, diagonals included
+                a, b = root(i), root(j)
+                parent[max(a, b)] = min(a, b)  # a component's root is its first run in raster order
+                j += 1
+    area: dict[int, int] = {}
+    extent: dict[int, list[int]] = {}
+    for i, (row, start, end) in enumerate(zip(rows, starts, ends, strict=True)):
+        r = root(i)
+        area[r] = area.get(r, 0) + end - start
+        box = extent.setdefault(r, [start, row, end, row + 1])
+        box[0], box[2], box[3] = min(box[0], start), max(box[2], end), row + 1
+    best = min(area, key=lambda r: (-area[r], r))
+    x0, y0, x1, y1 = extent[best]
+    return box_from_pixels(x0, y0, x1, y1, mask.width, mask.height, label=mask.label)
+
+
+def region_problem(regions: Regions) -> str | None:
+    """Why a prediction's regions cannot be placed on the image, or None when every one can: coordinates
+    finite and within 0-1 (``COORDINATE_TOLERANCE``), boxes with ``x0 <= x1`` and ``y0 <= y1``, masks of at
+    least 1 x 1 pixel (at most ``MAX_MASK_PIXELS``) whose runs are non-negative and cover it exactly."""
+    if regions.unreadable is not None:
+        return regions.unreadable
+    low, high, slack = -COORDINATE_TOLERANCE, 1 + COORDINATE_TOLERANCE, COORDINATE_TOLERANCE
+    for n, box in enumerate(regions.boxes, start=1):
+        values = (box.x0, box.y0, box.x1, box.y1)
+        shown = ", ".join(f"{v:g}" for v in values)
+        if not all(math.isfinite(v) for v in values) or (box.score is not None and not math.isfinite(box.score)):
+            return f"box {n} [{shown}] has a number that is not finite"
+        inside = all(low <= v <= high for v in values)
+        if not (inside and box.x0 <= box.x1 + slack and box.y0 <= box.y1 + slack):
+            return f"box {n} [{shown}] is not a box on the image (0 <= x0 <= x1 <= 1, 0 <= y0 <= y1 <= 1)"
+    for n, point in enumerate(regions.points, start=1):
+        if not all(math.isfinite(v) and low <= v <= high for v in (point.x, point.y)):
+            return f"point {n} ({point.x:g}, {point.y:g}) is not a point on the image (0-1)"
+    for n, mask in enumerate(regions.masks, start=1):
+        if mask.width < 1 or mask.height < 1 or mask.width * mask.height > MAX_MASK_PIXELS:
+            return f"mask {n} of {mask.width} x {mask.height} pixels is not a usable size"
+        if any(c < 0 for c in mask.counts):
+            return f"mask {n} has a negative run length"
+        if sum(mask.counts) != mask.width * mask.height:
+            return f"mask {n}: its runs cover {sum(mask.counts)} pixels, it has {mask.width} x {mask.height}"
+    return None
+
+
 def resize_nearest(pixels: BoolArray, width: int, height: int) -> BoolArray:
     """A boolean array resampled to (height, width) by nearest neighbour on pixel centres."""
     src_h, src_w = pixels.shape
@@ -162,11 +255,13 @@ def mask_from_image_bytes(data: bytes, label: str | None = None) -> Mask:
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt = img.format or ""
-            if img.width * img.height > _MAX_MASK_PIXELS:
+            if img.width * img.height > MAX_MASK_PIXELS:
                 raise ValueError(f"mask of {img.width} x {img.height} pixels is too large")
             img.load()
-            pixels: npt.NDArray[np.generic] = np.asarray(img)
-            alpha = img.mode in ("RGBA", "LA", "PA")
+            # A palette image by its colours, not its palette indices (index 0 may well be white).
+            decoded = img.convert("RGB") if img.mode in ("P", "PA") else img
+            pixels: npt.NDArray[np.generic] = np.asarray(decoded)
+            alpha = decoded.mode in ("RGBA", "LA")
     except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"not a readable mask image ({exc})") from exc
     if pixels.ndim == 3 and alpha:

@@ -35,7 +35,7 @@ from u2eval.data import DataSource, iter_cases, resolve_source
 from u2eval.dispatch import Dispatcher, DispatchOptions
 from u2eval.errors import ConfigError, DataError
 from u2eval.grounded_report import render_grounded_markdown
-from u2eval.grounded_run import GroundedOptions, score_grounded
+from u2eval.grounded_run import GROUNDED_CASES_FILE, GROUNDED_FILE, GroundedOptions, score_grounded
 from u2eval.grounded_truth import dataset_root
 from u2eval.judging import judge
 from u2eval.prompts import PromptOptions, render, template_hashes, validate_templates
@@ -306,6 +306,12 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
         raise ConfigError(f"cannot use {folder} as the run folder: {exc.strerror or exc}") from exc
     info = adapter.info
     stamp = _resume_stamp(options, source, tasks, info, generation)
+    # Grounded scoring, once asked for in this folder (by a run or `u2eval score --grounded`), stays on, with
+    # the convention it used unless this run names one: a resumed run never leaves a stale grounded.json.
+    recorded = _recorded_grounded(folder)
+    grounded_on = options.grounded or recorded[0]
+    if convention is None and recorded[1]:
+        convention = get_convention(recorded[1])
 
     # One process per folder; a full disk is one clear line (the store keeps every whole answer).
     with exclusive(folder), disk_full_is_clear(folder), ResponseStore(folder) as store:
@@ -330,9 +336,9 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
         case_ids, reused, data_errors = _answer(folder, store, stream, dispatcher, stamp)
         answered_at = time.perf_counter()
 
-        grounded = GroundedOptions(enabled=options.grounded, convention=convention, source_root=source.root)
+        grounded = GroundedOptions(enabled=grounded_on, convention=convention, source_root=source.root)
         spec = convention.spec if convention is not None else None
-        scoring: dict[str, object] = {"grounded": options.grounded, "convention": spec}
+        scoring: dict[str, object] = {"grounded": grounded_on, "convention": spec}
         summary = _summary_if_up_to_date(folder, scoring)  # a finished run resumed: nothing changed since
         if summary is None:
             summary, _ = score_folder(folder, data_errors=data_errors, grounded=grounded)
@@ -361,8 +367,8 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
             },
             dispatch=dispatcher.stats.as_manifest() | {"reused": reused},
             data_errors=data_errors,
-            grounded=options.grounded,
-            box_convention=convention.spec if convention is not None else None,
+            grounded=grounded_on,
+            box_convention=spec,
         )
         write_json(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))
         # Last: it vouches for cases.jsonl, the manifest's data errors and the scores.
@@ -416,20 +422,46 @@ def judge_folder(folder: Path) -> list[Judgement]:
     return [judge(meta, completion, get_task(meta.task)) for meta, completion in stored_answers(folder)]
 
 
-def grounded_options(folder: Path, convention: str | None = None) -> GroundedOptions:
-    """The grounded scoring a run folder asks for (its manifest): on or off, its box convention (or
-    ``convention`` instead), and where its dataset is now."""
+def _manifest_dict(folder: Path) -> dict[str, object]:
     try:
         manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        manifest = {}
-    manifest = manifest if isinstance(manifest, dict) else {}
-    spec = convention or manifest.get("box_convention")
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _recorded_grounded(folder: Path) -> tuple[bool, str | None]:
+    """(on, box convention) of the last grounded scoring recorded in the folder's manifest."""
+    manifest = _manifest_dict(folder)
+    spec = manifest.get("box_convention")
+    return bool(manifest.get("grounded")), spec if isinstance(spec, str) and spec else None
+
+
+def grounded_options(folder: Path, convention: str | None = None) -> GroundedOptions:
+    """The grounded scoring a run folder asks for (its manifest, which records the last grounded scoring of
+    the folder: ``record_grounded``): on or off, its box convention (or ``convention`` instead), and where
+    its dataset is now."""
+    enabled, recorded = _recorded_grounded(folder)
+    spec = convention or recorded
+    dataset = _manifest_dict(folder).get("dataset")
     return GroundedOptions(
-        enabled=bool(manifest.get("grounded")),
+        enabled=enabled,
         convention=get_convention(spec) if spec else None,
-        source_root=dataset_root(manifest.get("dataset") or {}),
+        source_root=dataset_root(dataset if isinstance(dataset, dict) else {}),
     )
+
+
+def record_grounded(folder: Path, options: GroundedOptions) -> bool:
+    """Record in the manifest that the folder is scored with its regions, and how (``u2eval score
+    --grounded``), so a plain re-score, a resumed run and the leaderboard redo the same grounded scoring.
+    Only those two fields change. False when the folder has no manifest to record it in."""
+    manifest = _manifest_dict(folder)
+    if not manifest:
+        return False
+    spec = options.convention.spec if options.convention is not None else None
+    if manifest.get("grounded") is not options.enabled or manifest.get("box_convention") != spec:
+        write_json(folder / MANIFEST_FILE, manifest | {"grounded": options.enabled, "box_convention": spec})
+    return True
 
 
 def score_folder(
@@ -439,7 +471,8 @@ def score_folder(
 
     ``data_errors``: the rows the run could not read, listed in summary.md (default: from manifest.json).
     ``grounded``: whether and how to score the answers' regions too (default: as the manifest says); that
-    writes grounded.json and a section of summary.md, and leaves summary.json as it is."""
+    writes grounded.json and a section of summary.md, and leaves summary.json as it is. Given, it is
+    recorded in the manifest (``record_grounded``), so the next re-score redoes it identically."""
     answers = stored_answers(folder)
     judgements = [judge(meta, completion, get_task(meta.task)) for meta, completion in answers]
     task_keys = {j.task for j in judgements}
@@ -453,12 +486,33 @@ def score_folder(
     write_json(folder / SUMMARY_FILE, summary.model_dump(mode="json"))
     if data_errors is None:
         data_errors = _manifest_data_errors(folder)
-    grounded = grounded_options(folder) if grounded is None else grounded
+    if grounded is None:
+        grounded = grounded_options(folder)
+    else:
+        record_grounded(folder, grounded)
     sections: tuple[str, ...] = ()
     if grounded.enabled:
-        sections = (render_grounded_markdown(score_grounded(folder, answers, summary, grounded)),)
+        sections = (_grounded_section(folder, answers, summary, grounded),)
+    else:  # grounded figures of an earlier scoring would describe settings no longer in force
+        for name in (GROUNDED_FILE, GROUNDED_CASES_FILE):
+            (folder / name).unlink(missing_ok=True)
     write_summary(folder, summary, data_errors, sections)
     return summary, judgements
+
+
+def _grounded_section(
+    folder: Path, answers: list[tuple[CaseMeta, Completion]], summary: Summary, grounded: GroundedOptions
+) -> str:
+    """Grounded scoring and its summary.md section. A bad answer is ungroundable case by case; should the
+    grounded scoring fail as a whole (an unreadable truth cache, a bug), the run keeps its U2-Score, its
+    summary and its manifest: the failure is logged and said in summary.md, and no grounded.json is left."""
+    try:
+        return render_grounded_markdown(score_grounded(folder, answers, summary, grounded))
+    except Exception as exc:  # noqa: BLE001 - never lose a run's scores to its grounded part
+        log.error("%s: grounded scoring failed (%s: %s); the U2-Score is unaffected", folder, type(exc).__name__, exc)
+        for name in (GROUNDED_FILE, GROUNDED_CASES_FILE):
+            (folder / name).unlink(missing_ok=True)
+        return f"## Grounded answers\n\nGrounded scoring failed ({type(exc).__name__}: {exc}).\n"
 
 
 def _warn_if_definitions_changed(folder: Path, scored_with: dict[str, str]) -> None:
