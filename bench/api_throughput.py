@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchlib import wait_for_idle  # bench/ is the script's own folder: on sys.path
+
 from u2eval.data import count_cases, resolve_source
 from u2eval.synth import write_dataset
 from u2eval.tasks import all_tasks
@@ -199,29 +201,8 @@ class Server:
         self.process.wait(timeout=10)
 
 
-def wait_for_idle(timeout_s: float = 120.0) -> None:
-    """Wait until the CPUs have been >= 90% idle for a second (Linux only), so that a measurement is not
-    someone else's: on a shared 2-core machine another process's test run halves the figures."""
-    stat = Path("/proc/stat")
-    if not stat.exists():
-        return
-
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in stat.read_text().splitlines()[0].split()[1:]]
-        return fields[3] + fields[4], sum(fields)  # idle + iowait, total
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        idle, total = sample()
-        time.sleep(1.0)
-        idle2, total2 = sample()
-        if (idle2 - idle) >= 0.9 * max(1, total2 - total):
-            return
-    print("  (the machine stayed busy: figures may be low)", file=sys.stderr)
-
-
 def measure(server: Server, client: str, data: Path, concurrency: int, rate_429: float) -> Row:
-    wait_for_idle()
+    wait_for_idle(timeout_s=120.0, idle_share=0.9)
     server.call("/_reset", {"latency_s": LATENCY_S, "rate_429": rate_429, "retry_after_s": 1.0, "seed": 1})
     with tempfile.TemporaryDirectory(prefix="u2eval-bench-") as out:
         args = {
