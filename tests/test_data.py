@@ -4,6 +4,7 @@ Hugging Face hub path end to end against a local stand-in (online, pinned, offli
 from __future__ import annotations
 
 import base64
+import binascii
 import csv
 import hashlib
 import json
@@ -31,6 +32,7 @@ from u2eval.data import (
     iter_cases,
     resolve_dataset_id,
     resolve_source,
+    strict_b64decode,
 )
 from u2eval.errors import ConfigError, DataError
 from u2eval.prompts import render
@@ -428,3 +430,38 @@ def test_offline_from_a_fresh_process_makes_no_request(hf_env: Path, hub_server:
     assert result["ids"] == [c.case_id for c in _read(online)[0]]
     assert hub_server.count() == 0
     assert re.fullmatch(r"[0-9a-f]{40}", result["sha"])
+
+
+def _decoded(decode: Callable[[str], bytes], text: str) -> bytes | None:
+    try:
+        return decode(text)
+    except (binascii.Error, ValueError):
+        return None
+
+
+@st.composite
+def _near_base64(draw: st.DrawFn) -> str:
+    """Base64 text, then a few edits from the characters that decide strictness (padding, spaces, URL-safe...)."""
+    text = list(base64.b64encode(draw(st.binary(max_size=40))).decode())
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(text)))
+        char = draw(st.sampled_from("A/+=\n \t-_\x00é"))
+        edit = draw(st.sampled_from(["insert", "delete", "replace"]))
+        if edit == "insert":
+            text.insert(at, char)
+        elif text:
+            at = min(at, len(text) - 1)
+            if edit == "delete":
+                del text[at]
+            else:
+                text[at] = char
+    return "".join(text)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_near_base64())
+def test_strict_b64decode_is_binascii_strict_mode(text: str) -> None:
+    # the fast path (pybase64) must never accept what strict mode refuses, nor decode differently: a cell it
+    # accepts is sent to APIs as the image's base64 unchanged
+    strict_mode = _decoded(lambda cell: binascii.a2b_base64(cell, strict_mode=True), text)
+    assert _decoded(strict_b64decode, text) == strict_mode
