@@ -293,7 +293,9 @@ def main() -> int:
                         measure(server, client, folders[concurrency], concurrency, rate) for _ in range(args.repeat)
                     ]
                     rows.append(median_row(runs))
-                    print(f"  (concurrency {concurrency}: {time.perf_counter() - started:.0f} s)", file=sys.stderr)
+                    each = " ".join(f"{r.ratio:.2f}" for r in runs)
+                    took = time.perf_counter() - started
+                    print(f"  (concurrency {concurrency}: {took:.0f} s; ratio of each run: {each})", file=sys.stderr)
                 print_table(rows, baseline if rate else None)
                 if not rate:
                     baseline = {r.concurrency: r for r in rows}
