@@ -3,8 +3,8 @@
 A run is one Python process: what its event loop and the API SDK spend per request (~2 ms) and what reading
 a case costs (splitting a ~300 KB row, base64-decoding, hashing and checking the image: ~1 ms) add up under
 one GIL. Reading in a child process lets the two overlap on two cores; the parent only unpickles finished
-cases (~0.25 ms each). Order, limits and error reports are exactly those of ``iter_cases``: the child runs it unchanged and
-sends its cases and errors, in the order they happen, as pickles on its stdout.
+cases (~0.25 ms each). Order, limits and error reports are exactly those of ``iter_cases``: the child runs
+it unchanged and sends its cases and errors, in the order they happen, as pickles on its stdout.
 
 The child is ``python -m u2eval.reader_process``, not a multiprocessing process: those re-import the
 parent's ``__main__`` (a user's script, a notebook), which is not ours to run twice.
