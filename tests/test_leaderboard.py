@@ -74,7 +74,10 @@ def test_board_ranks_runs_with_intervals_among_the_published_rows(board: Board, 
     assert {k: c.score for k, c in oracle.tasks.items()} == {k: t.score for k, t in summary.tasks.items()}
     assert not oracle.partial and oracle.infra_errors == 0 and oracle.parse_rate is not None
     assert partial.partial and partial.rank is None and partial.u2.score is None
-    assert partial.partial_reasons[0].startswith("missing vra,od,kd,cve,rg,cg") and "limit 2" in partial.partial_reasons
+    assert (
+        partial.partial_reasons[0].startswith("missing vra,od,kd,cve,rg,cg")
+        and "limit 2 per dataset" in partial.partial_reasons
+    )
     published = [r for r in board.rows if r.source == "published"]
     assert len(published) == 22 and all(r.u2.low is None and r.parse_rate is None for r in published)
     ranks = [r.rank for r in board.rows if r.rank is not None]
@@ -103,6 +106,17 @@ def test_a_hand_edited_summary_is_ignored(results: Path, tmp_path: Path) -> None
     original = build_board([results / "oracle"], BoardOptions(resamples=50)).rows[0]
     assert row.stale_summary and not original.stale_summary
     assert row.u2 == original.u2 and row.tasks == original.tasks and row.u2.score != 0.99
+
+
+def test_summaries_from_before_the_subset_field_are_not_stale(results: Path, tmp_path: Path) -> None:
+    folder = _copy_run(results, "oracle", tmp_path)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary.pop("subset") == []
+    (folder / "summary.json").write_text(json.dumps(summary))
+    assert not load_run(folder).stale_summary
+    summary["subset"] = ["limit 1 per dataset"]  # but a subset the answers do not show is
+    (folder / "summary.json").write_text(json.dumps(summary))
+    assert load_run(folder).stale_summary
 
 
 def _edit_manifest(folder: Path, **changes: object) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,8 @@ def test_same_seed_gives_byte_identical_summaries_and_score_reproduces_them(tmp_
     second = run(RunOptions(model="random", out=tmp_path / "b", seed=3))
     a = (tmp_path / "a" / "summary.json").read_bytes()
     assert a == (tmp_path / "b" / "summary.json").read_bytes()
-    assert first.summary.status == "complete" and set(first.summary.tasks_run) == {
+    assert first.summary.status == "complete" and first.summary.subset == []
+    assert set(first.summary.tasks_run) == {
         "dd",
         "vra",
         "ll",
@@ -61,6 +63,31 @@ def test_partial_run_is_labelled_and_names_the_missing_tasks(tmp_path: Path) -> 
         counts[key] = counts.get(key, 0) + 1
     assert max(counts.values()) == 2  # --limit is per source dataset
     assert "# u2eval summary" in (tmp_path / "p" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("selection", "reasons", "every_task"),
+    [
+        ({"limit": 1}, ["limit 1 per dataset"], True),
+        ({"limit": 2, "shard": (2, 3)}, ["limit 2 per dataset", "shard=2/3"], True),
+        ({"anatomy": ("breast",)}, ["anatomy=breast"], False),  # breast cases exist for some tasks only
+    ],
+)
+def test_a_run_over_part_of_the_cases_is_never_labelled_complete(
+    tmp_path: Path, selection: dict[str, Any], reasons: list[str], every_task: bool
+) -> None:
+    # with every task present, only the selection makes a run partial: a leaderboard or a script reading
+    # summary.json must not take it for a full result
+    folder = tmp_path / "s"
+    result = run(RunOptions(model="random", out=folder, **selection))
+    assert result.summary.status == "partial" and result.summary.subset == reasons
+    assert (result.summary.modes["strict"].missing_tasks == []) is every_task
+    summary_md = (folder / "summary.md").read_text()
+    assert f"Subset run ({'; '.join(reasons)})" in summary_md
+    assert ("Partial run" in summary_md) is not every_task
+    stored = (folder / "summary.json").read_bytes()
+    score_folder(folder)  # re-scoring reads the selection back from the manifest
+    assert (folder / "summary.json").read_bytes() == stored
 
 
 class FlakyRandom:

@@ -165,10 +165,7 @@ def _partial_reasons(run: LoadedRun, mode: ScoringMode) -> list[str]:
     reasons = []
     if summary.missing_tasks:
         reasons.append(f"missing {','.join(summary.missing_tasks)}")
-    if run.manifest.limit is not None:
-        reasons.append(f"limit {run.manifest.limit}")
-    if run.manifest.dataset.get("selection"):
-        reasons.append(f"selection {run.manifest.dataset['selection']}")
+    reasons += run.summary.subset
     if run.summary.infra_error_case_ids:
         reasons.append(f"{len(run.summary.infra_error_case_ids)} infra errors")
     return reasons

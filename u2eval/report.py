@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from u2eval.summary import ModeSummary, Summary
@@ -76,10 +77,17 @@ def _u2_line(mode: ModeSummary) -> str:
     return "; ".join(parts)
 
 
+def subset_line(summary: Summary) -> str:
+    """What a run that asked only part of its tasks' cases says first: its scores are not a full run's."""
+    return f"Subset run ({'; '.join(summary.subset)}): these scores are not comparable with a full run's"
+
+
 def render_markdown(summary: Summary) -> str:
     lines = ["# u2eval summary", ""]
-    if summary.status == "partial":
+    if summary.modes["strict"].missing_tasks:
         lines += [f"**Partial run**: not every task was evaluated ({', '.join(summary.tasks_run)} only).", ""]
+    if summary.subset:
+        lines += [f"**{subset_line(summary)}**", ""]
     for mode in ("strict", "reference"):
         lines.append(
             f"- **{mode}**{' (headline)' if mode == summary.headline_mode else ''}: {_u2_line(summary.modes[mode])}"
@@ -151,3 +159,5 @@ def print_summary(summary: Summary, console: Console) -> None:
     for mode in ("strict", "reference"):
         label = f"{mode}{' (headline)' if mode == summary.headline_mode else ''}"
         console.print(f"[bold]{label}[/bold]: {_u2_line(summary.modes[mode])}")
+    if summary.subset:
+        console.print(f"[yellow]{escape(subset_line(summary))}[/yellow]")

@@ -19,6 +19,7 @@ from u2eval.errors import ConfigError
 from u2eval.records import CaseMeta, Judgement, Manifest
 from u2eval.runner import CASES_FILE, MANIFEST_FILE, SUMMARY_FILE, judge_folder, read_run_cases
 from u2eval.scoring import Summary, summarise
+from u2eval.summary import subset_reasons
 from u2eval.tasks import select_tasks
 
 __all__ = ["LoadedRun", "find_runs", "load_run"]
@@ -56,7 +57,8 @@ def _manifest(folder: Path) -> Manifest:
 
 
 def _scores(summary: dict[str, object]) -> dict[str, object]:
-    return {k: v for k, v in summary.items() if k != "scored_with"}
+    # An empty ``subset`` is what summaries written before that field existed meant too.
+    return {k: v for k, v in summary.items() if k != "scored_with" and not (k == "subset" and v == [])}
 
 
 def load_run(folder: Path) -> LoadedRun:
@@ -65,7 +67,8 @@ def load_run(folder: Path) -> LoadedRun:
     cases = {c.case.case_id: c.case for c in read_run_cases(folder)}
     judgements = judge_folder(folder)
     keys = {j.task for j in judgements}
-    summary = summarise(judgements, tuple(t for t in select_tasks(None) if t.key in keys))
+    subset = subset_reasons(manifest.limit, manifest.dataset.get("selection"))
+    summary = summarise(judgements, tuple(t for t in select_tasks(None) if t.key in keys), subset=subset)
     stored = folder / SUMMARY_FILE
     try:
         recorded = json.loads(stored.read_text(encoding="utf-8"))

@@ -67,6 +67,7 @@ from u2eval.runfolder import (
 from u2eval.scoring import Summary, summarise
 from u2eval.shards import Shard, check_shard, in_shard, shard_label
 from u2eval.store import ResponseStore, request_key
+from u2eval.summary import subset_reasons
 from u2eval.tasks import TaskSpec, get_task, select_tasks, task_sha256
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,11 @@ def _selection(options: RunOptions) -> dict[str, str | None]:
     if options.shard is not None:
         parts.append(shard_label(options.shard))
     return {"selection": "; ".join(parts)} if parts else {}
+
+
+def _subset(options: RunOptions) -> list[str]:
+    """Why the run asks only part of its tasks' cases (summary.json's ``subset``), as its manifest will say."""
+    return subset_reasons(options.limit, _selection(options).get("selection"))
 
 
 def _generation(options: RunOptions, preset_generation: GenerationConfig | None) -> GenerationConfig:
@@ -244,7 +250,7 @@ def _answer(
     finished = finished_cases(folder, CASES_FILE, store, stamp)
     if finished is not None:
         asyncio.run(adapter.aclose())
-        return finished, len(finished), _manifest_data_errors(folder)
+        return finished, len(finished), _manifest_data_errors(_manifest_dict(folder))
     clear_stamp(folder)
 
     async def go() -> None:
@@ -341,7 +347,7 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
         scoring: dict[str, object] = {"grounded": grounded_on, "convention": spec}
         summary = _summary_if_up_to_date(folder, scoring)  # a finished run resumed: nothing changed since
         if summary is None:
-            summary, _ = score_folder(folder, data_errors=data_errors, grounded=grounded)
+            summary, _ = score_folder(folder, data_errors=data_errors, grounded=grounded, subset=_subset(options))
         sha, dirty = git_state()
         manifest = Manifest(
             u2eval_version=version(),
@@ -465,27 +471,35 @@ def record_grounded(folder: Path, options: GroundedOptions) -> bool:
 
 
 def score_folder(
-    folder: Path, data_errors: list[str] | None = None, grounded: GroundedOptions | None = None
+    folder: Path,
+    data_errors: list[str] | None = None,
+    grounded: GroundedOptions | None = None,
+    subset: list[str] | None = None,
 ) -> tuple[Summary, list[Judgement]]:
     """(Re-)score a run from its stored answers, without any model call, and rewrite its outputs.
 
     ``data_errors``: the rows the run could not read, listed in summary.md (default: from manifest.json).
     ``grounded``: whether and how to score the answers' regions too (default: as the manifest says); that
     writes grounded.json and a section of summary.md, and leaves summary.json as it is. Given, it is
-    recorded in the manifest (``record_grounded``), so the next re-score redoes it identically."""
+    recorded in the manifest (``record_grounded``), so the next re-score redoes it identically.
+    ``subset``: why the run holds only part of its tasks' cases (default: from manifest.json's limit and
+    selection)."""
     answers = stored_answers(folder)
     judgements = [judge(meta, completion, get_task(meta.task)) for meta, completion in answers]
     task_keys = {j.task for j in judgements}
     tasks = tuple(t for t in select_tasks(None) if t.key in task_keys)
     scored_with = {"u2eval": version()} | {f"task:{t.key}": task_sha256(t.key) for t in tasks}
-    summary = summarise(judgements, tasks).model_copy(update={"scored_with": scored_with})
-    _warn_if_definitions_changed(folder, scored_with)
+    manifest = _manifest_dict(folder)
+    if subset is None:
+        subset = subset_reasons(_int_or_none(manifest.get("limit")), _selection_of(manifest))
+    summary = summarise(judgements, tasks, subset=subset).model_copy(update={"scored_with": scored_with})
+    _warn_if_definitions_changed(folder, manifest, scored_with)
     ordered = sorted(judgements, key=lambda j: j.case_id)
     with (folder / JUDGEMENTS_FILE).open("w", encoding="utf-8") as out:
         out.writelines(j.model_dump_json() + "\n" for j in ordered)
     write_json(folder / SUMMARY_FILE, summary.model_dump(mode="json"))
     if data_errors is None:
-        data_errors = _manifest_data_errors(folder)
+        data_errors = _manifest_data_errors(manifest)
     if grounded is None:
         grounded = grounded_options(folder)
     else:
@@ -515,24 +529,28 @@ def _grounded_section(
         return f"## Grounded answers\n\nGrounded scoring failed ({type(exc).__name__}: {exc}).\n"
 
 
-def _warn_if_definitions_changed(folder: Path, scored_with: dict[str, str]) -> None:
-    try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _selection_of(manifest: dict[str, object]) -> str | None:
+    dataset = manifest.get("dataset")
+    selection = dataset.get("selection") if isinstance(dataset, dict) else None
+    return selection if isinstance(selection, str) else None
+
+
+def _manifest_data_errors(manifest: dict[str, object]) -> list[str]:
+    errors = manifest.get("data_errors", [])
+    return [str(e) for e in errors] if isinstance(errors, list) else []
+
+
+def _warn_if_definitions_changed(folder: Path, manifest: dict[str, object], scored_with: dict[str, str]) -> None:
+    recorded = manifest.get("tasks", {})
+    if not isinstance(recorded, dict):
         return
-    recorded = manifest.get("tasks", {}) if isinstance(manifest, dict) else {}
     changed = sorted(k for k, sha in recorded.items() if scored_with.get(f"task:{k}", sha) != sha)
     if changed:
         log.warning("%s: task definitions changed since the run (%s); scores use the current ones", folder, changed)
-
-
-def _manifest_data_errors(folder: Path) -> list[str]:
-    try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return []
-    errors = manifest.get("data_errors", []) if isinstance(manifest, dict) else []
-    return [str(e) for e in errors]
 
 
 def write_json(path: Path, payload: object) -> None:

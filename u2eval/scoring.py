@@ -384,9 +384,15 @@ def score_mode(
     return _score_mode(mode, MODE_QUIRKS[mode] if quirks is None else quirks, groups, specs, official, decimals)
 
 
-def summarise(judgements: Iterable[Judgement], tasks: Sequence[TaskSpec], decimals: int = REPORT_DECIMALS) -> Summary:
+def summarise(
+    judgements: Iterable[Judgement],
+    tasks: Sequence[TaskSpec],
+    decimals: int = REPORT_DECIMALS,
+    subset: Sequence[str] = (),
+) -> Summary:
     """Score judgements in both modes. ``tasks`` are the specs being scored; every judgement must belong
-    to one of them. Weights (and what a reference fill means) for tasks not given come from the task files."""
+    to one of them. Weights (and what a reference fill means) for tasks not given come from the task files.
+    ``subset``: why the run holds only part of its tasks' cases (``subset_reasons``), which makes it partial."""
     specs, official = _official_specs(tasks)
     groups = _group(judgements, specs)
     modes = {
@@ -396,7 +402,8 @@ def summarise(judgements: Iterable[Judgement], tasks: Sequence[TaskSpec], decima
     infra = sorted(j.case_id for js in groups.values() for j in js if j.outcome == "infra_error")
     has_text = any(specs[k].capability == "generation" for k, _ in groups)
     return Summary(
-        status=modes["strict"].status,
+        status="partial" if subset else modes["strict"].status,
+        subset=list(subset),
         n_judgements=sum(len(js) for js in groups.values()),
         tasks_run=[k for k in specs if any(r[0] == k for r in groups)],
         modes=dict(modes),

@@ -107,6 +107,15 @@ class Summary(_Frozen):
     # What scored it: u2eval's version and the sha256 of each task file used (set by the runner), so a
     # re-score with other code or other task definitions is visible in the file itself.
     scored_with: dict[str, str] = {}
+    # Why the run holds only part of its tasks' cases (``subset_reasons``); then status is "partial" too.
+    subset: list[str] = []
+
+
+def subset_reasons(limit: int | None, selection: str | None) -> list[str]:
+    """Why a run covers only part of the cases of its tasks, from its manifest: a per-dataset ``--limit``,
+    and the manifest's ``dataset.selection`` (an anatomy filter, a shard). None: every case was asked."""
+    reasons = [f"limit {limit} per dataset"] if limit is not None else []
+    return reasons + [part for part in (selection or "").split("; ") if part]
 
 
 def _differs(a: float | None, b: float | None) -> bool:
