@@ -53,6 +53,55 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_the_lock_goes_with_its_p
     assert result.requested == result.manifest.n_cases > 0
 
 
+def _holder(folder: Path, how: str) -> subprocess.Popen[str]:
+    """Another process holding ``folder`` with ``exclusive`` (as a run does) or ``reading`` (as a merge does)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sys, time; from pathlib import Path; from u2eval.runfolder import {how}\n"
+         f"with {how}(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)", str(folder)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def _released(holder: subprocess.Popen[str]) -> None:
+    holder.kill()
+    holder.wait()
+
+
+def test_score_and_merge_wait_for_no_run_and_merges_do_not_block_each_other(tmp_path: Path) -> None:
+    from u2eval.merge import merge_runs
+
+    shards = [tmp_path / f"s{i}" for i in range(2)]
+    for i, folder in enumerate(shards):
+        run(RunOptions(model="random", out=folder, tasks=("kd",), shard=(i, 2)))
+    summary = (shards[0] / "summary.json").read_bytes()
+    writer = _holder(shards[0], "exclusive")  # a run still answering shard 0
+    try:
+        score = subprocess.run(
+            [sys.executable, "-m", "u2eval", "score", str(shards[0])], capture_output=True, text=True, check=False
+        )
+        assert score.returncode == 2 and f"in use by another u2eval process (pid {writer.pid})" in score.stderr
+        assert len(score.stderr.strip().splitlines()) == 1
+        with pytest.raises(ConfigError, match=f"pid {writer.pid}"):
+            merge_runs(shards, tmp_path / "merged")
+        assert not (tmp_path / "merged" / "summary.json").exists()
+    finally:
+        _released(writer)
+    assert (shards[0] / "summary.json").read_bytes() == summary  # nothing was rewritten meanwhile
+    reader = _holder(shards[1], "reading")  # another merge reading shard 1
+    try:
+        merged = merge_runs(shards, tmp_path / "merged")  # readers share
+        assert merged.summary.subset == []  # the shards were subsets; their merge is not
+        # a run on a folder being read is refused, and the message does not blame the run that made it
+        with pytest.raises(ConfigError, match="in use by another u2eval process \\(a reader, such as u2eval merge\\)"):
+            run(RunOptions(model="random", out=shards[1], tasks=("kd",), shard=(1, 2)))
+    finally:
+        _released(reader)
+    again = merge_runs(shards, tmp_path / "merged")  # the merged folder's own lock does not block a re-merge
+    assert again.summary == merged.summary
+
+
 def _cli_run(folder: Path, server: OpenAIServer, limit: int | None) -> subprocess.CompletedProcess[str]:
     """`u2eval run` against the stand-in in a process of its own, every file it writes capped at ``limit``."""
 

@@ -173,6 +173,7 @@ def score(
     import dataclasses
 
     from u2eval.report import print_summary
+    from u2eval.runfolder import exclusive
     from u2eval.runner import grounded_options, score_folder
 
     if not run_dir.is_dir():
@@ -185,7 +186,8 @@ def score(
     regions = grounded_options(run_dir, box_convention)
     regions = dataclasses.replace(regions, enabled=regions.enabled or grounded)
     # Recorded in the manifest: a later plain `u2eval score`, a resumed run and the leaderboard redo it.
-    summary, judgements = score_folder(run_dir, grounded=regions)
+    with exclusive(run_dir):  # never while a run writes it: it would score half a run, then be overwritten
+        summary, judgements = score_folder(run_dir, grounded=regions)
     if grounded and not (run_dir / "manifest.json").is_file():
         console.print("[yellow]no manifest.json: the grounded settings are not recorded; pass --grounded again")
     print_summary(summary, out)

@@ -12,6 +12,7 @@ Anything else is refused with one line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 from u2eval.errors import ConfigError
 from u2eval.provenance import ids_sha256, now_utc
 from u2eval.records import Completion, Manifest, RunCase
+from u2eval.runfolder import LOCK_FILE, exclusive, reading
 from u2eval.runner import CASES_FILE, MANIFEST_FILE, read_run_cases, score_folder, write_json
 from u2eval.scoring import Summary
 from u2eval.shards import Shard, selection_parts
@@ -167,7 +169,7 @@ def _answers(runs: Sequence[ShardRun], rows: Sequence[tuple[RunCase, ShardRun]])
 def _prepare_out(out: Path, runs: Sequence[ShardRun]) -> None:
     if any(out.resolve() == r.folder.resolve() for r in runs):
         raise ConfigError(f"--out {out} is one of the shards: merge into a new folder")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):  # the lock of a merge that failed
         try:
             previous = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
@@ -223,22 +225,26 @@ def merge_runs(folders: Sequence[Path], out: Path) -> MergeResult:
     for folder in folders:
         if not folder.is_dir():
             raise ConfigError(f"no such run folder: {folder}")
-    runs = [_load(folder) for folder in folders]
-    _check(runs)
-    rows = _canonical(runs)
-    _prepare_out(out, runs)
-    answers = _answers(runs, rows)
-    # Written whole, then renamed: a merge that stops half-way leaves no half-merged folder behind.
-    for name, lines in (
-        (CASES_FILE, [case.model_dump_json() for case, _ in rows]),
-        (RESPONSES_FILE, [c.model_dump_json(exclude_defaults=True) for c in answers]),
-    ):
-        tmp = out / (name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        tmp.replace(out / name)
-    manifest = _manifest(runs, rows, time.perf_counter() - started)
-    write_json(out / MANIFEST_FILE, manifest.model_dump(mode="json"))
-    summary, judgements = score_folder(out, data_errors=manifest.data_errors)
+    with contextlib.ExitStack() as held:
+        for folder in dict.fromkeys(f.resolve() for f in folders):
+            held.enter_context(reading(folder))  # no shard still being run (nor one started meanwhile)
+        runs = [_load(folder) for folder in folders]
+        _check(runs)
+        rows = _canonical(runs)
+        _prepare_out(out, runs)
+        held.enter_context(exclusive(out))
+        answers = _answers(runs, rows)
+        # Written whole, then renamed: a merge that stops half-way leaves no half-merged folder behind.
+        for name, lines in (
+            (CASES_FILE, [case.model_dump_json() for case, _ in rows]),
+            (RESPONSES_FILE, [c.model_dump_json(exclude_defaults=True) for c in answers]),
+        ):
+            tmp = out / (name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            tmp.replace(out / name)
+        manifest = _manifest(runs, rows, time.perf_counter() - started)
+        write_json(out / MANIFEST_FILE, manifest.model_dump(mode="json"))
+        summary, judgements = score_folder(out, data_errors=manifest.data_errors)
     failed = {j.case_id for j in judgements if j.outcome == "infra_error"}
     infra_shards = tuple(sorted({run.folder for case, run in rows if case.case.case_id in failed}))
     return MergeResult(out, summary, manifest, len(failed), infra_shards)

@@ -3,7 +3,8 @@ finished run resume without reading the dataset again.
 
 - ``exclusive``: an advisory lock (``flock``) on ``.lock`` in the folder. The kernel releases it when the
   process ends, however it ends (SIGKILL included), so a killed run never blocks its own resume; a second
-  ``u2eval run`` on a folder in use stops with one line instead of asking for the same cases twice.
+  ``u2eval run`` (or a ``u2eval score``) on a folder in use stops with one line instead of asking for the
+  same cases twice or scoring half a run. ``reading``: the shared side, for ``u2eval merge``'s shards.
 - ``disk_full_is_clear``: a full disk (or a file-size or quota limit) while the run writes becomes one
   ConfigError line saying what is kept and what to do; the store has already cut back any half line.
 - The resume stamp (``resume.json``): what the case list (cases.jsonl) was made from: the run's settings
@@ -37,7 +38,8 @@ _DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 @contextlib.contextmanager
 def exclusive(folder: Path) -> Iterator[None]:
-    """Hold ``folder`` for this process; ConfigError when another process holds it (no lock on Windows)."""
+    """Hold ``folder`` for this process; ConfigError when another process holds or reads it (no lock on
+    Windows). For what writes a run folder: ``u2eval run``, ``u2eval score``, ``u2eval merge``'s output."""
     if sys.platform == "win32":
         yield
         return
@@ -45,20 +47,69 @@ def exclusive(folder: Path) -> Iterator[None]:
 
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise ConfigError(
-                f"{folder} is in use by another u2eval process (pid {holder}): wait for it to end, or choose "
-                "another --out"
-            ) from None
+        _lock_or_refuse(fd, fcntl.LOCK_EX, folder)
         with contextlib.suppress(OSError):  # the pid is for the message above only; a full disk may refuse it
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):  # a pid left behind would name this process to the next refusal
+                os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def reading(folder: Path) -> Iterator[None]:
+    """Read ``folder`` while no process writes it: a shared lock, so readers do not exclude each other but a
+    run in progress (which holds it exclusively) is refused with one line, and cannot start meanwhile.
+    Writes nothing: a folder that was never locked (no ``.lock``) or a read-only one is read as it is."""
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        yield  # no run ever held it
+        return
+    try:
+        _lock_or_refuse(fd, fcntl.LOCK_SH, folder)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _lock_or_refuse(fd: int, kind: int, folder: Path) -> None:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, kind | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(
+            f"{folder} is in use by another u2eval process ({_holder(fd)}): wait for it to end, or choose another --out"
+        ) from None
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, as far as the file tells: the pid a writer left, when that process is alive; else
+    a reader (``reading`` writes no pid, so the file may still name an earlier, finished run)."""
+    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    if text.isdigit() and int(text) > 0 and _alive(int(text)):
+        return f"pid {text}"
+    return "a reader, such as u2eval merge"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
 
 
 def _stored_lines(folder: Path) -> int:
