@@ -228,6 +228,20 @@ def test_rescoring_reproduces_every_grounded_file(tmp_path: Path) -> None:
     assert {name: (folder / name).read_bytes() for name in names} == before
 
 
+def test_a_corrupt_truth_cache_line_is_read_again_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = stand_in_run(tmp_path / "run", GroundedStandIn("oracle", None, 0.2, 3), grounded=True)
+    names = (GROUNDED_FILE, GROUNDED_CASES_FILE, TRUTH_FILE, "summary.md")
+    before = {name: (folder / name).read_bytes() for name in names}
+    lines = (folder / TRUTH_FILE).read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1][: len(lines[1]) // 2] + b"\n"  # a write cut short
+    lines[2] = b"\xff\xfe not even text\n"
+    (folder / TRUTH_FILE).write_bytes(b"".join(lines))
+    score_folder(folder)
+    assert {name: (folder / name).read_bytes() for name in names} == before  # the cache rewritten whole
+    warned = [r.getMessage() for r in caplog.records if "unreadable grounded truth" in r.getMessage()]
+    assert [m.split(": unreadable")[0].rsplit(":", 1)[1] for m in warned] == ["2", "3"]
+
+
 def test_any_run_can_be_scored_with_its_regions_afterwards(tmp_path: Path) -> None:
     model = GroundedStandIn("oracle", get_convention("internvl"), 0.0, 0)
     folder = stand_in_run(tmp_path / "run", model)  # not --grounded: nothing grounded written

@@ -23,7 +23,6 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from u2eval import tsv
-from u2eval.errors import ConfigError
 from u2eval.grounded import GroundTruth, truth_from_cells
 from u2eval.records import CaseMeta
 from u2eval.resources import sample_dir
@@ -104,16 +103,19 @@ def _from_columns(case: CaseMeta, why: str) -> GroundTruth:
 
 
 def read_truths(folder: Path) -> dict[str, GroundTruth]:
+    """The cached truths of a run folder. The file is a cache: a line that does not read (a cut write, an
+    edit) is left out with a warning naming it, and its case's truth is made again from the dataset."""
     path = folder / TRUTH_FILE
     if not path.is_file():
         return {}
     truths = {}
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             try:
                 truth = GroundTruth.model_validate_json(line)
             except ValidationError as exc:
-                raise ConfigError(f"{path}:{number}: unreadable grounded truth ({exc.error_count()} errors)") from exc
+                log.warning("%s:%d: unreadable grounded truth (%d errors); read again", path, number, exc.error_count())
+                continue
             truths[truth.case_id] = truth
     return truths
 
