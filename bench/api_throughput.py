@@ -47,7 +47,8 @@ from typing import Any
 
 from benchlib import wait_for_idle  # bench/ is the script's own folder: on sys.path
 
-from u2eval.data import count_cases, resolve_source
+from u2eval.data import count_cases
+from u2eval.sources import resolve_source
 from u2eval.synth import write_dataset
 from u2eval.tasks import all_tasks
 
@@ -89,7 +90,8 @@ _API = """
 import asyncio, json, sys, time
 from pathlib import Path
 from u2eval.adapters import AdapterOptions, ModelRequest, create_adapter, resolve_model
-from u2eval.data import iter_cases, resolve_source
+from u2eval.data import iter_cases
+from u2eval.sources import resolve_source
 from u2eval.dispatch import Dispatcher, DispatchOptions
 from u2eval.prompts import render
 from u2eval.records import GenerationConfig

@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from u2eval.data import iter_cases, resolve_source
+from u2eval.data import iter_cases
 from u2eval.errors import DataError
+from u2eval.sources import resolve_source
 from u2eval.synth import write_dataset
 from u2eval.tasks import all_tasks
 

@@ -98,9 +98,10 @@ def phase_vllm(args: argparse.Namespace) -> dict[str, Any]:
         to_conversation,
         vllm_engine,
     )
-    from u2eval.data import iter_cases, resolve_source
+    from u2eval.data import iter_cases
     from u2eval.prompts import PromptOptions, render
     from u2eval.records import ImagePart, Prompt, TextPart
+    from u2eval.sources import resolve_source
     from u2eval.tasks import get_task, select_tasks
 
     model, settings, generation = _settings(args.model, args.chunk)

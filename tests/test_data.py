@@ -23,20 +23,12 @@ from hub_server import HubServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from u2eval.data import (
-    DEFAULT_REPO,
-    EXPLANATION_FILE,
-    DataSource,
-    check_image,
-    count_cases,
-    iter_cases,
-    resolve_dataset_id,
-    resolve_source,
-    strict_b64decode,
-)
+from u2eval.data import count_cases, iter_cases, resolve_dataset_id
 from u2eval.errors import ConfigError, DataError
+from u2eval.image_cells import check_image, strict_b64decode
 from u2eval.prompts import render
 from u2eval.records import Case, ImagePart
+from u2eval.sources import DEFAULT_REPO, EXPLANATION_FILE, DataSource, resolve_source
 from u2eval.synth import COLUMNS, EXPLANATION_ROW, JPEG_IDS, SAMPLE_ROWS, encode_png
 from u2eval.tasks import LOCATION_OPTIONS, all_tasks, get_task, select_tasks
 
@@ -413,7 +405,7 @@ def test_offline_from_a_fresh_process_makes_no_request(hf_env: Path, hub_server:
     hub_server.reset()
     script = (
         "import json\n"
-        "from u2eval.data import resolve_source, iter_cases\n"
+        "from u2eval.data import iter_cases\nfrom u2eval.sources import resolve_source\n"
         "from u2eval.tasks import all_tasks\n"
         "source = resolve_source('hub')\n"
         "ids = [c.case_id for c in iter_cases(source, all_tasks(), on_error=print)]\n"

@@ -352,7 +352,8 @@ def test_an_unknown_convention_stops_the_run_before_any_answer(tmp_path: Path) -
 
 
 def test_stand_in_modes_noise_and_determinism(sample_root: Path) -> None:
-    from u2eval.data import iter_cases, resolve_source
+    from u2eval.data import iter_cases
+    from u2eval.sources import resolve_source
 
     cases = [c for c in iter_cases(resolve_source("sample"), [get_task("od")], on_error=print)][:6]
     requests = [ModelRequest(key=c.case_id, case=c, prompt=None) for c in cases]  # type: ignore[arg-type]

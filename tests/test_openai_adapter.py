@@ -28,9 +28,9 @@ from model_adapters.openai import (
     to_request,
 )
 from u2eval.adapters import AdapterOptions, ModelAdapter, ModelRequest, create_adapter, list_presets, resolve_model
-from u2eval.data import sniff_image_format
 from u2eval.dispatch import Dispatcher, DispatchOptions
 from u2eval.errors import AdapterError, ConfigError
+from u2eval.image_cells import sniff_image_format
 from u2eval.records import Completion, GenerationConfig, ImagePart, ImageSent, Prompt, TextPart, Usage
 from u2eval.runner import RunOptions, run
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from u2eval.data import DataSource, iter_cases, resolve_source
+from u2eval.data import iter_cases
 from u2eval.errors import DataError, U2EvalError
 from u2eval.reader_process import iter_cases_in_child
 from u2eval.runner import RunOptions, run
+from u2eval.sources import DataSource, resolve_source
 from u2eval.tasks import select_tasks
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from u2eval.adapters import ModelAdapter, ModelRequest
-from u2eval.data import iter_cases, resolve_source
+from u2eval.data import iter_cases
 from u2eval.dispatch import Dispatcher, DispatchOptions
 from u2eval.prompts import render
 from u2eval.records import Completion, Judgement
+from u2eval.sources import resolve_source
 from u2eval.tasks import get_task, select_tasks
 
 

@@ -351,7 +351,8 @@ def list_tasks(
     data: Annotated[str, typer.Option(help="count cases in this source")] = "sample",
 ) -> None:
     """List the eight tasks with their datasets, weights and case counts."""
-    from u2eval.data import count_cases, resolve_source
+    from u2eval.data import count_cases
+    from u2eval.sources import resolve_source
     from u2eval.tasks import all_tasks
 
     specs = all_tasks()

@@ -1,5 +1,4 @@
-"""U2-Bench sources: the Hugging Face hub (pinned revision, resolved commit sha recorded), a local folder in
-the same layout, or the bundled synthetic sample; and the reader that streams them as ``Case`` records.
+"""The case reader: streams the rows of a U2-Bench source (``u2eval.sources``) as ``Case`` records.
 
 The reader keeps memory flat: ``u2eval.tsv`` reads one row at a time, as the csv module would (``seg_data``
 cells reach 22 MB and are never decoded), files are read in name order and rows in file
@@ -10,41 +9,26 @@ be decoded) and the iteration goes on.
 from __future__ import annotations
 
 import ast
-import base64
-import binascii
 import csv
 import hashlib
-import io
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-import pybase64
-from PIL import Image
 
 from u2eval import tsv
 from u2eval.errors import ConfigError, DataError
+from u2eval.image_cells import decode_image_cell, inspect_image
 from u2eval.records import Case, freeze_columns
-from u2eval.resources import sample_dir
-from u2eval.tasks import LOCATION_OPTIONS, DatasetSpec, TaskSpec, all_tasks
+from u2eval.sources import EXPLANATION_FILE, DataSource
+from u2eval.tasks import LOCATION_OPTIONS, DatasetSpec, TaskSpec
 
-DEFAULT_REPO = "DolphinAI/u2-bench"
-# The dataset revision u2eval evaluates by default. TODO: pin to a commit sha once one is verified; until then
-# every run records the sha that "main" resolved to, so results stay traceable.
-DEFAULT_REVISION = "main"
-EXPLANATION_FILE = "an_explanation_of_the_columns.tsv"
 # The explanation file's description row, in case it shows up inside a data file (the HF viewer merges it).
 _EXPLANATION_IMG = "base64 encoded image"
 
-SourceKind = Literal["sample", "local", "hub"]
 OnError = Callable[[DataError], None]
 
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SUFFIX_RE = re.compile(r"_\d+$")
 _SURROGATE_RE = re.compile("[\udc80-\udcff]")
 
@@ -56,158 +40,6 @@ _CAPABILITY_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "regression": ("measurement",),
     "generation": ("report", "caption"),
 }
-
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"BM", "bmp"),
-)
-_PIL_FORMATS: Mapping[str, str] = {"png": "PNG", "jpeg": "JPEG", "gif": "GIF", "bmp": "BMP", "webp": "WEBP"}
-
-
-# ---------------------------------------------------------------------------------------------- sources
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """Where the TSVs come from, and the provenance a run manifest records about it."""
-
-    kind: SourceKind
-    root: Path
-    repo_id: str | None = None
-    revision: str | None = None
-    commit_sha: str | None = None
-    description: str = ""
-
-    def manifest(self) -> dict[str, str | None]:
-        return {
-            "kind": self.kind,
-            "root": str(self.root),
-            "repo": self.repo_id,
-            "revision": self.revision,
-            "sha": self.commit_sha,
-            "description": self.description,
-        }
-
-
-def resolve_source(
-    spec: str,
-    *,
-    revision: str | None = None,
-    cache_dir: Path | str | None = None,
-    tasks: Sequence[TaskSpec] | None = None,
-) -> DataSource:
-    """'sample' (bundled), a folder path (local), or 'hub' / 'hf:OWNER/NAME[@REV]' (download via the HF cache).
-
-    ``tasks`` limits a hub download to those task folders (default: all). The hub path honours HF_TOKEN,
-    HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE and HF_ENDPOINT as they are *now* (huggingface_hub reads them once
-    at import, so they are passed explicitly).
-    """
-    if spec == "hub" or spec.startswith("hf:"):
-        repo_id, rev = _parse_hub_spec(spec, revision)
-        return _hub_source(repo_id, rev, cache_dir, tasks if tasks is not None else all_tasks())
-    if revision is not None:
-        raise ConfigError(f"--revision applies to the hub only, not to data source {spec!r}")
-    if spec == "sample":
-        root = sample_dir()
-        if not root.is_dir():
-            raise ConfigError(f"the bundled sample is missing at {root}; reinstall u2eval")
-        return DataSource(kind="sample", root=root, description="bundled synthetic sample (u2eval.synth, seed 0)")
-    return _local_source(Path(spec).expanduser())
-
-
-def _parse_hub_spec(spec: str, revision: str | None) -> tuple[str, str]:
-    repo_id, rev = DEFAULT_REPO, None
-    if spec.startswith("hf:"):
-        repo_id, _, rev_part = spec[3:].partition("@")
-        rev = rev_part or None
-        if not _REPO_RE.match(repo_id):
-            raise ConfigError(f"bad hub dataset {spec!r}: expected hf:OWNER/NAME[@REVISION]")
-    if rev is not None and revision is not None and rev != revision:
-        raise ConfigError(f"two revisions given: {rev!r} in {spec!r} and --revision {revision!r}")
-    return repo_id, rev or revision or DEFAULT_REVISION
-
-
-def _local_source(root: Path) -> DataSource:
-    if not root.exists():
-        raise ConfigError(f"data folder not found: {root} (use 'sample', 'hub', 'hf:OWNER/NAME[@REV]' or a folder)")
-    if not root.is_dir():
-        raise ConfigError(f"data source {root} is not a folder")
-    if not any((root / t.folder).is_dir() for t in all_tasks()):
-        raise ConfigError(f"{root} holds none of the U2-Bench task folders ({all_tasks()[0].folder}/, ...)")
-    root = root.resolve()
-    # A folder inside the HF cache (.../datasets--OWNER--NAME/snapshots/<sha>) still knows its commit.
-    sha = root.name if _SHA_RE.match(root.name) and root.parent.name == "snapshots" else None
-    return DataSource(kind="local", root=root, commit_sha=sha, description=f"local folder {root}")
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def _hub_cache_dir(cache_dir: Path | str | None) -> str | None:
-    if cache_dir is not None:
-        return str(cache_dir)
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]) / "hub")
-    return None  # huggingface_hub's own default
-
-
-def _hub_source(repo_id: str, revision: str, cache_dir: Path | str | None, tasks: Sequence[TaskSpec]) -> DataSource:
-    from huggingface_hub import snapshot_download  # imported late: most runs never touch the hub
-
-    offline = _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
-    endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or None
-    patterns = [f"{t.folder}/*.tsv" for t in tasks] + [EXPLANATION_FILE]
-    try:
-        path = snapshot_download(
-            repo_id,
-            repo_type="dataset",
-            revision=revision,
-            cache_dir=_hub_cache_dir(cache_dir),
-            allow_patterns=patterns,
-            token=os.environ.get("HF_TOKEN") or None,
-            endpoint=endpoint,
-            local_files_only=offline,
-        )
-    except (OSError, ValueError) as exc:  # hub HTTP errors, offline misses and cache problems are all OSErrors
-        raise ConfigError(_hub_error(exc, repo_id, revision, offline)) from exc
-    root = Path(path)
-    sha = root.name if _SHA_RE.match(root.name) else None
-    return DataSource(
-        kind="hub",
-        root=root,
-        repo_id=repo_id,
-        revision=revision,
-        commit_sha=sha,
-        description=f"hf:{repo_id}@{revision} ({sha or 'unknown sha'})"
-        + (" from the offline cache" if offline else ""),
-    )
-
-
-def _hub_error(exc: Exception, repo_id: str, revision: str, offline: bool) -> str:
-    from huggingface_hub import errors as hf
-
-    where = f"hf:{repo_id}@{revision}"
-    if isinstance(exc, hf.GatedRepoError):
-        return f"{where} is gated: accept its terms on the Hub and set HF_TOKEN to a token with access"
-    if isinstance(exc, hf.RevisionNotFoundError):
-        return f"{where}: revision {revision!r} not found"
-    if isinstance(exc, hf.RepositoryNotFoundError):
-        return f"{where}: dataset repository not found (or private: set HF_TOKEN)"
-    if isinstance(exc, hf.LocalEntryNotFoundError | hf.OfflineModeIsEnabled) or offline:
-        mode = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the Hub could not be reached"
-        return f"{where} is not in the local Hugging Face cache and {mode}"
-    if isinstance(exc, hf.HfHubHTTPError):
-        return f"{where}: download failed: {str(exc).splitlines()[0]}"
-    return f"{where}: download failed: {type(exc).__name__}: {exc}"
-
-
-# ---------------------------------------------------------------------------------------------- reading
 
 
 def resolve_dataset_id(task: TaskSpec, dataset_name: str) -> str | None:
@@ -228,49 +60,6 @@ def resolve_dataset_id(task: TaskSpec, dataset_name: str) -> str | None:
             return candidate
     extended = [i for i in ids if i.startswith(prefix) and i[len(prefix) :].isalpha()] if prefix else []
     return extended[0] if len(extended) == 1 else None
-
-
-def sniff_image_format(data: bytes) -> str | None:
-    """'png', 'jpeg', 'gif', 'bmp' or 'webp' from the magic bytes; None when unknown."""
-    for magic, fmt in _MAGIC:
-        if data.startswith(magic):
-            return fmt
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    format: str
-    width: int
-    height: int
-
-
-def inspect_image(data: bytes) -> ImageInfo:
-    """The image's format and pixel size, after a cheap readability check; raises ValueError with the reason.
-
-    PNG: Pillow's verify() walks every chunk and checks its CRC (~0.1 ms for 200 KB), which catches
-    truncation. JPEG: verify() is a no-op in Pillow, so the header is parsed and the end-of-image marker must
-    sit in the last KB (tolerating trailing padding).
-    """
-    fmt = sniff_image_format(data)
-    if fmt is None:
-        raise ValueError(f"not a PNG, JPEG, GIF, BMP or WebP image (starts with {data[:8]!r})")
-    if fmt == "jpeg" and data.rfind(b"\xff\xd9", max(len(data) - 1024, 0)) < 0:
-        raise ValueError("JPEG without end-of-image marker (truncated)")
-    try:
-        with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as img:
-            width, height = img.size
-            img.verify()
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"unreadable {fmt.upper()}: {exc}") from exc
-    return ImageInfo(fmt, width, height)
-
-
-def check_image(data: bytes) -> str:
-    """The image format, after ``inspect_image``'s readability check."""
-    return inspect_image(data).format
 
 
 @dataclass(frozen=True)
@@ -456,36 +245,6 @@ def _scenario(task: TaskSpec, spec: DatasetSpec, layout: _Layout, cells: list[st
     return (_cell(cells, layout.scenario) or fallback or "").strip()
 
 
-def strict_b64decode(text: str) -> bytes:
-    """``text`` decoded when binascii's strict mode accepts it, else ``binascii.Error`` / ``ValueError``.
-
-    pybase64 decodes with SIMD (~0.02 ms for a 300 KB cell, ~50x binascii: half of what reading a case cost)
-    and accepts a subset of what strict mode does, with the same bytes; the forms it refuses and strict mode
-    takes (padding followed by more padding) go to binascii, so the answer is always strict mode's.
-    """
-    try:
-        return pybase64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return binascii.a2b_base64(text, strict_mode=True)
-
-
-def _decode_image(cell: str) -> tuple[bytes, str]:
-    """The image bytes, and the cell itself when it is strict base64 (then reused as the bytes' base64)."""
-    if not cell:
-        raise ValueError("img_data is empty")
-    try:
-        data, strict = strict_b64decode(cell), cell
-    except (binascii.Error, ValueError):
-        # Lenient as base64.b64decode is (line breaks, stray characters), but then the text is not reused.
-        try:
-            data, strict = base64.b64decode(cell), ""
-        except (binascii.Error, ValueError) as exc:
-            raise ValueError(f"img_data is not base64 ({exc})") from exc
-    if not data:
-        raise ValueError("img_data decodes to no bytes")
-    return data, strict
-
-
 class _Reader:
     """State of one iter_cases call: per-dataset counts for ``limit``, the options cache."""
 
@@ -517,7 +276,7 @@ class _Reader:
     def _case(self, task: TaskSpec, path: Path, where: str, layout: _Layout, row: _Row) -> Case | None:
         cells = row.cells
         try:
-            image, image_b64 = _decode_image(cells[layout.img_data])
+            image, image_b64 = decode_image_cell(cells[layout.img_data])
         except ValueError as exc:
             self.on_error(DataError(f"{where}:{row.index}", str(exc)))
             return None

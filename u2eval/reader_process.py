@@ -24,9 +24,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import IO, Any
 
-from u2eval.data import DataSource, OnError, iter_cases, strict_b64decode
+from u2eval.data import OnError, iter_cases
 from u2eval.errors import DataError, U2EvalError
+from u2eval.image_cells import strict_b64decode
 from u2eval.records import Case, freeze_columns
+from u2eval.sources import DataSource
 from u2eval.tasks import TaskSpec
 
 BATCH = 8  # cases per message: fewer wake-ups, a few MB each

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from u2eval.adapters import AdapterOptions, ModelAdapter, ModelRequest, Preset, create_adapter, resolve_model
 from u2eval.box_parsing import get_convention
-from u2eval.data import DataSource, iter_cases, resolve_source
+from u2eval.data import iter_cases
 from u2eval.dispatch import Dispatcher, DispatchOptions
 from u2eval.errors import ConfigError, DataError
 from u2eval.grounded_report import render_grounded_markdown
@@ -66,6 +66,7 @@ from u2eval.runfolder import (
 )
 from u2eval.scoring import Summary, summarise
 from u2eval.shards import Shard, check_shard, in_shard, shard_label
+from u2eval.sources import DataSource, resolve_source
 from u2eval.store import ResponseStore, request_key
 from u2eval.summary import subset_reasons
 from u2eval.tasks import TaskSpec, get_task, select_tasks, task_sha256
