@@ -64,7 +64,8 @@ _RUN = """
 import json, resource, sys, time
 from pathlib import Path
 import model_adapters.openai
-from u2eval.runner import RunOptions, run, score_folder
+from u2eval.runner import RunOptions, run
+from u2eval.folder_scoring import score_folder
 def children_cpu():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime

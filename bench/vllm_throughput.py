@@ -66,7 +66,8 @@ def _settings(model: str, chunk: int | None) -> tuple[str, Any, Any]:
 def phase_u2eval(args: argparse.Namespace) -> dict[str, Any]:
     from model_adapters.vllm import VLLMAdapter
     from u2eval.adapters import AdapterOptions
-    from u2eval.runner import RunOptions, read_run_cases, run
+    from u2eval.folder_scoring import read_run_cases
+    from u2eval.runner import RunOptions, run
     from u2eval.store import ResponseStore
 
     model, settings, generation = _settings(args.model, args.chunk)

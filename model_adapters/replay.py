@@ -70,7 +70,7 @@ def load_keyed_answers(path: Path) -> dict[str, str | None]:
 
 def load_run_answers(folder: Path) -> dict[str, str | None]:
     """case_id -> answer text from a u2eval run folder (infra errors are not answers)."""
-    from u2eval.runner import read_run_cases  # the runner owns the run-folder layout
+    from u2eval.folder_scoring import read_run_cases  # it owns the run-folder layout
 
     store = ResponseStore(folder)
     answers: dict[str, str | None] = {}

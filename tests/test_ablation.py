@@ -23,8 +23,9 @@ from u2eval.ablation import (
 )
 from u2eval.ablation_report import render_markdown, write_report
 from u2eval.errors import ConfigError
+from u2eval.folder_scoring import read_run_cases
 from u2eval.rundata import load_run
-from u2eval.runner import RunOptions, read_run_cases, run
+from u2eval.runner import RunOptions, run
 from u2eval.stats import mcnemar_test
 
 

@@ -21,6 +21,7 @@ from model_adapters.grounded_standin import GroundedStandIn, create
 from u2eval.adapters import AdapterOptions, ModelRequest
 from u2eval.box_parsing import CONVENTIONS, get_convention
 from u2eval.errors import ConfigError
+from u2eval.folder_scoring import read_run_cases, score_folder
 from u2eval.grounded import GroundTruth, truth_from_cells
 from u2eval.grounded_run import GROUNDED_CASES_FILE, GROUNDED_FILE, GroundedOptions, answer_regions, grounded_cases
 from u2eval.grounded_stats import GroundedCase, summarise_grounded
@@ -29,7 +30,7 @@ from u2eval.judging import judge
 from u2eval.records import Box, CaseMeta, Completion, ImageSent, Point, Regions
 from u2eval.regions import mask_from_array
 from u2eval.resources import sample_dir
-from u2eval.runner import RunOptions, read_run_cases, run, score_folder
+from u2eval.runner import RunOptions, run
 from u2eval.tasks import get_task
 
 DETECTION = ("ll", "od", "kd")
@@ -455,8 +456,8 @@ def test_bad_stored_regions_are_ungroundable_and_never_stop_scoring(tmp_path: Pa
 
 
 def test_a_grounded_failure_never_aborts_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import u2eval.folder_scoring as folder_scoring
     import u2eval.grounded_run as grounded_run
-    import u2eval.runner as runner
 
     real = grounded_run._metrics
 
@@ -475,7 +476,7 @@ def test_a_grounded_failure_never_aborts_a_run(tmp_path: Path, monkeypatch: pyte
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the truth cache is damaged")
 
-    monkeypatch.setattr(runner, "score_grounded", broken)
+    monkeypatch.setattr(folder_scoring, "score_grounded", broken)
     whole = stand_in_run(tmp_path / "whole", grounded=True)
     assert (whole / "manifest.json").is_file() and (whole / "summary.json").is_file()
     assert not (whole / GROUNDED_FILE).exists()

@@ -13,8 +13,9 @@ import pytest
 from model_adapters.random import guess
 from u2eval.adapters import ModelRequest
 from u2eval.errors import AdapterError
+from u2eval.folder_scoring import read_run_cases, score_folder
 from u2eval.records import Completion, ModelInfo
-from u2eval.runner import RunOptions, read_run_cases, run, score_folder
+from u2eval.runner import RunOptions, run
 from u2eval.store import ResponseStore
 
 

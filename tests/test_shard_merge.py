@@ -16,10 +16,11 @@ import pytest
 from model_adapters.random import RandomAdapter, guess
 from u2eval.adapters import ModelRequest
 from u2eval.errors import ConfigError
+from u2eval.folder_scoring import read_run_cases
 from u2eval.merge import merge_runs
 from u2eval.prompts import PromptOptions
 from u2eval.records import Completion, ModelInfo
-from u2eval.runner import RunOptions, default_folder, read_run_cases, run
+from u2eval.runner import RunOptions, default_folder, run
 from u2eval.shards import in_shard, parse_shard, selection_parts
 
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from fake_models import Oracle
 
+from u2eval.folder_scoring import judge_folder
 from u2eval.metrics import BleuStats, corpus_bleu
 from u2eval.records import Judgement
-from u2eval.runner import RunOptions, judge_folder, run
+from u2eval.runner import RunOptions, run
 from u2eval.scoring import summarise
 from u2eval.stats import holm, mcnemar_test, percentile_interval, stratum_weights
 from u2eval.tasks import select_tasks

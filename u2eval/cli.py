@@ -172,9 +172,9 @@ def score(
     """Re-score a run from its stored answers, without calling any model."""
     import dataclasses
 
+    from u2eval.folder_scoring import grounded_options, score_folder
     from u2eval.report import print_summary
     from u2eval.runfolder import exclusive
-    from u2eval.runner import grounded_options, score_folder
 
     if not run_dir.is_dir():
         raise ConfigError(f"no such run folder: {run_dir}")
@@ -194,7 +194,7 @@ def score(
     if regions.enabled:
         _print_grounded(run_dir)
     if by is not None:
-        from u2eval.runner import read_run_cases
+        from u2eval.folder_scoring import read_run_cases
         from u2eval.slices import slice_rows
         from u2eval.uncertainty import case_table
 

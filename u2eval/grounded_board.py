@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from u2eval.folder_scoring import grounded_options, stored_answers
 from u2eval.grounded_run import score_grounded
 from u2eval.grounded_stats import GroundedSummary
 from u2eval.records import DiskRecord, ScoringMode
-from u2eval.runner import grounded_options, stored_answers
 from u2eval.summary import Summary
 
 __all__ = ["GROUNDED_COLUMNS", "GroundedCells", "grounded_cells"]

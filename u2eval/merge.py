@@ -23,10 +23,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from u2eval.errors import ConfigError
+from u2eval.folder_scoring import CASES_FILE, MANIFEST_FILE, read_run_cases, score_folder, write_json
 from u2eval.provenance import ids_sha256, now_utc
 from u2eval.records import Completion, Manifest, RunCase
 from u2eval.runfolder import LOCK_FILE, exclusive, reading
-from u2eval.runner import CASES_FILE, MANIFEST_FILE, read_run_cases, score_folder, write_json
 from u2eval.scoring import Summary
 from u2eval.shards import Shard, selection_parts
 from u2eval.store import RESPONSES_FILE, ResponseStore

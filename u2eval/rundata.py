@@ -16,8 +16,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from u2eval.errors import ConfigError
+from u2eval.folder_scoring import CASES_FILE, MANIFEST_FILE, SUMMARY_FILE, judge_folder, read_run_cases
 from u2eval.records import CaseMeta, Judgement, Manifest
-from u2eval.runner import CASES_FILE, MANIFEST_FILE, SUMMARY_FILE, judge_folder, read_run_cases
 from u2eval.scoring import Summary, summarise
 from u2eval.summary import subset_reasons
 from u2eval.tasks import select_tasks
