@@ -46,431 +46,60 @@ The model identity (``ModelInfo.revision``) is where the weights come from (``re
 ``unpinned``) plus a hash of everything that changes answers (mode, dtype, kwargs, chat template, image budget,
 text clean-up); chunk and batch sizes and the device are left out: a run resumed elsewhere reuses its answers.
 
-torch and transformers (``u2eval[hf]``) are imported only when the model loads.
+torch and transformers (``u2eval[hf]``) are imported only when the model loads. This module is the adapter
+(batching, isolation of failing cases, the dispatcher's calls); ``hf_convert`` holds the settings and the pure
+conversions, ``hf_loading`` the model, its device and its errors.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
-import io
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, TypeVar
-
-import numpy as np
-from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, TypeVar
 
 from model_adapters._wire import one_line
+from model_adapters.hf_convert import (
+    HFSettings,
+    Prepared,
+    Ready,
+    completion,
+    from_prediction,
+    generation_kwargs,
+    make_ready,
+    model_identity,
+    prepare,
+    split_generated,
+)
+from model_adapters.hf_loading import (
+    Loaded,
+    ModelLoader,
+    case_failure,
+    free_memory,
+    is_fatal,
+    is_oom,
+    load_model,
+    resolve_device,
+    to_device,
+)
 from model_adapters.vllm import PROBE_PNG, EngineThread, input_failure, parse_settings, read_template
 from u2eval.adapters import AdapterOptions, ModelRequest
 from u2eval.errors import AdapterError, ConfigError
-from u2eval.images import ImageBudget, fit
 from u2eval.records import (
     Completion,
     GenerationConfig,
     ImagePart,
-    ImageSent,
-    Mask,
     ModelInfo,
     Prompt,
-    Regions,
     TextPart,
     Usage,
 )
-from u2eval.regions import mask_from_array
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
-
-# from_pretrained arguments that change where or how fast weights load, never the answer.
-SPEED_ONLY = frozenset({"device_map", "low_cpu_mem_usage", "max_memory", "offload_folder", "offload_state_dict"})
-
-
-class HFSettings(BaseModel):
-    """The preset's ``extra`` for this adapter; an unknown key is an error, not silently ignored."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    mode: Literal["generate", "predict_forward"] = "generate"
-    revision: str | None = None
-    trust_remote_code: bool = False
-    device: str | None = None
-    dtype: Literal["bfloat16", "float16", "float32"] | None = None
-    chunk_size: int = Field(default=64, ge=1)
-    batch_size: int = Field(default=8, ge=1)
-    model_kwargs: dict[str, Any] = {}
-    processor_kwargs: dict[str, Any] = {}
-    generate_kwargs: dict[str, Any] = {}
-    chat_template: str | None = None
-    image_budget: ImageBudget | None = None
-    image_placeholder: str = "<image>"
-    seg_token: str = "[SEG]"
-    strip_tokens: tuple[str, ...] = ()
-    stop_words: tuple[str, ...] = ()
-
-
-# -- pure converters ---------------------------------------------------------------------------------------
-
-
-def to_messages(prompt: Prompt) -> tuple[list[dict[str, Any]], list[ImagePart]]:
-    """The chat conversation a processor's template renders (parts in the prompt's order, an image as an
-    ``{"type": "image"}`` slot), and the images that fill the slots, in order."""
-    content: list[dict[str, Any]] = []
-    images: list[ImagePart] = []
-    for part in prompt.parts:
-        if isinstance(part, TextPart):
-            content.append({"type": "text", "text": part.text})
-        else:
-            content.append({"type": "image"})
-            images.append(part)
-    messages: list[dict[str, Any]] = []
-    if prompt.system:
-        messages.append({"role": "system", "content": [{"type": "text", "text": prompt.system}]})
-    messages.append({"role": "user", "content": content})
-    return messages, images
-
-
-def predict_text(prompt: Prompt, placeholder: str = "<image>") -> tuple[str, list[ImagePart]]:
-    """predict_forward's ``text``: system text, then the parts in order, the image as ``placeholder`` (the model
-    swaps it for its image tokens and wraps the whole in its own chat template), one per line."""
-    pieces = [prompt.system] if prompt.system else []
-    images: list[ImagePart] = []
-    for part in prompt.parts:
-        if isinstance(part, TextPart):
-            pieces.append(part.text)
-        else:
-            pieces.append(placeholder)
-            images.append(part)
-    return "\n".join(pieces), images
-
-
-def decode_image(part: ImagePart, budget: ImageBudget | None = None) -> tuple[Image.Image, ImageSent]:
-    """The image as RGB pixels (after the budget's resize, if any) and what was sent. ValueError if unreadable."""
-    data, media_type, sent = fit(part.data, part.media_type, budget)
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.convert("RGB"), sent
-    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:  # pixels past a readable header
-        raise ValueError(f"unreadable image ({media_type}, {len(data)} bytes): {exc}") from exc
-
-
-def generation_kwargs(config: GenerationConfig, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``transformers.GenerationConfig`` arguments for the run's settings: greedy at temperature 0, else
-    sampling with its temperature and top_p. Settings transformers would otherwise fill in from the model's
-    own generation_config are set to neutral values, so the run's settings are the only ones that apply."""
-    sampling = config.temperature > 0
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": config.max_tokens,
-        "do_sample": sampling,
-        "num_beams": 1,
-        "repetition_penalty": 1.0,
-        "no_repeat_ngram_size": 0,
-    }
-    if sampling:
-        kwargs |= {"temperature": config.temperature, "top_p": config.top_p, "top_k": 0}
-    return kwargs | dict(extra or {})
-
-
-def split_generated(tokens: Sequence[int], stop_ids: frozenset[int], max_new: int) -> tuple[list[int], int, str]:
-    """One row of a batch's new tokens -> (the answer's tokens, tokens generated, finish reason).
-
-    A row ends at its first stop token (what follows is padding, added while longer rows went on); a row
-    with none ran to ``max_new`` ('length'), or was stopped by a stopping criterion of the model's ('stop').
-    """
-    for index, token in enumerate(tokens):
-        if token in stop_ids:
-            return list(tokens[:index]), index + 1, "stop"
-    return list(tokens), len(tokens), "length" if len(tokens) >= max_new else "stop"
-
-
-def clean_text(text: str, strip_tokens: Sequence[str]) -> str:
-    """``text`` without any of ``strip_tokens``; the spaces they stood between become one, line breaks stay."""
-    if not strip_tokens:
-        return text.strip()
-    for token in strip_tokens:
-        text = text.replace(token, " ")
-    return "\n".join(" ".join(line.split()) for line in text.split("\n")).strip()
-
-
-def seg_labels(prediction: str, seg_token: str = "[SEG]") -> list[str | None]:
-    """One label per ``seg_token`` in the answer, in order: the ``<p> phrase </p>`` right before it (the
-    GLaMM / Sa2VA markup), or None when the token follows no such phrase."""
-    labels: list[str | None] = []
-    for before in prediction.split(seg_token)[:-1]:
-        _, opened, tail = before.rpartition("<p>")
-        phrase, closed, rest = tail.partition("</p>")
-        label = " ".join(phrase.split()) if opened and closed and not rest.strip() else ""
-        labels.append(label or None)
-    return labels
-
-
-def _as_array(value: Any) -> np.ndarray[Any, Any]:
-    if hasattr(value, "detach"):  # a torch tensor (bfloat16 has no numpy type: go through float)
-        value = value.detach().to("cpu").float().numpy()
-    return np.asarray(value)
-
-
-def masks_of(
-    prediction_masks: Sequence[Any], labels: Sequence[str | None], size: tuple[int, int] | None = None
-) -> list[Mask]:
-    """``prediction_masks`` (one entry per [SEG]: an (H, W) or (frames, H, W) array or tensor) -> Mask records,
-    one per frame, labelled by position. ``size`` (width, height): the image sent; a mask of another size is
-    a ValueError (the model's code and ours disagree about the image)."""
-    masks: list[Mask] = []
-    for index, entry in enumerate(prediction_masks):
-        array = _as_array(entry)
-        frames = [array] if array.ndim == 2 else list(array) if array.ndim == 3 else None
-        if frames is None:
-            raise ValueError(f"mask {index} has shape {array.shape}: expected (H, W) or (frames, H, W)")
-        label = labels[index] if index < len(labels) else None
-        for frame in frames:
-            if size is not None and (frame.shape[1], frame.shape[0]) != size:
-                raise ValueError(f"mask {index} is {frame.shape[1]}x{frame.shape[0]}, the image {size[0]}x{size[1]}")
-            masks.append(mask_from_array(frame, label))
-    return masks
-
-
-def completion(
-    request: ModelRequest,
-    text: str | None,
-    *,
-    usage: Usage | None = None,
-    finish: str | None = None,
-    sent: ImageSent | None = None,
-    latency_s: float = 0.0,
-    regions: Regions | None = None,
-) -> Completion:
-    """The case's Completion; blank text is ``empty`` (regions, if any, are kept with it)."""
-    common: dict[str, Any] = {
-        "case_id": request.case.case_id,
-        "key": request.key,
-        "usage": usage,
-        "finish_reason": finish,
-        "image_sent": sent,
-        "latency_s": latency_s,
-        "regions": regions,
-    }
-    if text is None or not text.strip():
-        return Completion(**common, text=text, error="empty", error_message="the model returned no text")
-    return Completion(**common, text=text)
-
-
-def from_prediction(
-    raw: Any,
-    request: ModelRequest,
-    settings: HFSettings,
-    *,
-    sent: ImageSent | None = None,
-    output_tokens: int | None = None,
-    latency_s: float = 0.0,
-) -> Completion:
-    """What predict_forward returned -> Completion: the answer without ``strip_tokens``, the masks as native
-    regions (labels from the raw answer), 'stop' or 'length' by ``stop_words``. ``output_tokens``: the raw
-    answer re-tokenised (predict_forward does not say how many it generated). Anything not of that shape is
-    ``malformed``, never an answer."""
-    prediction = raw.get("prediction") if isinstance(raw, Mapping) else None
-    if not isinstance(prediction, str):
-        return Completion(
-            case_id=request.case.case_id,
-            key=request.key,
-            error="malformed",
-            error_message=one_line(f"predict_forward returned {type(raw).__name__} without a 'prediction' text", 300),
-        )
-    size = (sent.width, sent.height) if sent is not None else None
-    try:
-        masks = masks_of(raw.get("prediction_masks") or [], seg_labels(prediction, settings.seg_token), size)
-    except (ValueError, TypeError) as exc:
-        return Completion(
-            case_id=request.case.case_id, key=request.key, error="malformed", error_message=one_line(str(exc), 300)
-        )
-    finish = None
-    if settings.stop_words:
-        finish = "stop" if prediction.rstrip().endswith(settings.stop_words) else "length"
-    return completion(
-        request,
-        clean_text(prediction, settings.strip_tokens),
-        usage=Usage(output_tokens=output_tokens),
-        finish=finish,
-        sent=sent,
-        latency_s=latency_s,
-        regions=Regions(masks=masks, source="native") if masks else None,
-    )
-
-
-def model_identity(model: str, settings: HFSettings, dtype: str, template: str | None) -> str:
-    """``ModelInfo.revision``: where the weights come from, and a hash of what changes answers."""
-    local = Path(model).expanduser()
-    if settings.revision:
-        where = f"rev={settings.revision}"
-    elif local.is_dir():
-        where = f"local={local.resolve()}"
-    else:
-        where = "unpinned"
-    answers = settings.model_dump(
-        mode="json",
-        # stop_words only tell 'stop' from 'length'; the rest below is replaced by what it stands for.
-        exclude={"revision", "device", "dtype", "chunk_size", "batch_size", "chat_template", "stop_words"},
-    )
-    answers["model_kwargs"] = {k: v for k, v in settings.model_kwargs.items() if k not in SPEED_ONLY}
-    answers["dtype"] = dtype
-    answers["chat_template_sha256"] = hashlib.sha256(template.encode()).hexdigest() if template is not None else None
-    answers["image_budget"] = settings.image_budget.signature() if settings.image_budget is not None else None
-    digest = hashlib.sha256(json.dumps(answers, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return f"{where};hf-{digest}"
-
-
-def is_oom(exc: BaseException) -> bool:
-    """torch's out-of-memory error (``torch.OutOfMemoryError``, CUDA or otherwise)."""
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
-
-
-def is_fatal(exc: BaseException) -> bool:
-    """An error after which the device cannot be trusted (a CUDA fault, a device-side assert)."""
-    message = str(exc)
-    return not is_oom(exc) and ("CUDA error" in message or "device-side assert" in message)
-
-
-def case_failure(request: ModelRequest, exc: Exception) -> Completion:
-    """A case the model could not answer even alone: an infra error (never scored, asked again next run)."""
-    if is_oom(exc):
-        message = f"out of GPU memory with this case alone ({one_line(str(exc), 200)}); lower the image budget"
-        message += " or max_tokens, or use a larger GPU"
-        return Completion(case_id=request.case.case_id, key=request.key, error="server", error_message=message)
-    if isinstance(exc, ValueError):
-        return input_failure(request, exc)
-    text = one_line(f"{type(exc).__name__}: {exc}", 500)
-    return Completion(case_id=request.case.case_id, key=request.key, error="bad_request", error_message=text)
-
-
-# -- the model -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Ready:
-    """One prompt, ready for the model: its conversation or text, its decoded images, the image as sent."""
-
-    messages: list[dict[str, Any]]
-    text: str
-    images: list[Image.Image]
-    sent: ImageSent | None
-
-
-def make_ready(prompt: Prompt, settings: HFSettings) -> Ready:
-    messages, parts = to_messages(prompt)
-    text, _ = predict_text(prompt, settings.image_placeholder)
-    if settings.mode == "predict_forward" and len(parts) > 1:
-        raise ValueError(f"predict_forward takes one image per case; this prompt has {len(parts)}")
-    decoded = [decode_image(part, settings.image_budget) for part in parts]
-    return Ready(messages, text, [img for img, _ in decoded], decoded[0][1] if decoded else None)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    request: ModelRequest
-    ready: Ready | None
-    error: ValueError | None = None
-
-
-def prepare(requests: Sequence[ModelRequest], settings: HFSettings) -> list[Prepared]:
-    prepared = []
-    for request in requests:
-        try:
-            prepared.append(Prepared(request, make_ready(request.prompt, settings)))
-        except ValueError as exc:
-            prepared.append(Prepared(request, None, exc))
-    return prepared
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """A loaded model: ``processor`` is the AutoProcessor (generate) or the tokenizer (predict_forward)."""
-
-    model: Any
-    processor: Any
-    device: str
-    dtype: Any  # torch.dtype
-    stop_ids: frozenset[int] = field(default_factory=frozenset)
-    pad_id: int | None = None
-
-    @property
-    def tokenizer(self) -> Any:
-        return getattr(self.processor, "tokenizer", self.processor)
-
-
-ModelLoader = Callable[[str, HFSettings, str, str, GenerationConfig], Loaded]
-
-
-def _ids(value: Any) -> set[int]:
-    if value is None:
-        return set()
-    return {int(v) for v in value} if isinstance(value, list | tuple) else {int(value)}
-
-
-def load_model(model: str, settings: HFSettings, device: str, dtype: str, generation: GenerationConfig) -> Loaded:
-    """The real loader: transformers' Auto classes, the model on its device in eval mode, its end tokens."""
-    import torch
-    import transformers
-    from packaging.version import Version
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"hf/{model}: device {device!r}, but torch {torch.__version__} sees no CUDA GPU")
-    torch_dtype = getattr(torch, dtype)
-    common: dict[str, Any] = {"revision": settings.revision, "trust_remote_code": settings.trust_remote_code}
-    # transformers 4.56 renamed torch_dtype to dtype; older releases (UniBiomed's code pins 4.44) only know the old.
-    dtype_arg = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-    kwargs = {**common, dtype_arg: torch_dtype, **settings.model_kwargs}
-    if settings.mode == "generate":
-        net = transformers.AutoModelForImageTextToText.from_pretrained(model, **kwargs)
-        processor = transformers.AutoProcessor.from_pretrained(model, **common, **settings.processor_kwargs)
-        tokenizer = getattr(processor, "tokenizer", None)
-        if tokenizer is None:
-            raise ConfigError(f"hf/{model}: its processor {type(processor).__name__} has no tokenizer")
-        tokenizer.padding_side = "left"  # decoder-only: every row of a batch must end where generation starts
-    else:
-        net = transformers.AutoModel.from_pretrained(model, **kwargs)
-        processor = tokenizer = transformers.AutoTokenizer.from_pretrained(model, **common, **settings.processor_kwargs)
-        if not callable(getattr(net, "predict_forward", None)):
-            raise ConfigError(f"hf/{model}: {type(net).__name__} has no predict_forward (mode: predict_forward)")
-    if "device_map" not in settings.model_kwargs:
-        net.to(device)
-    net.eval()
-    if settings.mode == "predict_forward" and callable(getattr(net, "preparing_for_generation", None)):
-        # Sa2VA's own set-up (greedy, its stop words), made with the run's answer length and dtype.
-        net.preparing_for_generation(tokenizer=tokenizer, max_new_tokens=generation.max_tokens, torch_dtype=torch_dtype)
-    config = getattr(net, "generation_config", None)
-    stop_ids = _ids(getattr(config, "eos_token_id", None)) | _ids(tokenizer.eos_token_id)
-    if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return Loaded(net, processor, device, torch_dtype, frozenset(stop_ids), tokenizer.pad_token_id)
-
-
-def free_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def resolve_device(settings: HFSettings) -> tuple[str, str]:
-    """(device, dtype): the preset's, else cuda with bfloat16 when torch sees a GPU, else cpu with float32."""
-    device = settings.device
-    if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = settings.dtype or ("float32" if device == "cpu" else "bfloat16")
-    return device, dtype
-
-
-# -- the adapter ---------------------------------------------------------------------------------------------
 
 
 class HFAdapter:
@@ -533,7 +162,7 @@ class HFAdapter:
         ]
         images = [img for r in batch for img in r.images]
         inputs = loaded.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
-        inputs = {k: _to_device(v, loaded) for k, v in inputs.items()}
+        inputs = {k: to_device(v, loaded) for k, v in inputs.items()}
         gen_config = transformers.GenerationConfig(
             **generation_kwargs(config, self._settings.generate_kwargs), pad_token_id=loaded.pad_id
         )
@@ -676,15 +305,6 @@ class HFAdapter:
         if self._loaded is not None:
             self._loaded = None
             free_memory()
-
-
-def _to_device(value: Any, loaded: Loaded) -> Any:
-    """A processor output on the model's device; floating tensors (pixels) in the model's dtype."""
-    if not hasattr(value, "to"):
-        return value
-    if getattr(value, "is_floating_point", lambda: False)():
-        return value.to(loaded.device, dtype=loaded.dtype)
-    return value.to(loaded.device)
 
 
 def create(model: str, options: AdapterOptions) -> HFAdapter:

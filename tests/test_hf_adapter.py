@@ -19,18 +19,13 @@ import pytest
 from PIL import Image
 from wire_checks import case_images, completions, request_for
 
-from model_adapters.hf import (
-    HFAdapter,
+from model_adapters.hf import HFAdapter
+from model_adapters.hf_convert import (
     HFSettings,
-    Loaded,
-    case_failure,
     clean_text,
     decode_image,
     from_prediction,
     generation_kwargs,
-    is_fatal,
-    is_oom,
-    load_model,
     masks_of,
     model_identity,
     predict_text,
@@ -38,6 +33,7 @@ from model_adapters.hf import (
     split_generated,
     to_messages,
 )
+from model_adapters.hf_loading import Loaded, case_failure, is_fatal, is_oom, load_model
 from model_adapters.vllm import parse_settings
 from u2eval.adapters import AdapterOptions, ModelRequest, create_adapter, list_presets, resolve_model
 from u2eval.errors import AdapterError, ConfigError
