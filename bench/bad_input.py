@@ -53,7 +53,7 @@ from u2eval.reference_parsing import (
     reference_stage_a_option,
     reference_text,
 )
-from u2eval.synth import JPEG_IDS
+from u2eval.synth_rows import JPEG_IDS
 from u2eval.tasks import LOCATION_OPTIONS, DatasetSpec, TaskSpec, all_tasks
 
 # ------------------------------------------------------------------------------------- 1. the fuzzer

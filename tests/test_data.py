@@ -29,7 +29,9 @@ from u2eval.image_cells import check_image, strict_b64decode
 from u2eval.prompts import render
 from u2eval.records import Case, ImagePart
 from u2eval.sources import DEFAULT_REPO, EXPLANATION_FILE, DataSource, resolve_source
-from u2eval.synth import COLUMNS, EXPLANATION_ROW, JPEG_IDS, SAMPLE_ROWS, encode_png
+from u2eval.synth import EXPLANATION_ROW
+from u2eval.synth_images import encode_png
+from u2eval.synth_rows import COLUMNS, JPEG_IDS, SAMPLE_ROWS
 from u2eval.tasks import LOCATION_OPTIONS, all_tasks, get_task, select_tasks
 
 TASKS = all_tasks()

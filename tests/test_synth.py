@@ -15,17 +15,8 @@ import pytest
 from PIL import Image
 
 from u2eval.errors import ConfigError
-from u2eval.synth import (
-    CARD_FILE,
-    COLUMNS,
-    EXPLANATION_FILE,
-    EXPLANATION_ROW,
-    JPEG_IDS,
-    SAMPLE_ROWS,
-    make_row,
-    planned_counts,
-    write_dataset,
-)
+from u2eval.synth import CARD_FILE, EXPLANATION_FILE, EXPLANATION_ROW, write_dataset
+from u2eval.synth_rows import COLUMNS, JPEG_IDS, SAMPLE_ROWS, make_row, planned_counts
 from u2eval.tasks import LOCATION_OPTIONS, TaskSpec, all_tasks
 
 TASKS = all_tasks()
