@@ -96,6 +96,16 @@ def test_published_rows_ship_with_the_package_and_match_the_paper() -> None:
     assert rows["Random Guessing"].tasks["rg"].score == 0.0  # '-' counts 0, as in the published U2
 
 
+def test_a_run_over_part_of_the_cases_is_shown_but_never_ranked(results: Path, tmp_path: Path) -> None:
+    # a perfect model on one case per dataset would top the board if it were ranked
+    run(RunOptions(model="oracle", out=tmp_path / "quick", limit=1), adapter=Oracle(skill=1.0))
+    rows = build_board([results / "oracle", tmp_path / "quick"], BoardOptions(resamples=50)).rows
+    full, quick = rows
+    assert full.model == "oracle/oracle-0.7@seed-0" and full.rank == 1
+    assert quick.rank is None and quick.subset and quick.partial_reasons == ["limit 1 per dataset"]
+    assert quick.u2.score is not None and full.u2.score is not None and quick.u2.score > full.u2.score
+
+
 def test_a_hand_edited_summary_is_ignored(results: Path, tmp_path: Path) -> None:
     folder = _copy_run(results, "oracle", tmp_path)
     summary = json.loads((folder / "summary.json").read_text())

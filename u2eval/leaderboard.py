@@ -59,6 +59,7 @@ class BoardRow(_Frozen):
     infra_errors: int | None
     partial: bool
     partial_reasons: list[str]
+    subset: bool = False  # asked only part of the cases (--limit, --anatomy, a shard): listed, never ranked
     n_cases: int | None
     dataset: str
     prompt_variant: str
@@ -199,6 +200,7 @@ def run_row(run: LoadedRun, options: BoardOptions) -> tuple[BoardRow, list[Slice
         infra_errors=len(run.summary.infra_error_case_ids),
         partial=bool(reasons),
         partial_reasons=reasons,
+        subset=bool(run.summary.subset),
         n_cases=len(run.judgements),
         dataset=dataset_label(run.manifest.dataset),
         prompt_variant=run.manifest.prompt_variant,
@@ -244,16 +246,17 @@ def published_rows(path: Path = PUBLISHED_CSV) -> list[BoardRow]:
 
 
 def rank(rows: Sequence[BoardRow]) -> list[BoardRow]:
-    """Rows with a U2-Score by it (descending; equal 4-decimal scores share a rank), then the others by
-    their score over the tasks present."""
+    """Rows with a U2-Score over all their cases by it (descending; equal 4-decimal scores share a rank), then,
+    unranked, the others: runs over part of the cases by their U2-Score, runs missing a task by their score
+    over the tasks present. A run on a handful of cases per dataset can land anywhere: it is shown, not ranked."""
 
     def key(row: BoardRow) -> tuple[float, str]:
         return (-(row.u2.score if row.u2.score is not None else -1.0), row.model)
 
-    scored = sorted((r for r in rows if r.u2.score is not None), key=key)
+    scored = sorted((r for r in rows if r.u2.score is not None and not r.subset), key=key)
     unscored = sorted(
-        (r for r in rows if r.u2.score is None),
-        key=lambda r: (-(r.u2_over_present_tasks.score or 0.0), r.model),
+        (r for r in rows if r.u2.score is None or r.subset),
+        key=lambda r: (r.u2.score is None, -((r.u2.score or r.u2_over_present_tasks.score) or 0.0), r.model),
     )
     ranked: list[BoardRow] = []
     previous: tuple[float, int] | None = None
