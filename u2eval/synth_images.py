@@ -12,14 +12,11 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
-
-if TYPE_CHECKING:
-    pass
 
 Size = Literal["sample", "full"]
 T = TypeVar("T")

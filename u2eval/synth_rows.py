@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,9 +25,6 @@ from u2eval.synth_images import (
 )
 from u2eval.synth_text import NOTES, caption_text, prompt_text, report_text
 from u2eval.tasks import LOCATION_OPTIONS, DatasetSpec, TaskSpec, all_tasks, get_task
-
-if TYPE_CHECKING:
-    pass
 
 COLUMNS: tuple[str, ...] = (
     "dataset_name",

@@ -3,14 +3,8 @@ drawn with the portable random numbers of ``synth_images``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from u2eval.synth_images import Rng
 from u2eval.tasks import LOCATION_OPTIONS, DatasetSpec, TaskSpec
-
-if TYPE_CHECKING:
-    pass
-
 
 # ---------------------------------------------------------------------------------------------- texts
 
