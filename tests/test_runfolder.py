@@ -53,6 +53,14 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_the_lock_goes_with_its_p
     assert result.requested == result.manifest.n_cases > 0
 
 
+def test_a_folder_that_cannot_hold_a_lock_is_one_line(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("mine")
+    lock = exclusive(not_a_folder)
+    with pytest.raises(ConfigError, match=r"cannot use .*notes.txt as a run folder: Not a directory"):
+        lock.__enter__()
+
+
 def _holder(folder: Path, how: str) -> subprocess.Popen[str]:
     """Another process holding ``folder`` with ``exclusive`` (as a run does) or ``reading`` (as a merge does)."""
     holder = subprocess.Popen(

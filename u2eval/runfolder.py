@@ -45,7 +45,10 @@ def exclusive(folder: Path) -> Iterator[None]:
         return
     import fcntl
 
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # a read-only or missing folder: nothing could be written there anyway
+        raise ConfigError(f"cannot use {folder} as a run folder: {exc.strerror or exc}") from exc
     try:
         _lock_or_refuse(fd, fcntl.LOCK_EX, folder)
         with contextlib.suppress(OSError):  # the pid is for the message above only; a full disk may refuse it
