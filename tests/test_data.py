@@ -111,14 +111,46 @@ def test_resolve_source_kinds_and_clear_config_errors(sample_root: Path, tmp_pat
         ("vra", "74.PCOS_Ovary_Dataset", "74is_visible"),
         ("vra", "anatomy.Mixed_Anatomy", "anatomy"),
         ("od", "09.Kidney_Segmentation", "09"),
-        ("od", "9.Kidney_Segmentation", None),
+        ("od", "9.Kidney_Segmentation", "09"),  # leading zeros mean nothing: the official 03 file is '3_FETAL...'
+        ("vra", "3.FETAL_Planes_US", "03"),
         ("dd", "99.Unknown", None),
         ("dd", "", None),
         ("kd", "48", "48"),
+        # Any source name after the number (30 of 678 real PCOS rows carry another one), and a bare 74.
+        ("dd", "74.Polycystic_Ovary_Other_Source", "74is_normal"),
+        ("vra", "74.Polycystic_Ovary_Other_Source", "74is_visible"),
+        ("dd", "74", "74is_normal"),
+        ("vra", "74 . PCOS", "74is_visible"),
+        ("dd", "28.Knee_Classification", None),  # the knee view is not a DD set
+        ("vra", "ANATOMY.Mixed", "anatomy"),
+        ("cve", "31.HC18_Head_Circumference", "31"),
     ],
 )
 def test_dataset_id_resolution(task: str, name: str, expected: str | None) -> None:
     assert resolve_dataset_id(get_task(task), name) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "stem", "expected"),
+    [
+        ("", "74_is_normal", "74is_normal"),  # no dataset_name: the file's own leading id
+        ("74.X", "74_is_normal", "74is_normal"),
+        ("", "notes", None),
+        ("", "", None),
+    ],
+)
+def test_dataset_id_from_the_file_name(name: str, stem: str, expected: str | None) -> None:
+    assert resolve_dataset_id(get_task("dd"), name, stem) == expected
+
+
+def test_a_number_shared_by_two_ids_of_one_task_is_told_apart_by_the_file_suffix() -> None:
+    # A task listing both halves of the PCOS set would need the file's suffix to choose.
+    dd = get_task("dd")
+    extra = dd.dataset("74is_normal").model_copy(update={"id": "74is_visible"})
+    both = dd.model_copy(update={"datasets": (*dd.datasets, extra)})
+    assert resolve_dataset_id(both, "74.Any", "74_is_visible") == "74is_visible"
+    assert resolve_dataset_id(both, "74.Any", "74_is_normal") == "74is_normal"
+    assert resolve_dataset_id(both, "74.Any", "pcos") is None  # nothing certain: unknown, reported
 
 
 # ------------------------------------------------------------------------------------ the sample
@@ -459,3 +491,20 @@ def test_strict_b64decode_is_binascii_strict_mode(text: str) -> None:
     # accepts is sent to APIs as the image's base64 unchanged
     strict_mode = _decoded(lambda cell: binascii.a2b_base64(cell, strict_mode=True), text)
     assert _decoded(strict_b64decode, text) == strict_mode
+
+
+def test_rows_under_any_source_name_are_read_not_skipped(sample_root: Path, tmp_path: Path) -> None:
+    # The real PCOS file holds rows whose dataset_name is '74.' plus other source names, and bare '74'.
+    root = tmp_path / "data"
+    shutil.copytree(sample_root, root)
+    path = root / "disease_diagnosis" / "74.tsv"
+    header, rows = _rows(path)
+    column = header.index("dataset_name")
+    rows[0][column], rows[1][column] = "74.Another_PCOS_Source", "74"
+    _write(path, header, rows)
+    path.rename(path.with_name("74_is_normal.tsv"))
+    cases, errors = _read(resolve_source(str(root)), ["dd"])
+    assert errors == []
+    pcos = [c for c in cases if c.dataset_id == "74is_normal"]
+    assert len(pcos) == len(rows)
+    assert {c.dataset_name for c in pcos} >= {"74.Another_PCOS_Source", "74"}

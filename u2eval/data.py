@@ -29,7 +29,8 @@ _EXPLANATION_IMG = "base64 encoded image"
 
 OnError = Callable[[DataError], None]
 
-_SUFFIX_RE = re.compile(r"_\d+$")
+_LEADING_NUMBER = re.compile(r"(\d+)(?:_(\d+))?")
+_LEADING_TOKEN = re.compile(r"\d+(?:_\d+)?|[A-Za-z]+")
 _SURROGATE_RE = re.compile("[\udc80-\udcff]")
 
 # Raw text cells each capability reads, besides the truth column; never img_data or seg_data.
@@ -42,24 +43,49 @@ _CAPABILITY_COLUMNS: Mapping[str, tuple[str, ...]] = {
 }
 
 
-def resolve_dataset_id(task: TaskSpec, dataset_name: str) -> str | None:
-    """The task's dataset id for a ``dataset_name`` cell (``<id>.<source>``), or None if it names none.
+def _squashed(text: str) -> str:
+    """Lower-case letters and digits only: 'is_normal', 'Is-Normal' and 'isnormal' compare equal."""
+    return re.sub(r"[^0-9a-z]", "", text.lower())
 
-    Tries, in order: the exact source name; the id before the first '.'; that id without a trailing
-    ``_<digits>`` ('57_1' -> '57'); the one task id that extends it with letters ('74' -> '74is_normal' in DD,
-    '74is_visible' in VRA).
+
+def _ids_for_token(token: str, ids: Sequence[str]) -> list[str]:
+    """The task's dataset ids a leading ``<id>`` token can mean, most certain first."""
+    if token in ids:
+        return [token]
+    number = _LEADING_NUMBER.fullmatch(token)  # '57_1' also means 57 where the task has no '57_1'
+    if number is None:  # a named set ('anatomy'), in any case
+        return [i for i in ids if i.lower() == token.lower()]
+    digits = number.group(1)
+    # Leading zeros carry no meaning ('3.FETAL...' is 03; the official file for it is '3_FETAL_Planes_US').
+    same = [i for i in ids if i.isdigit() and int(i) == int(digits)]
+    if same:
+        return same
+    # An id the number is the start of, with a letter next: '74' -> '74is_normal' (DD) / '74is_visible' (VRA).
+    return [i for i in ids if i.startswith(digits) and i[len(digits) :][:1].isalpha()]
+
+
+def resolve_dataset_id(task: TaskSpec, dataset_name: str, file_stem: str = "") -> str | None:
+    """The task's dataset id for a row, or None if nothing certain names one.
+
+    From what is certain, in order: the task (only its own ids can match); the exact source name of the
+    task file; the ``<id>`` before the first '.' of ``dataset_name``, whatever source name follows it
+    ('57_1' -> '57' unless the task has '57_1' itself; '3' -> '03'); where that number starts several ids
+    of the task ('74' -> '74is_normal', ...), the one whose suffix the file name or the dataset name carries
+    (``74_is_normal.tsv``); with no ``dataset_name`` at all, the file name's own leading id.
     """
     name = dataset_name.strip()
     for spec in task.datasets:
         if spec.source == name:
             return spec.id
-    prefix = name.split(".", 1)[0]
-    ids = task.dataset_ids
-    for candidate in (prefix, _SUFFIX_RE.sub("", prefix)):
-        if candidate in ids:
-            return candidate
-    extended = [i for i in ids if i.startswith(prefix) and i[len(prefix) :].isalpha()] if prefix else []
-    return extended[0] if len(extended) == 1 else None
+    found = _LEADING_TOKEN.match(file_stem)
+    token = name.split(".", 1)[0].strip() if name else (found.group(0) if found else "")
+    if not token:
+        return None
+    candidates = _ids_for_token(token, task.dataset_ids)
+    if len(candidates) > 1:
+        where = _squashed(f"{file_stem} {name}")
+        candidates = [i for i in candidates if _squashed(i[len(token) :]) in where] or candidates
+    return candidates[0] if len(candidates) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -156,7 +182,7 @@ def _rows(task: TaskSpec, path: Path, where: str, on_error: OnError) -> Iterator
                 continue
             name = cells[layout.dataset_name]
             if name not in specs:
-                found = resolve_dataset_id(task, name)
+                found = resolve_dataset_id(task, name, path.stem)
                 specs[name] = task.dataset(found) if found is not None else None
             yield layout, _Row(index, cells, specs[name])
         if n_rows == 0:
