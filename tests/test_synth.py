@@ -228,7 +228,7 @@ def test_report_and_caption_texts(sample_root: Path) -> None:
     reports = [r["report"] for (task, _), r in rows.items() if task == "rg"]
     for (task, _), row in rows.items():
         if task == "rg":
-            assert row["caption"] == row["report"]
+            assert row["caption"] == ""  # the report is in `report` alone, as on the real RG rows
             assert row["report"].count(". ") >= 3
             for organ in ("liver", "gallbladder", "pancreas", "spleen"):
                 assert organ in row["report"].lower()

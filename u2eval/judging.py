@@ -177,10 +177,10 @@ def _reference_regression(case: CaseMeta, answer: str, task: TaskSpec, ds: Datas
 
 
 def _reference_text(case: CaseMeta, answer: str, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks) -> Verdict:
-    # The report scorer takes its reference from `caption` on every dataset (facts §10.7); a case whose
-    # caption column was not kept falls back to the task's own truth column.
-    column = "caption" if q.report_reference_from_caption and "caption" in case.columns else task.truth_column
-    return Verdict(prediction=reference_text(answer), truth=reference_text(truth_cell(case, column)), counted=True)
+    # The report scorer reads its internal column `caption`, which in the authors' RG file (39) holds the report:
+    # in the Hugging Face layout that text is `report`, so both modes score RG against `report` (facts §10.7).
+    truth = reference_text(truth_cell(case, task.truth_column))
+    return Verdict(prediction=reference_text(answer), truth=truth, counted=True)
 
 
 _REFERENCE: Mapping[str, Callable[[CaseMeta, str, TaskSpec, DatasetSpec, ReferenceQuirks], Verdict]] = {

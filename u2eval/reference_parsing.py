@@ -41,7 +41,6 @@ class ReferenceQuirks:
     json_truth_cells: bool = True  # GT cells are read with quote swapping + json.loads ('Baker's cyst' breaks)
     cve_drop_unparseable: bool = True  # CVE: an answer without a number leaves the denominator
     infra_error_as_answer: bool = True  # the kit saved API error messages as answers, and scored them
-    report_reference_from_caption: bool = True  # the report scorer reads `caption` for every dataset, RG 39 too
     keypoints_over_bbox: bool = False  # LL/OD truth from `keypoints` when the row has that column (§10.11)
 
 

@@ -197,8 +197,8 @@ def row_cells(ctx: _Ctx, row: int) -> list[str]:
     elif task.capability == "regression":
         cells["measurement"] = _measurement(ctx, row, rng)
     elif task.key == "rg":
-        # The reference scorer reads RG references from `caption`, so the real file must carry the report there too.
-        cells["report"] = cells["caption"] = report_text(rng)
+        # The report text is in `report`; `caption` stays empty on RG rows, as it may on the real ones.
+        cells["report"] = report_text(rng)
     else:
         cells["caption"] = caption_text(spec, rng)
     pixels = render(rng, ctx.width, ctx.height, blobs)
