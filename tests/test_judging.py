@@ -319,3 +319,29 @@ def test_judge_rejects_a_completion_for_another_case() -> None:
     meta = case("dd", "21", "benign")
     with pytest.raises(ValueError, match="judged against"):
         judge(meta, Completion(case_id="elsewhere", key="k", text="benign"), get_task("dd"))
+
+
+# ============================================================================= why a case is not counted
+
+
+@pytest.mark.parametrize(
+    ("meta", "text", "error", "strict", "reference"),
+    [
+        (case("dd", "21", "cyst", options=("benign", "malignant")), "benign", None, "truth_not_an_option", None),
+        (case("dd", "21", None, options=("benign", "malignant")), "benign", None, "truth_missing", None),
+        (case("dd", "44", "2"), "two", None, None, "dropped_by_official"),
+        (case("od", "13", "garbage"), "center", None, "truth_unreadable", None),
+        (case("cve", "18", "{'EF': 'n/a'}"), "50", None, "truth_unreadable", "truth_unreadable"),
+        (case("cve", "18", "{'EF': 55.0}"), "no idea", None, None, "dropped_by_official"),
+        (case("cg", "10", "  "), "A caption.", None, "truth_missing", None),
+        (case("dd", "21", "benign"), None, "server", "infra_error", None),
+    ],
+)
+def test_every_case_outside_a_denominator_says_why(
+    meta: CaseMeta, text: str | None, error: ErrorKind | None, strict: str | None, reference: str | None
+) -> None:
+    j = run(meta, text, error)
+    assert (j.strict.not_counted, j.reference.not_counted) == (strict, reference)
+    assert j.strict.counted is (strict is None) and j.reference.counted is (reference is None)
+    for verdict in (j.strict, j.reference):
+        assert (verdict.not_counted_detail is not None) is (verdict.not_counted not in (None, "infra_error"))

@@ -12,16 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from u2eval.parsing import (
-    label_truth,
-    location_truth,
-    measurement_truth,
-    parse_location,
-    parse_number,
-    parse_option,
-    parse_text,
-    sector_from_centre,
-)
+from u2eval.parsing import parse_location, parse_number, parse_option, parse_text, sector_from_centre
 from u2eval.reference_parsing import (
     REFERENCE_ERROR_TEXT,
     ReferenceQuirks,
@@ -37,6 +28,7 @@ from u2eval.reference_parsing import (
     reference_text,
 )
 from u2eval.tasks import LOCATION_OPTIONS, DatasetSpec, get_task
+from u2eval.truth import Unread, label_truth, location_truth, measurement_truth, read_location, read_measurement
 
 ALL_OFF = ReferenceQuirks(**{name: False for name in ReferenceQuirks.__dataclass_fields__})
 
@@ -336,16 +328,23 @@ def test_sector_boundaries(cx: float, cy: float, sector: str) -> None:
         ("[{'a': [0.9, 0.1]}, {'b': [0.1, 0.1]}]", "upper right", "upper right"),
         ('{"Baker\'s cyst": [0.5, 0.5]}', "center", "not visible"),  # quote swapping breaks the JSON
         ("{'a': (0.5, 0.5)}", "center", "not visible"),  # tuples are not JSON
-        ("{'a': ['0.5', '0.5']}", "not visible", "center"),  # float('0.5') passes in the reference
-        ("{'a': [NaN, 0.5]}", "not visible", "not visible"),
-        ("[0.5, 0.5, 0.1, 0.1]", "not visible", "not visible"),  # a bare box is not a structure
+        ("{'a': ['0.5', '0.5']}", "unreadable", "center"),  # float('0.5') passes in the reference
+        ("{'a': [NaN, 0.5]}", "unreadable", "not visible"),
+        ("[0.5, 0.5, 0.1, 0.1]", "unreadable", "not visible"),  # a bare box is not a structure
         ("{}", "not visible", "not visible"),
+        ("{'a': None}", "not visible", "not visible"),  # a structure without coordinates: not in the image
         (None, "not visible", "not visible"),
-        ("garbage", "not visible", "not visible"),
+        ("  ", "not visible", "not visible"),
+        ("garbage", "unreadable", "not visible"),
     ],
 )
 def test_location_truth_strict_and_reference(cell: str | None, strict: str, reference: str) -> None:
-    assert location_truth(cell) == strict
+    # Strict says why it cannot read a cell (the case is then not counted); the reference calls it 'not visible'.
+    found = read_location(cell)
+    assert (found.reason if isinstance(found, Unread) else found) == (
+        "truth_unreadable" if strict == "unreadable" else strict
+    )
+    assert location_truth(cell) == ("not visible" if strict == "unreadable" else strict)
     assert reference_location_truth(cell) == reference
 
 
@@ -381,13 +380,37 @@ def test_label_truth(cell: str | None, dataset: tuple[str, str], label: str) -> 
         ("{'abdominal_circumference': '250'}", "50", 250.0),
         ("{'fat value': 12}", "57", 12.0),
         ("[{'fat value': 7}]", "57", 7.0),
-        ("{'EF': 55}", "57", None),  # wrong key
+        ("{'EF': 55, 'HR': 80}", "57", None),  # no key like 'fat value' among several
+        ("{'EF': 55}", "57", 55.0),  # the only key of a one-key dict is the measurement
+        ("{'head circumference': 180.5, 'pixel_size_mm': 0.1}", "31", 180.5),  # a space for the underscore
+        ("{'Head-Circumference': 180.5}", "31", 180.5),
+        ("{'FAT_VALUE': 12}", "57", 12.0),
         ("nan", "18", None),
         (None, "18", None),
     ],
 )
 def test_measurement_truth(cell: str | None, dataset_id: str, value: float | None) -> None:
     assert measurement_truth(cell, ds("cve", dataset_id)) == value
+
+
+@pytest.mark.parametrize(
+    ("cell", "dataset_id", "reason", "detail"),
+    [
+        (None, "18", "truth_missing", "measurement is empty"),
+        ("{'IMT': None}", "27", "truth_missing", "measurement 'IMT' is null (not measured)"),
+        ("{'IMT': [None]}", "27", "truth_missing", "measurement 'IMT' is null (not measured)"),
+        ("{'EF': 'n/a'}", "18", "truth_unreadable", "measurement 'EF' is not a number"),
+        ("nan", "18", "truth_unreadable", "measurement is not a {name: value} dict"),
+        (
+            "{'a': 1, 'b': 2}",
+            "31",
+            "truth_unreadable",
+            "measurement has no key like 'head_circumference' (keys: 'a', 'b')",
+        ),
+    ],
+)
+def test_unreadable_measurements_say_why(cell: str | None, dataset_id: str, reason: str, detail: str) -> None:
+    assert read_measurement(cell, ds("cve", dataset_id)) == Unread(reason, detail)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -25,22 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from u2eval.parsing import (
-    EMPTY,
-    REFUSED,
-    Parsed,
-    label_truth,
-    location_truth,
-    measurement_truth,
-    parse_location,
-    parse_number,
-    parse_option,
-    parse_text,
-)
-from u2eval.records import CaseMeta, Completion, Judgement, Outcome, TaskKey, Verdict
+from u2eval.parsing import EMPTY, REFUSED, Parsed, parse_location, parse_number, parse_option, parse_text
+from u2eval.records import CaseMeta, Completion, Judgement, NotCounted, Outcome, TaskKey, Verdict
 from u2eval.reference_parsing import (
     REFERENCE_ERROR_TEXT,
     ReferenceQuirks,
+    official_measurement_key,
     reference_classification,
     reference_location_prediction,
     reference_location_truth,
@@ -51,6 +41,7 @@ from u2eval.reference_parsing import (
     reference_text,
 )
 from u2eval.tasks import DatasetSpec, TaskSpec
+from u2eval.truth import Unread, read_label, read_location, read_measurement, read_text
 
 DEFAULT_QUIRKS = ReferenceQuirks()
 
@@ -74,19 +65,34 @@ def farthest_in_range(truth: float, value_range: tuple[float, float]) -> float:
 # ---------------------------------------------------------------------------------- strict verdicts
 
 
+def _not_counted(prediction: object, truth: object, reason: NotCounted, detail: str | None = None) -> Verdict:
+    pred = prediction if isinstance(prediction, str | float) else None
+    value = truth if isinstance(truth, str | float) else None
+    return Verdict(prediction=pred, truth=value, counted=False, not_counted=reason, not_counted_detail=detail)
+
+
+def _unread(prediction: object, unread: Unread) -> Verdict:
+    return _not_counted(prediction, None, unread.reason, unread.detail)
+
+
 def _strict_classification(case: CaseMeta, parsed: Parsed | None, task: TaskSpec, ds: DatasetSpec) -> Verdict:
-    truth = label_key(label_truth(truth_cell(case, task.truth_column), ds))
     pred = label_key(parsed.value) if parsed is not None and isinstance(parsed.value, str) else None
-    if parsed is None or not truth:  # not scored, or no truth to score against
-        return Verdict(prediction=pred, truth=truth or None, counted=False)
-    return Verdict(prediction=pred, truth=truth, counted=True, correct=pred == truth)
+    truth = read_label(truth_cell(case, task.truth_column), ds, tuple(case.options) or ds.labels)
+    if parsed is None:  # not scored: an infra error
+        return _not_counted(pred, None if isinstance(truth, Unread) else label_key(truth), "infra_error")
+    if isinstance(truth, Unread):
+        return _unread(pred, truth)
+    key = label_key(truth)
+    return Verdict(prediction=pred, truth=key, counted=True, correct=pred == key)
 
 
 def _strict_location(case: CaseMeta, parsed: Parsed | None, task: TaskSpec, ds: DatasetSpec) -> Verdict:
-    truth = location_truth(truth_cell(case, task.truth_column))
+    truth = read_location(truth_cell(case, task.truth_column), task.truth_column)
     pred = parsed.value if parsed is not None and isinstance(parsed.value, str) else None
     if parsed is None:
-        return Verdict(prediction=None, truth=truth, counted=False)
+        return _not_counted(None, None if isinstance(truth, Unread) else truth, "infra_error")
+    if isinstance(truth, Unread):
+        return _unread(pred, truth)
     return Verdict(prediction=pred, truth=truth, counted=True, correct=pred == truth)
 
 
@@ -94,10 +100,14 @@ def _strict_regression(case: CaseMeta, parsed: Parsed | None, task: TaskSpec, ds
     """A case without a numeric truth is not counted (the prompt range cannot judge it). Any other
     answered case counts; without a number (unparseable, refused, empty, or 'null' on 27 where the truth
     exists) it is scored as the in-range value farthest from the truth."""
-    truth = measurement_truth(truth_cell(case, task.truth_column), ds)
+    truth = read_measurement(truth_cell(case, task.truth_column), ds)
     pred = parsed.value if parsed is not None and isinstance(parsed.value, float) else None
-    if parsed is None or truth is None or ds.value_range is None:
-        return Verdict(prediction=pred, truth=truth, counted=False)
+    if parsed is None:
+        return _not_counted(pred, None if isinstance(truth, Unread) else truth, "infra_error")
+    if isinstance(truth, Unread):
+        return _unread(pred, truth)
+    if ds.value_range is None:
+        return _not_counted(pred, truth, "truth_unreadable", f"dataset {ds.id} has no value range to normalise by")
     if pred is None:
         pred = farthest_in_range(truth, ds.value_range)
     return Verdict(prediction=pred, truth=truth, counted=True)
@@ -105,10 +115,13 @@ def _strict_regression(case: CaseMeta, parsed: Parsed | None, task: TaskSpec, ds
 
 def _strict_text(case: CaseMeta, parsed: Parsed | None, task: TaskSpec, ds: DatasetSpec) -> Verdict:
     """A case with no reference text is not counted; an empty or refused answer is scored as ""."""
-    truth = (truth_cell(case, task.truth_column) or "").strip()
+    truth = read_text(truth_cell(case, task.truth_column), task.truth_column)
     if parsed is None:
-        return Verdict(prediction=None, truth=truth, counted=False)
-    return Verdict(prediction=parsed.value if isinstance(parsed.value, str) else "", truth=truth, counted=bool(truth))
+        return _not_counted(None, None if isinstance(truth, Unread) else truth, "infra_error")
+    pred = parsed.value if isinstance(parsed.value, str) else ""
+    if isinstance(truth, Unread):
+        return _not_counted(pred, "", truth.reason, truth.detail)
+    return Verdict(prediction=pred, truth=truth, counted=True)
 
 
 def _strict_parse(answer: str | None, case: CaseMeta, task: TaskSpec, ds: DatasetSpec) -> Parsed:
@@ -148,14 +161,18 @@ def _strict(case: CaseMeta, completion: Completion, task: TaskSpec, ds: DatasetS
 
 
 def _reference_classification(
-    case: CaseMeta, answer: str, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks
+    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks
 ) -> Verdict:
     stage_a = reference_stage_a_option(answer, reference_options(task.key, ds.id, quirks=q))
     verdict = reference_classification(stage_a.output, truth_cell(case, task.truth_column), ds, q)
+    if not verdict.counted:
+        verdict = verdict.model_copy(
+            update={"not_counted": "dropped_by_official", "not_counted_detail": "not an integer (int_label_drop)"}
+        )
     return verdict.model_copy(update={"skips_dataset": True}) if stage_a.skips_dataset else verdict
 
 
-def _reference_location(case: CaseMeta, answer: str, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks) -> Verdict:
+def _reference_location(case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks) -> Verdict:
     # The OD prompt embeds the row's anatomy and channel names; they can add options (facts §10.5).
     anatomy = case.columns.get("anatomy_location") or case.anatomy
     channel = case.columns.get("seg_channel_name") or ds.channel or ""
@@ -166,24 +183,32 @@ def _reference_location(case: CaseMeta, answer: str, task: TaskSpec, ds: Dataset
     return Verdict(prediction=pred, truth=truth, counted=True, correct=pred == truth)
 
 
-def _reference_regression(case: CaseMeta, answer: str, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks) -> Verdict:
+def _reference_regression(
+    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks
+) -> Verdict:
     pred = reference_number(answer, ds.id)
-    truth = reference_measurement_truth(truth_cell(case, task.truth_column), ds, q)
+    cell = truth_cell(case, task.truth_column)
+    truth = reference_measurement_truth(cell, ds, q)
     if truth is None:  # the scorer skips rows without a readable truth
-        return Verdict(prediction=pred, truth=None, counted=False)
+        if cell is None or not cell.strip():
+            return _not_counted(pred, None, "truth_missing", "measurement is empty")
+        detail = f"the official reader finds no number under {official_measurement_key(ds)!r}"
+        return _not_counted(pred, None, "truth_unreadable", detail)
     if pred is None and not q.cve_drop_unparseable and ds.value_range is not None:
         return Verdict(prediction=farthest_in_range(truth, ds.value_range), truth=truth, counted=True)
-    return Verdict(prediction=pred, truth=truth, counted=pred is not None)
+    if pred is None:
+        return _not_counted(None, truth, "dropped_by_official", "no number in the answer (cve_drop_unparseable)")
+    return Verdict(prediction=pred, truth=truth, counted=True)
 
 
-def _reference_text(case: CaseMeta, answer: str, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks) -> Verdict:
+def _reference_text(case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks) -> Verdict:
     # The report scorer reads its internal column `caption`, which in the authors' RG file (39) holds the report:
     # in the Hugging Face layout that text is `report`, so both modes score RG against `report` (facts §10.7).
     truth = reference_text(truth_cell(case, task.truth_column))
     return Verdict(prediction=reference_text(answer), truth=truth, counted=True)
 
 
-_REFERENCE: Mapping[str, Callable[[CaseMeta, str, TaskSpec, DatasetSpec, ReferenceQuirks], Verdict]] = {
+_REFERENCE: Mapping[str, Callable[[CaseMeta, object, TaskSpec, DatasetSpec, ReferenceQuirks], Verdict]] = {
     "classification": _reference_classification,
     "detection": _reference_location,
     "regression": _reference_regression,
@@ -194,7 +219,7 @@ _REFERENCE: Mapping[str, Callable[[CaseMeta, str, TaskSpec, DatasetSpec, Referen
 def _reference(case: CaseMeta, completion: Completion, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks) -> Verdict:
     if completion.is_infra_error:
         if not q.infra_error_as_answer:
-            return Verdict(prediction=None, truth=None, counted=False)
+            return _not_counted(None, None, "infra_error")
         answer = REFERENCE_ERROR_TEXT
     else:
         answer = completion.text or ""  # stage (a) turns a missing answer into "" as well

@@ -166,6 +166,9 @@ def _partial_reasons(run: LoadedRun, mode: ScoringMode) -> list[str]:
     reasons = []
     if summary.missing_tasks:
         reasons.append(f"missing {','.join(summary.missing_tasks)}")
+    lost = [f"{t}/{d}" for t, ids in summary.missing_datasets.items() for d in ids] + list(summary.uncounted_datasets)
+    if lost:
+        reasons.append(f"datasets lost: {','.join(lost)}")
     reasons += run.summary.subset
     if run.summary.infra_error_case_ids:
         reasons.append(f"{len(run.summary.infra_error_case_ids)} infra errors")

@@ -1,4 +1,4 @@
-"""Named pure parsers for the strict scoring mode, and the strict ground-truth readers.
+"""Named pure parsers for the strict scoring mode (the truth cells are read by :mod:`u2eval.truth`).
 
 Every parser takes ``str | None`` and never raises: it returns a :class:`Parsed` whose ``value`` is a valid
 answer (one of the options, one of the 10 location words, a finite float, or text) exactly when
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from u2eval.tasks import LOCATION_OPTIONS, DatasetSpec
+from u2eval.tasks import LOCATION_OPTIONS
 
 ParseOutcome = Literal["ok", "unparseable", "refused", "empty"]
 
@@ -302,68 +302,3 @@ def sector_from_centre(cx: float, cy: float) -> str:
     row = "upper" if cy < 0.45 else "middle" if cy < 0.55 else "lower"
     column = "left" if cx < 0.45 else "center" if cx < 0.55 else "right"
     return sector_name(row, column)
-
-
-def _real(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _first_structure(data: object) -> object:
-    # The official rule: a dict's first value, or the first value of a list's first dict.
-    if isinstance(data, dict):
-        return next(iter(data.values()), None)
-    if isinstance(data, list | tuple) and data and isinstance(data[0], dict):
-        return next(iter(data[0].values()), None)
-    return None
-
-
-def location_truth(cell: str | None) -> str:
-    """The sector of the first structure's centre ``[cx, cy, ...]`` (normalised coordinates) in a
-    ``gt_bbox`` / ``keypoints`` cell; 'not visible' when the cell is missing, malformed or not numeric.
-    Same rule as the reference, but the cell is read as a Python literal (apostrophes in names, tuples
-    and None are fine) instead of the reference's quote-swapping JSON."""
-    coords = _first_structure(literal_cell(cell))
-    if not isinstance(coords, list | tuple) or len(coords) < 2:
-        return NOT_VISIBLE
-    cx, cy = _real(coords[0]), _real(coords[1])
-    return NOT_VISIBLE if cx is None or cy is None else sector_from_centre(cx, cy)
-
-
-def label_truth(cell: str | None, dataset: DatasetSpec) -> str:
-    """The class label of a row, as written ('' when missing). ``anatomy_dict`` cells hold a dict whose
-    'Anatomy' value is the label (lower-cased, as the scorer does); integer labels become their digits
-    ('2.0' -> '2'); a one-element list literal "['benign']" gives its element."""
-    if cell is None:
-        return ""
-    data = literal_cell(cell)
-    if dataset.truth_format == "anatomy_dict":
-        value = data.get("Anatomy") if isinstance(data, dict) else None
-        return (value if isinstance(value, str) else cell).strip().lower()
-    if isinstance(data, list | tuple) and len(data) == 1:
-        data = data[0]
-    if dataset.int_labels and (number := _real(data)) is not None and number.is_integer():
-        return str(int(number))
-    # Plain labels ('benign', 'None', '4A') are not literals: the cell itself is the label.
-    return (data if isinstance(data, str) else cell).strip()
-
-
-def measurement_truth(cell: str | None, dataset: DatasetSpec) -> float | None:
-    """The dataset's measurement (``dataset.measurement_key``) from a dict cell; a list value gives its
-    first element (27's IMT); a list of dicts uses the first. None when missing or not a finite number."""
-    data = literal_cell(cell)
-    if isinstance(data, list | tuple) and data:
-        data = data[0]
-    if dataset.measurement_key is None or not isinstance(data, dict):
-        return None
-    value = data.get(dataset.measurement_key)
-    if isinstance(value, list | tuple):
-        value = value[0] if value else None
-    if isinstance(value, str):
-        try:
-            return _finite(value.strip())
-        except ValueError:
-            return None
-    return _real(value)

@@ -304,16 +304,29 @@ class Completion(DiskRecord):
 
 Value = str | float | None
 
+# Why a case is left out of a mode's denominator (``Verdict.not_counted``): no case leaves a score unexplained.
+NotCounted = Literal[
+    "infra_error",  # the request failed: there is no answer to score
+    "truth_missing",  # the truth cell is empty (27's null IMT: not measurable)
+    "truth_unreadable",  # the truth cell is there but cannot be read
+    "truth_not_an_option",  # the label is not among the row's options: no answer could be right
+    "dropped_by_official",  # reference: the official scorer leaves this answer out of its denominator
+    "dataset_skipped",  # reference: the official scorer skips this dataset's whole file
+    "no_official_record",  # reference: the official kit's file has no record at this row
+]
+
 
 class Verdict(DiskRecord):
     """One scoring mode's view of a case: what it parsed, the truth it compared against, and whether the
-    case counts in that mode's denominator."""
+    case counts in that mode's denominator; when it does not, why (``not_counted`` and a detail)."""
 
     prediction: Value
     truth: Value
     counted: bool
     correct: bool | None = None
     skips_dataset: bool = False  # reference only: the official pipeline could not read this answer (facts §10.6)
+    not_counted: NotCounted | None = None
+    not_counted_detail: str | None = None
 
 
 class Judgement(DiskRecord):

@@ -463,11 +463,13 @@ _NUMBER_PATTERNS: dict[str, tuple[str, ...]] = {
 _OFFICIAL_MEASUREMENT_KEYS = {"18": "EF", "27": "IMT", "50": "abdominal_circumference", "57": "fat value"}
 
 
-def reference_stage_a_number(answer: str | None, dataset_id: str) -> str:
+def reference_stage_a_number(answer: object, dataset_id: str) -> str:
     """Stage (a) for CVE: 'null', the answer itself when it is a plain unsigned number, else the first
     per-dataset pattern's match. No minus sign is read; units are dropped unconverted; on 57 only
-    integers ('about 12.5%' -> '5', '5.5 cm' -> '5'); error messages with digits give those digits."""
-    if not answer or answer.lower() == "null":
+    integers ('about 12.5%' -> '5', '5.5 cm' -> '5'); error messages with digits give those digits.
+    A JSON value that is not a string: 0, None and the like are 'null'; any other makes stage (a) drop the
+    line, which the reader of the kit's files accounts for (here: 'null')."""
+    if not isinstance(answer, str) or not answer or answer.lower() == "null":
         return "null"
     if re.match(r"^\d+(?:\.\d*)?$", answer.strip()):
         return answer.strip()
@@ -481,7 +483,7 @@ def reference_stage_a_number(answer: str | None, dataset_id: str) -> str:
     return "null"
 
 
-def reference_number(answer: str | None, dataset_id: str) -> float | None:
+def reference_number(answer: object, dataset_id: str) -> float | None:
     """Stage (a) then stage (b)'s ``float()``; None where the scorer drops the row. A non-finite value
     (an answer of hundreds of digits) is None here, where the scorer would let it make the RMSE inf."""
     text = reference_stage_a_number(answer, dataset_id).strip()
@@ -494,12 +496,18 @@ def reference_number(answer: str | None, dataset_id: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def official_measurement_key(dataset: DatasetSpec) -> str:
+    """The key the official measurement scorer reads for a dataset (its own table; ours for 31, which it never
+    scores)."""
+    return _OFFICIAL_MEASUREMENT_KEYS.get(dataset.id, dataset.measurement_key or "")
+
+
 def _official_measurement(data: object, dataset: DatasetSpec) -> object:
     try:
         if isinstance(data, dict):
             if dataset.id == "27":
                 return list(data["IMT"])[0]  # a string value gives its first character
-            return data[_OFFICIAL_MEASUREMENT_KEYS.get(dataset.id, dataset.measurement_key or "")]
+            return data[official_measurement_key(dataset)]
         if isinstance(data, list):
             return list(data[0].values())[0]
     except (KeyError, IndexError, TypeError, AttributeError):
@@ -529,6 +537,6 @@ def reference_measurement_truth(
 # ------------------------------------------------------------------------------------------- text
 
 
-def reference_text(answer: str | None) -> str:
+def reference_text(answer: object) -> str:
     """RG/CG hypothesis and reference text: ``.strip()`` only (None -> "")."""
     return answer.strip() if isinstance(answer, str) else ""

@@ -64,12 +64,14 @@ TASK_HEADER = [
 
 def _u2_line(mode: ModeSummary) -> str:
     parts = [f"U2-Score {_fmt(mode.u2_score)}"]
-    if mode.status == "partial":
+    if mode.missing_tasks:
         parts.append(f"partial: missing {', '.join(t.upper() for t in mode.missing_tasks)}")
         parts.append(f"over the tasks present {_fmt(mode.u2_over_present_tasks)}")
     if mode.missing_datasets:
         lost = "; ".join(f"{t.upper()} {', '.join(ids)}" for t, ids in mode.missing_datasets.items())
         parts.append(f"partial: no cases for datasets {lost}")
+    if mode.uncounted_datasets:
+        parts.append(f"partial: no case counted in {', '.join(mode.uncounted_datasets)}")
     filled = [t.upper() for t, result in mode.tasks.items() if result.filled]
     if filled:
         parts.append(f"filled as the official table does: {', '.join(filled)}")
@@ -80,6 +82,34 @@ def _u2_line(mode: ModeSummary) -> str:
 def subset_line(summary: Summary) -> str:
     """What a run that asked only part of its tasks' cases says first: its scores are not a full run's."""
     return f"Subset run ({'; '.join(summary.subset)}): these scores are not comparable with a full run's"
+
+
+def uncounted_lines(summary: Summary) -> list[str]:
+    """One line per dataset that had cases but counted none, in each mode: its task averages the others."""
+    return [
+        f"{mode}: {name}: {why}"
+        for mode in ("strict", "reference")
+        for name, why in summary.modes[mode].uncounted_datasets.items()
+    ]
+
+
+def _not_counted_lines(summary: Summary) -> list[str]:
+    rows = [
+        (mode, d, g)
+        for mode in ("strict", "reference")
+        for d in summary.modes[mode].datasets
+        for g in d.not_counted
+        if g.reason != "infra_error"  # listed with the infrastructure failures
+    ]
+    if not rows:
+        return []
+    lines = ["", "## Cases not counted, and why", ""]
+    lines += [f"- **{line}**" for line in uncounted_lines(summary)]
+    lines += ["", "| mode | task | dataset | cases | reason | detail | e.g. |", "|---|---|---|---|---|---|---|"]
+    for mode, d, g in rows:
+        examples = ", ".join(f"`{c}`" for c in g.case_ids)
+        lines.append(f"| {mode} | {d.task} | {d.dataset_id} | {g.n} | {g.reason} | {g.detail or ''} | {examples} |")
+    return lines
 
 
 def render_markdown(summary: Summary) -> str:
@@ -104,6 +134,7 @@ def render_markdown(summary: Summary) -> str:
     for d in summary.modes["strict"].datasets:
         metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(d.metrics.items()))
         lines.append(f"| {d.task} | {d.dataset_id} | {d.n_cases} | {d.n_counted} | {d.n_infra_errors} | {metrics} |")
+    lines += _not_counted_lines(summary)
     if summary.differences:
         lines += [
             "",
@@ -161,3 +192,5 @@ def print_summary(summary: Summary, console: Console) -> None:
         console.print(f"[bold]{label}[/bold]: {_u2_line(summary.modes[mode])}")
     if summary.subset:
         console.print(f"[yellow]{escape(subset_line(summary))}[/yellow]")
+    for line in uncounted_lines(summary):
+        console.print(f"[yellow]No case counted: {escape(line)}[/yellow]")

@@ -21,9 +21,11 @@ import numpy as np
 from u2eval.metrics import get_metric, sacrebleu_signature
 from u2eval.records import TASK_KEYS, Judgement, ScoringMode, Verdict
 from u2eval.summary import (
+    MAX_EXAMPLES,
     REPORT_DECIMALS,
     DatasetResult,
     ModeSummary,
+    NotCountedGroup,
     Summary,
     TaskOutcomes,
     TaskResult,
@@ -151,6 +153,7 @@ class _DatasetScore:
     n_counted: int
     metrics: dict[str, float | None]  # raw values; None = nothing to compute on; may be non-finite
     dropped_by: str | None = None
+    not_counted: tuple[NotCountedGroup, ...] = ()
 
 
 def _metric_names(task: TaskSpec) -> list[str]:
@@ -163,6 +166,29 @@ def _scorable(verdict: Verdict, task: TaskSpec) -> bool:
     return verdict.counted and (task.capability != "regression" or isinstance(verdict.truth, float | int))
 
 
+def _why_not_counted(j: Judgement, verdict: Verdict) -> tuple[str, str | None]:
+    if j.outcome == "infra_error":
+        return "infra_error", None
+    return verdict.not_counted or "not_counted", verdict.not_counted_detail
+
+
+def _not_counted_groups(
+    judgements: Sequence[Judgement], mode: ScoringMode, task: TaskSpec, skipped_by: str | None
+) -> tuple[NotCountedGroup, ...]:
+    """Every case outside the denominator, grouped by reason and detail (judgements come in case-id order)."""
+    groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
+    for j in judgements:
+        verdict = j.strict if mode == "strict" else j.reference
+        if skipped_by is not None and j.outcome != "infra_error":
+            groups[("dataset_skipped", skipped_by)].append(j.case_id)
+        elif j.outcome == "infra_error" or not _scorable(verdict, task):
+            groups[_why_not_counted(j, verdict)].append(j.case_id)
+    return tuple(
+        NotCountedGroup(reason=reason, detail=detail, n=len(ids), case_ids=ids[:MAX_EXAMPLES])
+        for (reason, detail), ids in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] or ""))
+    )
+
+
 def _score_dataset(
     task: TaskSpec, ds: DatasetSpec, judgements: Sequence[Judgement], mode: ScoringMode, quirks: ScoringQuirks
 ) -> _DatasetScore:
@@ -170,7 +196,9 @@ def _score_dataset(
     n_infra = len(judgements) - len(answered)
     names = _metric_names(task)
     if quirks.nan_response_skips_dataset and any(reference_drops_dataset(j, task) for j in answered):
-        return _DatasetScore(len(judgements), n_infra, 0, dict.fromkeys(names), "nan_response_skips_dataset")
+        quirk = "nan_response_skips_dataset"
+        skipped = _not_counted_groups(judgements, mode, task, quirk)
+        return _DatasetScore(len(judgements), n_infra, 0, dict.fromkeys(names), quirk, skipped)
     verdicts = [v for j in answered if _scorable(v := (j.strict if mode == "strict" else j.reference), task)]
     values: dict[str, float | None] = {}
     for name in names:
@@ -184,7 +212,8 @@ def _score_dataset(
         if quirks.round_4dp and value is not None and math.isfinite(value):
             value = float(f"{value:.4f}")  # what the scorer writes to its results file
         values[name] = value
-    return _DatasetScore(len(judgements), n_infra, len(verdicts), values)
+    groups = _not_counted_groups(judgements, mode, task, None)
+    return _DatasetScore(len(judgements), n_infra, len(verdicts), values, None, groups)
 
 
 @dataclass(frozen=True)
@@ -280,6 +309,7 @@ def _score_mode(
             metrics={k: report_float(v, decimals) for k, v in s.metrics.items()},
             scored_under=placement[ref][0],
             quirk=placement[ref][1],
+            not_counted=list(s.not_counted),
         )
         for ref, s in scores.items()
     ]
@@ -310,6 +340,7 @@ def _mode_summary(
         k: [d for d in official[k].dataset_ids if (k, d) not in groups] for k in TASK_KEYS if k in present
     }
     missing_datasets = {k: ids for k, ids in missing_datasets.items() if ids}
+    uncounted = _uncounted_datasets(datasets)
     scored = {k: t.score for k, t in task_scores.items() if t.score is not None}
     u2: float | None = None
     if len(scored) == len(TASK_KEYS):
@@ -337,15 +368,28 @@ def _mode_summary(
     return ModeSummary(
         mode=mode,
         quirks=quirks.as_dict(),
-        status="partial" if missing or missing_datasets else "complete",
+        status="partial" if missing or missing_datasets or uncounted else "complete",
         missing_tasks=missing,
         missing_datasets=missing_datasets,
+        uncounted_datasets=uncounted,
         datasets=datasets,
         tasks=tasks,
         u2_score=report_float(u2, decimals),
         u2_over_present_tasks=report_float(over_present, decimals),
         u2_sample_share=report_float(share, decimals),
     )
+
+
+def _uncounted_datasets(datasets: Sequence[DatasetResult]) -> dict[str, str]:
+    """Datasets with cases of which none counted, and why: their task's mean silently averages the others,
+    so the mode is partial. A dataset a named quirk removes is accounted for by the quirk, not listed."""
+    lost: dict[str, str] = {}
+    for d in datasets:
+        if d.n_cases == 0 or d.n_counted > 0 or d.quirk is not None:
+            continue
+        reasons = ", ".join(f"{g.n} {g.reason}" + (f" ({g.detail})" if g.detail else "") for g in d.not_counted)
+        lost[f"{d.task}/{d.dataset_id}"] = f"{d.n_cases} cases, none counted: {reasons}"
+    return lost
 
 
 def _outcomes(

@@ -32,9 +32,22 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+MAX_EXAMPLES = 5  # case ids listed per reason; judgements.jsonl names every case
+
+
+class NotCountedGroup(_Frozen):
+    """Cases of one dataset left out of a mode's denominator for one reason (``Verdict.not_counted``)."""
+
+    reason: str
+    detail: str | None
+    n: int
+    case_ids: list[str]  # the first MAX_EXAMPLES, in case-id order
+
+
 class DatasetResult(_Frozen):
     """One dataset's metrics in one mode. ``scored_under`` is the task whose mean it enters (None: it enters
-    none); ``quirk`` names the reference quirk that moved or removed it."""
+    none); ``quirk`` names the reference quirk that moved or removed it; ``not_counted`` says, for every case
+    outside ``n_counted``, why."""
 
     task: str
     dataset_id: str
@@ -44,6 +57,7 @@ class DatasetResult(_Frozen):
     metrics: dict[str, float | None]
     scored_under: str | None
     quirk: str | None = None
+    not_counted: list[NotCountedGroup] = []
 
 
 class TaskResult(_Frozen):
@@ -64,6 +78,8 @@ class ModeSummary(_Frozen):
     status: Status
     missing_tasks: list[str]
     missing_datasets: dict[str, list[str]]  # task -> its datasets with no case in the run
+    # "task/dataset" -> why: datasets with cases of which none counted (their task averages the others)
+    uncounted_datasets: dict[str, str] = {}
     datasets: list[DatasetResult]
     tasks: dict[str, TaskResult]
     u2_score: float | None  # None when a task is missing and the mode does not fill it

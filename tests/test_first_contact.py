@@ -1,0 +1,123 @@
+"""First contact with data made by others: variants of the documented layout are read completely, and a case
+that cannot be scored is never lost without a line saying so (summary.json, summary.md, the terminal)."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fake_models import Oracle
+
+from u2eval.runner import RunOptions, run
+from u2eval.sources import resolve_source
+
+
+def _rewrite(path: Path, column: str, change: object) -> None:
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh, dialect="excel-tab"))
+    index = rows[0].index(column)
+    for row in rows[1:]:
+        row[index] = change(row[index])  # type: ignore[operator]
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh, dialect="excel-tab", lineterminator="\n").writerows(rows)
+
+
+@pytest.fixture
+def data_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    shutil.copytree(resolve_source("sample").root, root)
+    return root
+
+
+def _rename_key(old: str, new: str) -> object:
+    def change(cell: str) -> str:
+        data = ast.literal_eval(cell)
+        data[new] = data.pop(old)
+        return str(data)
+
+    return change
+
+
+def test_measurement_keys_match_without_regard_to_spaces_and_case(data_copy: Path, tmp_path: Path) -> None:
+    _rewrite(
+        data_copy / "clinical_value_estimation" / "31.tsv",
+        "measurement",
+        _rename_key("head_circumference", "Head circumference"),
+    )
+    result = run(
+        RunOptions(model="oracle", data=str(data_copy), tasks=("cve",), out=tmp_path / "run"), adapter=Oracle(skill=1.0)
+    )
+    strict = result.summary.modes["strict"]
+    hc = next(d for d in strict.datasets if d.dataset_id == "31")
+    assert hc.n_counted == hc.n_cases > 0 and hc.not_counted == []
+    assert strict.uncounted_datasets == {}
+
+
+def test_a_dataset_whose_truths_cannot_be_read_makes_the_run_partial_and_is_named(
+    data_copy: Path, tmp_path: Path
+) -> None:
+    def two_unknown_keys(cell: str) -> str:
+        return str({"circumference of head": 180.0, "pixel size": 0.1})
+
+    _rewrite(data_copy / "clinical_value_estimation" / "31.tsv", "measurement", two_unknown_keys)
+    folder = tmp_path / "run"
+    env = {**os.environ, "COLUMNS": "200"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "u2eval",
+            "run",
+            "--model",
+            "random",
+            "--data",
+            str(data_copy),
+            "--tasks",
+            "cve",
+            "--out",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    assert summary["status"] == "partial"
+    strict = summary["modes"]["strict"]
+    assert strict["status"] == "partial"
+    assert set(strict["uncounted_datasets"]) == {"cve/31"}
+    hc = next(d for d in strict["datasets"] if d["dataset_id"] == "31")
+    assert hc["n_counted"] == 0 and hc["n_cases"] > 0
+    (group,) = hc["not_counted"]
+    assert group["reason"] == "truth_unreadable" and group["n"] == hc["n_cases"]
+    assert "head_circumference" in group["detail"] and group["case_ids"][0].startswith("cve/31/")
+    assert strict["tasks"]["cve"]["datasets"] == ["cve/18", "cve/27", "cve/50", "cve/57"]
+    assert "cve/31" in done.stdout and "none counted" in done.stdout
+    markdown = (folder / "summary.md").read_text(encoding="utf-8")
+    assert "cve/31" in markdown and "truth_unreadable" in markdown and group["case_ids"][0] in markdown
+    # Every judgement outside the denominator says why.
+    judgements = [json.loads(line) for line in (folder / "judgements.jsonl").read_text(encoding="utf-8").splitlines()]
+    for j in judgements:
+        for mode in ("strict", "reference"):
+            if not j[mode]["counted"]:
+                assert j[mode]["not_counted"], j
+
+
+def test_null_imt_is_said_not_measured_and_does_not_make_the_run_partial(tmp_path: Path) -> None:
+    result = run(RunOptions(model="random", tasks=("cve",), out=tmp_path / "run"))
+    strict = result.summary.modes["strict"]
+    imt = next(d for d in strict.datasets if d.dataset_id == "27")
+    assert {g.reason for g in imt.not_counted} == {"truth_missing"}  # an empty or null IMT: not measured
+    assert {g.detail for g in imt.not_counted} == {"measurement is empty", "measurement 'IMT' is null (not measured)"}
+    assert imt.n_counted + sum(g.n for g in imt.not_counted) == imt.n_cases and imt.n_counted > 0
+    assert strict.uncounted_datasets == {}  # partial only because the run holds CVE alone
