@@ -3,12 +3,15 @@
 ``replay/PATH`` where PATH is one of:
 - a u2eval run folder: its stored answers, matched by case id;
 - a ``.jsonl`` or ``.csv`` file with a ``case_id`` column and an answer column (``answer``, ``response``,
-  ``prediction`` or ``text``);
-- ``official:DIR``: prediction files of the official U2-Bench kit, laid out ``DIR/<task>/<dataset_id>/*.jsonl``
-  (records with a ``response`` field). The official scorer joins them to the dataset by row order, so record
-  i answers row i of that dataset's TSV; we do the same and say so in the model identity.
+  ``prediction`` or ``text``); in JSONL the answer keeps its JSON type (a number, null);
+- ``official:BASE@MODEL``: the official kit's prediction files as it writes them,
+  ``BASE/{cla,seg,measurement,report}/<scorer key>/<MODEL>/*.jsonl`` (``official:BASE`` alone lists the models);
+  the older u2eval layout ``official:DIR`` with ``DIR/<task>/<dataset_id>/*.jsonl`` is read too.
 
-A case with no answer in the source comes back as a ``missing`` infra error, never as a wrong answer.
+Strict reads each row's own answer (by case id; in the kit's files by the image and prompt each record shows,
+:mod:`u2eval.official_files`). For files and the kit's layout the reference also gets, per row, what the
+official pipeline pairs with it by row order (``Completion.official``). A case with no answer comes back as a
+``missing`` infra error, a kit failure message as a ``recorded_failure``: never as a wrong answer.
 """
 
 from __future__ import annotations
@@ -16,23 +19,50 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
+from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from pydantic import JsonValue
+
 from u2eval.adapters import AdapterOptions, ModelRequest
+from u2eval.data import RowIdentity
 from u2eval.errors import ConfigError
-from u2eval.records import Completion, ModelInfo
+from u2eval.official_files import (
+    KIT_KEYS,
+    KitRecord,
+    Ref,
+    RowAnswer,
+    Scorer,
+    StrictAnswer,
+    is_kit_failure,
+    join_all,
+    keyed_records,
+    kit_files,
+    kit_models,
+    read_records,
+)
+from u2eval.records import Completion, ModelInfo, OfficialAnswer
 from u2eval.store import RESPONSES_FILE, ResponseStore
+
+log = logging.getLogger(__name__)
 
 ANSWER_COLUMNS = ("answer", "response", "prediction", "text")
 OFFICIAL_PREFIX = "official:"
+# Which official scorer reads a task's files in the older u2eval layout DIR/<task>/<dataset_id>/.
+_SCORER_OF_TASK: Mapping[str, Scorer] = {
+    **dict.fromkeys(("dd", "vra"), "cla"),
+    **dict.fromkeys(("ll", "od", "kd"), "seg"),
+    "cve": "measurement",
+    **dict.fromkeys(("rg", "cg"), "report"),
+}
 
 
-def _answer_field(row: Mapping[str, object], where: str) -> str | None:
+def _answer_field(row: Mapping[str, object], where: str) -> JsonValue:
     for column in ANSWER_COLUMNS:
         if column in row:
-            value = row[column]
-            return None if value is None else str(value)
+            return row[column]  # type: ignore[return-value]
     raise ConfigError(f"{where}: no answer column (expected one of {', '.join(ANSWER_COLUMNS)})")
 
 
@@ -50,84 +80,143 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
             yield number, record
 
 
-def load_keyed_answers(path: Path) -> dict[str, str | None]:
-    """case_id -> answer from a JSONL or CSV file."""
-    answers: dict[str, str | None] = {}
+def load_keyed_answers(path: Path) -> dict[str, tuple[str, JsonValue]]:
+    """case_id -> (file:line, answer) from a JSONL or CSV file."""
+    answers: dict[str, tuple[str, JsonValue]] = {}
     if path.suffix == ".csv":
         # utf-8-sig: spreadsheet programs save CSV with a byte-order mark before the first column name.
         with path.open(encoding="utf-8-sig", newline="") as handle:
             for number, row in enumerate(csv.DictReader(handle), start=2):
                 if "case_id" not in row:
                     raise ConfigError(f"{path}: no case_id column")
-                answers[row["case_id"]] = _answer_field(row, f"{path}:{number}")
+                answers[row["case_id"]] = (f"{path}:{number}", _answer_field(row, f"{path}:{number}"))
         return answers
     for number, record in _jsonl_records(path):
         if "case_id" not in record:
             raise ConfigError(f"{path}:{number}: no case_id field")
-        answers[str(record["case_id"])] = _answer_field(record, f"{path}:{number}")
+        answers[str(record["case_id"])] = (f"{path}:{number}", _answer_field(record, f"{path}:{number}"))
     return answers
 
 
-def load_run_answers(folder: Path) -> dict[str, str | None]:
+def load_run_answers(folder: Path) -> dict[str, tuple[str, JsonValue]]:
     """case_id -> answer text from a u2eval run folder (infra errors are not answers)."""
     from u2eval.folder_scoring import read_run_cases  # it owns the run-folder layout
 
     store = ResponseStore(folder)
-    answers: dict[str, str | None] = {}
+    answers: dict[str, tuple[str, JsonValue]] = {}
     for run_case in read_run_cases(folder):
         completion = store.get(run_case.key)
         if completion is not None and not completion.is_infra_error:
-            answers[run_case.case.case_id] = completion.text
+            answers[run_case.case.case_id] = (f"{folder}:{run_case.case.case_id}", completion.text)
     return answers
 
 
-def load_official_answers(root: Path) -> dict[tuple[str, str, int], str | None]:
-    """(task, dataset_id, row) -> answer from the official kit's per-dataset JSONL files, by row order."""
-    answers: dict[tuple[str, str, int], str | None] = {}
-    for task_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+def _older_layout_files(root: Path) -> dict[Ref, tuple[Scorer, Path]]:
+    """DIR/<task>/<dataset_id>/*.jsonl, one file per dataset."""
+    files: dict[Ref, tuple[Scorer, Path]] = {}
+    for task_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name in _SCORER_OF_TASK):
         for dataset_dir in sorted(p for p in task_dir.iterdir() if p.is_dir()):
-            files = sorted(dataset_dir.glob("*.jsonl"))
-            if len(files) > 1:
+            found = sorted(dataset_dir.glob("*.jsonl"))
+            if len(found) > 1:
                 # The kit averages one results row per file; which file answers row i would be a guess.
-                raise ConfigError(f"{dataset_dir}: {len(files)} prediction files; keep one per dataset")
-            for path in files:
-                for row, (number, record) in enumerate(_jsonl_records(path)):
-                    answers[(task_dir.name, dataset_dir.name, row)] = _answer_field(record, f"{path}:{number}")
-    if not answers:
-        raise ConfigError(f"{root}: no official prediction files found under <task>/<dataset_id>/*.jsonl")
-    return answers
+                raise ConfigError(f"{dataset_dir}: {len(found)} prediction files; keep one per dataset")
+            if found:
+                files[(task_dir.name, dataset_dir.name)] = (_SCORER_OF_TASK[task_dir.name], found[0])
+    return files
 
 
-def _digest(path: Path) -> str:
+def _digest(paths: Sequence[Path]) -> str:
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir() and file.suffix not in {".jsonl", ".csv"}:
-            continue
+    for file in sorted(paths):
         digest.update(file.name.encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()[:16]
 
 
+class _Official:
+    """The kit's files for one model, joined to the dataset's rows on first use."""
+
+    def __init__(self, spec: str, options: AdapterOptions) -> None:
+        base_text, _, model = spec.rpartition("@") if "@" in spec else (spec, "", "")
+        base = Path(base_text)
+        if not base.is_dir():
+            raise ConfigError(f"replay/official: needs the folder the official kit wrote, not {base}")
+        if any((base / name).is_dir() for name in ("cla", "seg", "measurement", "measurement_processed", "report")):
+            if not model:
+                models = kit_models(base)
+                raise ConfigError(
+                    f"replay/official:{base} holds answers of {len(models)} model(s): {', '.join(models) or 'none'}; "
+                    f"choose one with replay/official:{base}@MODEL"
+                )
+            found, notes = kit_files(base, model)
+            self.files = {KIT_KEYS[f.scorer][f.key]: (f.scorer, f.path) for f in found}
+            self.notes = notes
+        else:
+            self.files = _older_layout_files(base)
+            self.notes = []
+            if not self.files:
+                raise ConfigError(
+                    f"{base}: no prediction files in the official kit's layout "
+                    "(cla|seg|measurement|report/<key>/<model>/*.jsonl) or under <task>/<dataset_id>/*.jsonl"
+                )
+        self.name = f"official:{base.name}" + (f"@{model}" if model else "")
+        self.revision = _digest([path for _, path in self.files.values()])
+        self._rows = options.rows
+        self._joined: dict[tuple[str, str, int], RowAnswer] | None = None
+
+    def joined(self) -> dict[tuple[str, str, int], RowAnswer]:
+        if self._joined is None:
+            if self._rows is None:
+                raise ConfigError(
+                    "replay/official: needs the dataset's rows to join the files to (run it with u2eval run)"
+                )
+            records = {ref: (scorer, read_records(path)) for ref, (scorer, path) in self.files.items()}
+            rows = [row for row in self._rows() if (row.task, row.dataset_id) in records]
+            self._joined, notes = join_all(rows, records)
+            for note in [*self.notes, *notes]:
+                log.warning("%s", note)
+        return self._joined
+
+
+def _strict_completion(base: Completion, strict: StrictAnswer) -> Completion:
+    """What strict reads from a record: the answer, or why there is none (never a wrong answer)."""
+    answer = strict.answer
+    if strict.where is None:
+        return base.model_copy(update={"error": "missing", "error_message": strict.missing})
+    if answer is None:
+        return base.model_copy(update={"error": "empty", "error_message": f"null answer at {strict.where}"})
+    if isinstance(answer, str):
+        if is_kit_failure(answer):
+            message = f"{strict.where}: the kit saved a failed call instead of an answer: {answer[:120]!r}"
+            return base.model_copy(update={"error": "recorded_failure", "error_message": message})
+        return base.model_copy(update={"text": answer})
+    # A JSON number is the answer it is ("5", "4.5"); anything else is its JSON text.
+    return base.model_copy(update={"text": json.dumps(answer, ensure_ascii=False)})
+
+
 class ReplayAdapter:
-    def __init__(self, spec: str) -> None:
-        self._official = spec.startswith(OFFICIAL_PREFIX)
-        path = Path(spec.removeprefix(OFFICIAL_PREFIX))
+    def __init__(self, spec: str, options: AdapterOptions | None = None) -> None:
+        options = options or AdapterOptions()
+        self._official: _Official | None = None
+        self._keyed: dict[str, tuple[str, JsonValue]] = {}
+        self._rows = options.rows
+        self._positional: dict[tuple[str, str, int], OfficialAnswer] | None = None
+        if spec.startswith(OFFICIAL_PREFIX):
+            self._official = _Official(spec.removeprefix(OFFICIAL_PREFIX), options)
+            self._info = ModelInfo(adapter="replay", model=self._official.name, revision=self._official.revision)
+            return
+        path = Path(spec)
         if not path.exists():
             raise ConfigError(f"replay source not found: {path}")
-        self._keyed: dict[str, str | None] = {}
-        self._by_row: dict[tuple[str, str, int], str | None] = {}
-        if self._official:
-            if not path.is_dir():
-                raise ConfigError(f"replay/official: needs a folder laid out <task>/<dataset_id>/*.jsonl, not {path}")
-            self._by_row = load_official_answers(path)
-        elif path.is_dir():
+        if path.is_dir():
             if not (path / RESPONSES_FILE).is_file():
                 raise ConfigError(f"{path} is not a u2eval run folder (no {RESPONSES_FILE})")
             self._keyed = load_run_answers(path)
+            self._rows = None  # a run's own answers: no file order to reproduce
+            revision = _digest([p for p in path.rglob("*") if p.is_file() and p.suffix in {".jsonl", ".csv"}])
         else:
             self._keyed = load_keyed_answers(path)
-        name = ("official:" if self._official else "") + path.name
-        self._info = ModelInfo(adapter="replay", model=name, revision=_digest(path))
+            revision = _digest([path])
+        self._info = ModelInfo(adapter="replay", model=path.name, revision=revision)
 
     @property
     def info(self) -> ModelInfo:
@@ -137,36 +226,48 @@ class ReplayAdapter:
     def max_batch_size(self) -> int:
         return 64
 
-    def _lookup(self, request: ModelRequest) -> tuple[bool, str | None]:
+    def _keyed_positions(self) -> dict[tuple[str, str, int], OfficialAnswer]:
+        """Keyed answers laid out as the kit would have written them, paired with rows as the official does."""
+        if self._positional is None:
+            assert self._rows is not None
+            by_prefix: dict[str, tuple[str, JsonValue]] = {}
+            for case_id, found in self._keyed.items():
+                by_prefix[case_id.rsplit("/", 1)[0]] = found
+            datasets: dict[Ref, list[RowIdentity]] = defaultdict(list)
+            for row in self._rows():
+                datasets[(row.task, row.dataset_id)].append(row)
+            files: dict[Ref, tuple[Scorer, Sequence[KitRecord]]] = {
+                ref: (_SCORER_OF_TASK[ref[0]], keyed_records(rows, by_prefix)) for ref, rows in datasets.items()
+            }
+            joined, notes = join_all([r for rows in datasets.values() for r in rows], files)
+            for note in notes:
+                if "(reference)" in note or "report scorer" in note:
+                    log.warning("%s", note)
+            self._positional = {key: answer.official for key, answer in joined.items()}
+        return self._positional
+
+    def _complete(self, request: ModelRequest) -> Completion:
         case = request.case
-        if self._official:
-            row_key = (case.task, case.dataset_id, case.row_index)
-            return row_key in self._by_row, self._by_row.get(row_key)
-        return case.case_id in self._keyed, self._keyed.get(case.case_id)
+        base = Completion(case_id=case.case_id, key=request.key)
+        row = (case.task, case.source_file, case.row_index)
+        if self._official is not None:
+            joined = self._official.joined().get(row)
+            if joined is None:
+                return base.model_copy(
+                    update={"error": "missing", "error_message": "no prediction file for its dataset"}
+                )
+            return _strict_completion(base, joined.strict).model_copy(update={"official": joined.official})
+        found = self._keyed.get(case.case_id)
+        strict = (
+            StrictAnswer(missing="no answer in replay source") if found is None else StrictAnswer(found[1], found[0])
+        )
+        completion = _strict_completion(base, strict)
+        if self._rows is not None:
+            completion = completion.model_copy(update={"official": self._keyed_positions().get(row)})
+        return completion
 
     async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]:
-        completions = []
-        for request in requests:
-            found, text = self._lookup(request)
-            case_id = request.case.case_id
-            if not found:
-                completion = Completion(
-                    case_id=case_id,
-                    key=request.key,
-                    error="missing",
-                    error_message="no answer in replay source",
-                )
-            elif text is None:
-                completion = Completion(
-                    case_id=case_id,
-                    key=request.key,
-                    error="empty",
-                    error_message="null answer in replay source",
-                )
-            else:
-                completion = Completion(case_id=case_id, key=request.key, text=text)
-            completions.append(completion)
-        return completions
+        return [self._complete(request) for request in requests]
 
     async def aclose(self) -> None:
         return None
@@ -174,5 +275,5 @@ class ReplayAdapter:
 
 def create(model: str, options: AdapterOptions) -> ReplayAdapter:
     if not model:
-        raise ConfigError("replay needs a source: replay/PATH (run folder, .jsonl, .csv) or replay/official:DIR")
-    return ReplayAdapter(model)
+        raise ConfigError("replay needs a source: replay/PATH (run folder, .jsonl, .csv) or replay/official:BASE@MODEL")
+    return ReplayAdapter(model, options)

@@ -11,6 +11,7 @@ import pytest
 
 from model_adapters.random import SECTORS, guess
 from u2eval.adapters import AdapterOptions, ModelRequest, create_adapter, resolve_model
+from u2eval.data import RowIdentity
 from u2eval.errors import ConfigError
 from u2eval.records import Case, Completion, Prompt, TextPart
 from u2eval.tasks import LOCATION_OPTIONS
@@ -89,18 +90,50 @@ def test_replay_from_jsonl_and_csv_with_missing_answers(tmp_path: Path) -> None:
     assert done[1].error == "missing"  # the CSV has no row for case 1
 
 
-def test_replay_official_files_join_by_row_order(tmp_path: Path) -> None:
+def _rows(task: str, dataset_id: str, n: int) -> list[RowIdentity]:
+    return [
+        RowIdentity(task, dataset_id, f"{dataset_id}.tsv", i, i, f"{i:032x}", (), f"truth {i}") for i in range(n)
+    ]
+
+
+def _image(i: int) -> list[dict[str, str]]:
+    return [{"type": "image", "value": f"/cache/{i:032x}.jpg"}, {"type": "text", "value": "Where is the lesion?"}]
+
+
+def test_replay_official_files_join_by_image_in_strict_and_by_row_order_in_reference(tmp_path: Path) -> None:
     folder = tmp_path / "official" / "ll" / "04"
     folder.mkdir(parents=True)
-    rows = [{"id": str(i), "response": answer} for i, answer in enumerate(["center", "lower left", None])]
-    (folder / "preds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    adapter = create_adapter(resolve_model(f"replay/official:{tmp_path / 'official'}"), AdapterOptions())
+    # The kit lost row 1's record and wrote row 3 before row 2: strict must follow the images, the official
+    # pairs record i with row i.
+    records = [(0, "center"), (3, None), (2, "lower left")]
+    lines = [json.dumps({"id": str(i), "question": _image(i), "response": answer}) for i, answer in records]
+    (folder / "preds.jsonl").write_text("\n".join(lines) + "\n")
+    options = AdapterOptions(rows=lambda: _rows("ll", "04", 4))
+    adapter = create_adapter(resolve_model(f"replay/official:{tmp_path / 'official'}"), options)
     assert adapter.info.model == "official:official"
-    cases = [_case("ll", "04", i) for i in range(4)]
-    done = asyncio.run(adapter.generate([_request(c) for c in cases]))
-    assert [c.text for c in done[:2]] == ["center", "lower left"]
-    assert done[2].error == "empty"  # a null response in the kit's file
-    assert done[3].error == "missing"
+    done = asyncio.run(adapter.generate([_request(_case("ll", "04", i)) for i in range(4)]))
+    assert [c.text for c in done] == ["center", None, "lower left", None]
+    assert done[1].error == "missing" and "image" in (done[1].error_message or "")
+    assert done[3].error == "empty"  # a null response, shown by its image
+    official = [c.official for c in done]
+    assert [o.answer if o else "-" for o in official] == ["center", None, "lower left", None]
+    assert [o.record.rsplit(":", 1)[1] if o and o.record else None for o in official] == ["1", "2", "3", None]
+    assert official[3] is not None and "3 records for 4 rows" in (official[3].missing or "")
+
+
+def test_replay_official_files_without_images_are_refused_in_strict_when_counts_differ(tmp_path: Path) -> None:
+    folder = tmp_path / "official" / "ll" / "04"
+    folder.mkdir(parents=True)
+    (folder / "preds.jsonl").write_text("".join(json.dumps({"response": a}) + "\n" for a in ("center", "left")))
+    for n_rows, refused in ((3, True), (2, False)):
+        options = AdapterOptions(rows=lambda n=n_rows: _rows("ll", "04", n))
+        adapter = create_adapter(resolve_model(f"replay/official:{tmp_path / 'official'}"), options)
+        done = asyncio.run(adapter.generate([_request(_case("ll", "04", i)) for i in range(n_rows)]))
+        if refused:
+            assert {c.error for c in done} == {"missing"}
+            assert "no record names its image: refused" in (done[0].error_message or "")
+        else:
+            assert [c.text for c in done] == ["center", "left"]  # by row order, said so in the log
 
 
 def test_replay_rejects_a_file_without_an_answer_column(tmp_path: Path) -> None:
@@ -121,5 +154,5 @@ def test_replay_reads_a_spreadsheet_csv_with_a_byte_order_mark(tmp_path: Path) -
 def test_replay_official_needs_a_folder(tmp_path: Path) -> None:
     lone = tmp_path / "preds.jsonl"
     lone.write_text('{"response": "center"}\n')
-    with pytest.raises(ConfigError, match="needs a folder"):
+    with pytest.raises(ConfigError, match="needs the folder"):
         create_adapter(resolve_model(f"replay/official:{lone}"), AdapterOptions())

@@ -8,7 +8,7 @@ so a missing SDK only matters for the adapter that needs it. Adapters never retr
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 import model_adapters
 from u2eval.box_parsing import get_convention
+from u2eval.data import RowIdentity
 from u2eval.errors import ConfigError
 from u2eval.records import Case, Completion, GenerationConfig, ModelInfo, Prompt
 
@@ -55,6 +56,8 @@ class AdapterOptions:
     base_url: str | None = None  # several, comma-separated, where an adapter balances over them (openai)
     extra: Mapping[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None  # the dispatcher's per-attempt timeout, for an SDK's own backstop
+    # The dataset's rows, read on demand, for adapters that join answers made elsewhere to them (replay).
+    rows: Callable[[], Iterable[RowIdentity]] | None = None
 
 
 @runtime_checkable

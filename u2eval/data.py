@@ -398,5 +398,52 @@ def count_cases(
     return counts
 
 
+@dataclass(frozen=True)
+class RowIdentity:
+    """A data row as prediction files made elsewhere can name it, read without decoding its image."""
+
+    task: str
+    dataset_id: str
+    source_file: str  # as ``Case.source_file``
+    row_index: int  # as ``Case.row_index``
+    position: int  # among its dataset's rows in the task folder, files by name: the order the official joins by
+    image_md5: str  # md5 of the img_data cell's text: the official kit names its cached image after it
+    hints: tuple[str, ...]  # cells that tell rows with the same image apart (OD's channel, KD's keypoint)
+    truth: str | None  # the task's truth cell
+
+
+def iter_row_identities(
+    source: DataSource, tasks: Sequence[TaskSpec], *, on_error: OnError | None = None
+) -> Iterator[RowIdentity]:
+    """Every row of a known dataset, task by task, in the reader's order (rows of unknown datasets are
+    reported, as the reader reports them)."""
+    report = on_error if on_error is not None else _ignore
+    for task in tasks:
+        positions: Counter[str] = Counter()
+        for path in _task_files(source.root, task, report):
+            where = f"{task.folder}/{path.name}"
+            for layout, row in _rows(task, path, where, report):
+                if row.spec is None:
+                    report(DataError(f"{where}:{row.index}", "unknown dataset id"))
+                    continue
+                cells = row.cells
+                hints = tuple(
+                    h
+                    for h in (_cell(cells, layout.scenario), _first_key(_cell(cells, layout.keypoints)))
+                    if h and task.capability == "detection"
+                )
+                yield RowIdentity(
+                    task=task.key,
+                    dataset_id=row.spec.id,
+                    source_file=where,
+                    row_index=row.index,
+                    position=positions[row.spec.id],
+                    image_md5=hashlib.md5(cells[layout.img_data].encode(), usedforsecurity=False).hexdigest(),
+                    hints=hints,
+                    truth=_cell(cells, layout.truth),
+                )
+                positions[row.spec.id] += 1
+
+
 def _ignore(error: DataError) -> None:
     del error

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from u2eval.parsing import EMPTY, REFUSED, Parsed, parse_location, parse_number, parse_option, parse_text
-from u2eval.records import CaseMeta, Completion, Judgement, NotCounted, Outcome, TaskKey, Verdict
+from u2eval.records import CaseMeta, Completion, Judgement, NotCounted, OfficialAnswer, Outcome, TaskKey, Verdict
 from u2eval.reference_parsing import (
     REFERENCE_ERROR_TEXT,
     ReferenceQuirks,
@@ -161,9 +161,10 @@ def _strict(case: CaseMeta, completion: Completion, task: TaskSpec, ds: DatasetS
 
 
 def _reference_classification(
-    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks
+    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks, stage_a_runs: bool = True
 ) -> Verdict:
-    stage_a = reference_stage_a_option(answer, reference_options(task.key, ds.id, quirks=q))
+    options = reference_options(task.key, ds.id, quirks=q) if stage_a_runs else ()
+    stage_a = reference_stage_a_option(answer, options)
     verdict = reference_classification(stage_a.output, truth_cell(case, task.truth_column), ds, q)
     if not verdict.counted:
         verdict = verdict.model_copy(
@@ -172,11 +173,13 @@ def _reference_classification(
     return verdict.model_copy(update={"skips_dataset": True}) if stage_a.skips_dataset else verdict
 
 
-def _reference_location(case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks) -> Verdict:
+def _reference_location(
+    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks, stage_a_runs: bool = True
+) -> Verdict:
     # The OD prompt embeds the row's anatomy and channel names; they can add options (facts §10.5).
     anatomy = case.columns.get("anatomy_location") or case.anatomy
     channel = case.columns.get("seg_channel_name") or ds.channel or ""
-    options = reference_options(task.key, ds.id, anatomy=anatomy, channel=channel, quirks=q)
+    options = reference_options(task.key, ds.id, anatomy=anatomy, channel=channel, quirks=q) if stage_a_runs else ()
     pred = reference_location_prediction(reference_stage_a_option(answer, options).output, q)
     use_keypoints = q.keypoints_over_bbox and "keypoints" in case.columns
     truth = reference_location_truth(truth_cell(case, "keypoints" if use_keypoints else task.truth_column), q)
@@ -184,7 +187,7 @@ def _reference_location(case: CaseMeta, answer: object, task: TaskSpec, ds: Data
 
 
 def _reference_regression(
-    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks
+    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks, stage_a_runs: bool = True
 ) -> Verdict:
     pred = reference_number(answer, ds.id)
     cell = truth_cell(case, task.truth_column)
@@ -201,14 +204,16 @@ def _reference_regression(
     return Verdict(prediction=pred, truth=truth, counted=True)
 
 
-def _reference_text(case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks) -> Verdict:
+def _reference_text(
+    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks, stage_a_runs: bool = True
+) -> Verdict:
     # The report scorer reads its internal column `caption`, which in the authors' RG file (39) holds the report:
     # in the Hugging Face layout that text is `report`, so both modes score RG against `report` (facts §10.7).
     truth = reference_text(truth_cell(case, task.truth_column))
     return Verdict(prediction=reference_text(answer), truth=truth, counted=True)
 
 
-_REFERENCE: Mapping[str, Callable[[CaseMeta, object, TaskSpec, DatasetSpec, ReferenceQuirks], Verdict]] = {
+_REFERENCE: Mapping[str, Callable[[CaseMeta, object, TaskSpec, DatasetSpec, ReferenceQuirks, bool], Verdict]] = {
     "classification": _reference_classification,
     "detection": _reference_location,
     "regression": _reference_regression,
@@ -216,14 +221,29 @@ _REFERENCE: Mapping[str, Callable[[CaseMeta, object, TaskSpec, DatasetSpec, Refe
 }
 
 
+def _official_reference(
+    case: CaseMeta, official: OfficialAnswer, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks
+) -> Verdict:
+    """The reference verdict of a replayed row: what the official pipeline pairs with it, scored as it does."""
+    if official.skip is not None:
+        return _not_counted(None, None, "dataset_skipped", official.skip).model_copy(update={"skips_dataset": True})
+    if official.record is None:
+        return _not_counted(None, None, "no_official_record", official.missing)
+    # Without options in the record's question, stage (a) leaves the answer as it is: stage (b) alone reads it.
+    verdict = _REFERENCE[task.capability](case, official.answer, task, ds, q, official.stage_a)
+    return verdict.model_copy(update={"from_official_file": True})
+
+
 def _reference(case: CaseMeta, completion: Completion, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks) -> Verdict:
+    if completion.official is not None and q.row_order_join:
+        return _official_reference(case, completion.official, task, ds, q)
     if completion.is_infra_error:
         if not q.infra_error_as_answer:
             return _not_counted(None, None, "infra_error")
         answer = REFERENCE_ERROR_TEXT
     else:
         answer = completion.text or ""  # stage (a) turns a missing answer into "" as well
-    return _REFERENCE[task.capability](case, answer, task, ds, q)
+    return _REFERENCE[task.capability](case, answer, task, ds, q, True)
 
 
 # ------------------------------------------------------------------------------------------ judging

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidatorFunctionWrapHandler, field_validator
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError, ValidatorFunctionWrapHandler, field_validator
 
 TaskKey = Literal["dd", "vra", "ll", "od", "kd", "cve", "rg", "cg"]
 TASK_KEYS: tuple[TaskKey, ...] = ("dd", "vra", "ll", "od", "kd", "cve", "rg", "cg")
@@ -30,10 +30,11 @@ ErrorKind = Literal[
     "missing",
     "refused",
     "empty",
+    "recorded_failure",  # replayed answers: the file holds a failed call's message instead of an answer
 ]
 # Failures of the infrastructure, never the model's answer: excluded from scores, retried by the next run.
 INFRA_ERROR_KINDS: frozenset[str] = frozenset(
-    {"rate_limit", "server", "timeout", "bad_request", "auth", "malformed", "connection", "missing"}
+    {"rate_limit", "server", "timeout", "bad_request", "auth", "malformed", "connection", "missing", "recorded_failure"}
 )
 
 Outcome = Literal["ok", "unparseable", "refused", "empty", "infra_error"]
@@ -270,6 +271,18 @@ class Regions(DiskRecord):
         return not (self.boxes or self.masks or self.points)
 
 
+class OfficialAnswer(DiskRecord):
+    """What the official pipeline reads for this row from replayed prediction files, joined by position as its
+    scorers join them (``u2eval.official_files``). The reference mode scores this instead of the completion's
+    own answer, which strict reads (joined by what identifies the row)."""
+
+    answer: JsonValue = None  # the record's `response`, as the file holds it (a JSON number stays a number)
+    record: str | None = None  # file:line of the record paired with this row
+    stage_a: bool = True  # stage (a) rewrote the answer (the record's question gave it the options)
+    missing: str | None = None  # no record is paired with this row, and why
+    skip: str | None = None  # the official scorer skips this dataset's whole file, and why
+
+
 class Completion(DiskRecord):
     """A model's answer to one case, or a classified failure. One line of ``responses.jsonl``."""
 
@@ -284,6 +297,7 @@ class Completion(DiskRecord):
     attempts: int = 1
     image_sent: ImageSent | None = None
     regions: Regions | None = None  # what a grounded model returned besides its text (masks, boxes, points)
+    official: OfficialAnswer | None = None  # replays only: what the official pipeline reads for this row
 
     @field_validator("regions", mode="wrap")
     @classmethod
@@ -327,6 +341,9 @@ class Verdict(DiskRecord):
     skips_dataset: bool = False  # reference only: the official pipeline could not read this answer (facts §10.6)
     not_counted: NotCounted | None = None
     not_counted_detail: str | None = None
+    # reference only: judged from a replayed file's record as the official pipeline pairs it, which the official
+    # scored whatever it held (a failure message included): counted even where strict sees an infra error
+    from_official_file: bool = False
 
 
 class Judgement(DiskRecord):

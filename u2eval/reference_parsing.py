@@ -42,6 +42,10 @@ class ReferenceQuirks:
     cve_drop_unparseable: bool = True  # CVE: an answer without a number leaves the denominator
     infra_error_as_answer: bool = True  # the kit saved API error messages as answers, and scored them
     keypoints_over_bbox: bool = False  # LL/OD truth from `keypoints` when the row has that column (§10.11)
+    # Replayed files: records are joined to rows by position after stage (a) drops what it cannot read, so a
+    # short file shifts (location, CVE), is skipped (classification) or cut (report), and the report scorer
+    # can crash (u2eval.official_files); off: each row's own answer, as strict joins it.
+    row_order_join: bool = True
 
 
 # What the kit saved instead of an answer when a request failed ([EK] batch_test.py: "API call failed:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from u2eval.adapters import AdapterOptions, ModelAdapter, ModelRequest, Preset, create_adapter, resolve_model
 from u2eval.box_parsing import get_convention
-from u2eval.data import iter_cases
+from u2eval.data import iter_cases, iter_row_identities
 from u2eval.dispatch import Dispatcher, DispatchOptions
 from u2eval.errors import ConfigError, DataError
 from u2eval.folder_scoring import (
@@ -287,6 +287,7 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
                 base_url=options.base_url or (preset.base_url if preset else None),
                 extra=preset.extra if preset else {},
                 timeout_s=dispatch_options.timeout_s,
+                rows=lambda: iter_row_identities(source, tasks),  # its errors are the reader's to report
             ),
         )
     assert adapter is not None

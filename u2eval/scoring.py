@@ -166,10 +166,10 @@ def _scorable(verdict: Verdict, task: TaskSpec) -> bool:
     return verdict.counted and (task.capability != "regression" or isinstance(verdict.truth, float | int))
 
 
-def _why_not_counted(j: Judgement, verdict: Verdict) -> tuple[str, str | None]:
-    if j.outcome == "infra_error":
-        return "infra_error", None
-    return verdict.not_counted or "not_counted", verdict.not_counted_detail
+def _answered(j: Judgement, mode: ScoringMode) -> bool:
+    """Whether a case has an answer to score in this mode. A replayed file's record that strict calls an infra
+    error (the kit's failure message) is what the official scored: the reference scores it too."""
+    return j.outcome != "infra_error" or (mode == "reference" and j.reference.from_official_file)
 
 
 def _not_counted_groups(
@@ -179,25 +179,41 @@ def _not_counted_groups(
     groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
     for j in judgements:
         verdict = j.strict if mode == "strict" else j.reference
-        if skipped_by is not None and j.outcome != "infra_error":
+        if not _answered(j, mode):
+            groups[("infra_error", None)].append(j.case_id)
+        elif skipped_by is not None and verdict.not_counted != "dataset_skipped":
             groups[("dataset_skipped", skipped_by)].append(j.case_id)
-        elif j.outcome == "infra_error" or not _scorable(verdict, task):
-            groups[_why_not_counted(j, verdict)].append(j.case_id)
+        elif not _scorable(verdict, task):
+            groups[(verdict.not_counted or "not_counted", verdict.not_counted_detail)].append(j.case_id)
     return tuple(
         NotCountedGroup(reason=reason, detail=detail, n=len(ids), case_ids=ids[:MAX_EXAMPLES])
         for (reason, detail), ids in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] or ""))
     )
 
 
+def _dataset_skip(
+    answered: Sequence[Judgement], task: TaskSpec, mode: ScoringMode, quirks: ScoringQuirks
+) -> str | None:
+    """The quirk by which the reference skips this dataset's whole file, if it does."""
+    if mode != "reference":
+        return None
+    if any(j.reference.not_counted == "dataset_skipped" for j in answered):
+        return "row_order_join"  # the replayed file's fate, decided where it was read (u2eval.official_files)
+    if quirks.nan_response_skips_dataset and any(reference_drops_dataset(j, task) for j in answered):
+        return "nan_response_skips_dataset"
+    return None
+
+
 def _score_dataset(
     task: TaskSpec, ds: DatasetSpec, judgements: Sequence[Judgement], mode: ScoringMode, quirks: ScoringQuirks
 ) -> _DatasetScore:
-    answered = [j for j in judgements if j.outcome != "infra_error"]
+    answered = [j for j in judgements if _answered(j, mode)]
     n_infra = len(judgements) - len(answered)
     names = _metric_names(task)
-    if quirks.nan_response_skips_dataset and any(reference_drops_dataset(j, task) for j in answered):
-        quirk = "nan_response_skips_dataset"
-        skipped = _not_counted_groups(judgements, mode, task, quirk)
+    quirk = _dataset_skip(answered, task, mode, quirks)
+    if quirk is not None:
+        why = "an answer stage (a) cannot read (not a string) makes the scorer skip the file"
+        skipped = _not_counted_groups(judgements, mode, task, why)
         return _DatasetScore(len(judgements), n_infra, 0, dict.fromkeys(names), quirk, skipped)
     verdicts = [v for j in answered if _scorable(v := (j.strict if mode == "strict" else j.reference), task)]
     values: dict[str, float | None] = {}

@@ -1,0 +1,308 @@
+"""The official kit's prediction files as they come out of the kit: the layout, the failure messages it saved
+as answers, and the two joins (by row order as the official scorers make them, by identity for strict)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from u2eval.data import RowIdentity
+from u2eval.errors import ConfigError
+from u2eval.official_files import (
+    KitRecord,
+    is_kit_failure,
+    join_all,
+    kit_files,
+    kit_models,
+    kit_record,
+    official_join,
+    report_crash,
+)
+from u2eval.runner import RunOptions, run
+from u2eval.sources import resolve_source
+
+# --------------------------------------------------------------------------------- failure messages
+
+KIT_MESSAGES = [
+    "API call failed: 500",
+    "API call failed: 429, Too Many Requests",
+    "API response format error, no response content found",
+    "Error occurred while calling API: timeout",
+    "Multiple API call attempts failed",
+    "API调用失败: 500",
+    "API调用失败: 收到空响应",
+    "API调用失败: 超过最大重试次数",
+    "调用API时发生错误: Connection reset",
+    "调用API时发生错误，请稍后再试: boom",
+    "多次API调用尝试失败",
+    "API响应格式错误，未找到响应内容",
+    "API响应格式错误",
+    "API调用被速率限制，请稍后再试",
+    "[错误: 模型返回空响应，已重试 3 次]",
+    "解析模型响应失败",
+    "API返回了空响应",
+    "错误: 没有有效的消息内容",
+    "错误: 未找到模型 gpt-4o 的API KEY",
+    "Failed to obtain answer via API.",
+]
+MODEL_ANSWERS = ["3", "benign", "The API call failed to show a lesion.", "BI-RADS 3", "500", "upper left", ""]
+
+
+@pytest.mark.parametrize("message", KIT_MESSAGES)
+def test_every_failure_message_of_the_kit_is_recognised(message: str) -> None:
+    assert is_kit_failure(message) and is_kit_failure(f"  {message}\n")
+
+
+@pytest.mark.parametrize("answer", MODEL_ANSWERS)
+def test_model_answers_are_not_failure_messages(answer: str) -> None:
+    assert not is_kit_failure(answer)
+
+
+# ---------------------------------------------------------------------------------------- the joins
+
+
+def _rows(n: int, task: str = "dd", dataset_id: str = "21", truth: str | None = "x") -> list[RowIdentity]:
+    return [RowIdentity(task, dataset_id, f"{dataset_id}.tsv", i, i, f"{i:032x}", (), truth) for i in range(n)]
+
+
+def _record(i: int, response: object, *, question: bool = True, with_id: bool = True) -> KitRecord:
+    data: dict[str, object] = {"response": response}
+    if with_id:
+        data["id"] = str(i)
+    if question:
+        data["question"] = [{"type": "image", "value": f"/c/{i:032x}.jpg"}, {"type": "text", "value": "Options: a"}]
+    return kit_record(f"f.jsonl:{i + 1}", json.dumps(data))
+
+
+def test_stage_a_drops_a_json_number_and_the_classification_file_is_then_skipped() -> None:
+    records = [_record(0, "benign"), _record(1, 5), _record(2, 0), _record(3, "malignant")]
+    official = official_join("cla", _rows(4), records)
+    assert {o.skip for o in official} == {
+        "the official classification scorer skips the file: 3 records (stage (a) dropped 1 line(s)) for 4 rows"
+    }
+
+
+def test_location_rows_shift_after_a_dropped_line_and_a_json_zero_stays() -> None:
+    records = [_record(0, "center"), _record(1, 7.5), _record(2, 0), _record(3, "lower left")]
+    official = official_join("seg", _rows(4, "ll", "04"), records)
+    assert [o.answer for o in official[:3]] == ["center", 0, "lower left"]
+    assert official[3].record is None and official[3].missing == "the file has 3 records for 4 rows"
+    assert all(o.skip is None for o in official)
+
+
+def test_measurement_stage_a_drops_numbers_and_records_without_a_response() -> None:
+    no_response = kit_record("f.jsonl:9", json.dumps({"id": "1"}))
+    records = [_record(0, "55"), no_response, _record(2, 42), _record(3, "null")]
+    official = official_join("measurement", _rows(4, "cve", "18"), records)
+    assert [o.answer for o in official[:2]] == ["55", "null"] and official[2].record is None
+
+
+def test_without_a_question_stage_a_passes_numbers_and_stage_b_skips_the_file() -> None:
+    records = [_record(0, "benign", question=False), _record(1, 3, question=False)]
+    assert {o.skip for o in official_join("seg", _rows(2, "ll", "04"), records)} == {
+        "f.jsonl:2: a non-string answer stage (b) cannot read; the official skips the file"
+    }
+    plain = official_join("seg", _rows(1, "ll", "04"), [_record(0, "centre", question=False)])
+    assert plain[0].stage_a is False
+
+
+@pytest.mark.parametrize(
+    ("records", "truths", "crash"),
+    [
+        ([_record(i, "ok") for i in range(6)], ["r"] * 6, None),
+        ([_record(0, "ok"), _record(1, None)], ["r"] * 2, "f.jsonl:2: a null answer among the first five"),
+        ([*(_record(i, "ok") for i in range(5)), _record(5, None)], ["r"] * 6, None),  # past the first five: ""
+        ([_record(0, "ok"), _record(1, 3)], ["r"] * 2, "f.jsonl:2: a non-string answer among the first five"),
+        ([*(_record(i, "ok") for i in range(6)), _record(6, 3)], ["r"] * 7, "f.jsonl:7: a non-string answer"),
+        ([_record(0, "ok", with_id=False)], ["r"], "f.jsonl:1: no id among the first five records"),
+        ([_record(0, "ok"), _record(1, "ok")], ["r", ""], "39.tsv:1: an empty reference among the first five rows"),
+        ([_record(0, None)], [], None),  # no rows: both lists are cut to nothing
+    ],
+)
+def test_what_crashes_the_official_report_scorer(
+    records: list[KitRecord], truths: list[str], crash: str | None
+) -> None:
+    rows = [RowIdentity("rg", "39", "39.tsv", i, i, f"{i:032x}", (), t) for i, t in enumerate(truths)]
+    assert report_crash({"39": (rows, records)}) == crash
+
+
+def test_a_report_crash_loses_every_rg_and_cg_result_but_strict_reads_each_row() -> None:
+    rg_rows = [RowIdentity("rg", "39", "39.tsv", i, i, f"{i:032x}", (), "report") for i in range(2)]
+    cg_rows = [RowIdentity("cg", "10", "10.tsv", i, i, f"{i + 10:032x}", (), "caption") for i in range(2)]
+    rg = [_record(0, "A report."), _record(1, None)]
+    cg = [kit_record(f"c.jsonl:{i}", json.dumps({"id": str(i), "response": "A caption."})) for i in range(2)]
+    joined, notes = join_all([*rg_rows, *cg_rows], {("rg", "39"): ("report", rg), ("cg", "10"): ("report", cg)})
+    assert all(
+        (answer.official.skip or "").startswith("the official report scorer crashes") for answer in joined.values()
+    )
+    assert joined[("rg", "39.tsv", 1)].strict.answer is None and joined[("rg", "39.tsv", 1)].strict.where == "f.jsonl:2"
+    assert any("every RG and CG result is lost" in note for note in notes)
+
+
+def test_strict_tells_rows_with_one_image_apart_by_the_structure_the_prompt_names() -> None:
+    rows = [
+        RowIdentity("od", "37", "37.tsv", i, i, "a" * 32, (channel,), "{}")
+        for i, channel in enumerate(("thyroid", "trachea"))
+    ]
+
+    def record(i: int, channel: str, answer: str) -> KitRecord:
+        question = [
+            {"type": "image", "value": f"/c/{'a' * 32}.jpg"},
+            {"type": "text", "value": f"Locate the {channel}."},
+        ]
+        return kit_record(f"f.jsonl:{i}", json.dumps({"id": str(i), "question": question, "response": answer}))
+
+    joined, _ = join_all(rows, {("od", "37"): ("seg", [record(1, "trachea", "left"), record(2, "thyroid", "center")])})
+    assert joined[("od", "37.tsv", 0)].strict.answer == "center" and joined[("od", "37.tsv", 1)].strict.answer == "left"
+    assert joined[("od", "37.tsv", 0)].official.answer == "left"  # the official pairs by order
+
+
+# ---------------------------------------------------------------------------------------- the layout
+
+
+def test_the_kit_layout_lists_models_and_refuses_ambiguity(tmp_path: Path) -> None:
+    for scorer, key, model in (("cla", "28", "m1"), ("seg", "04", "m2"), ("report", "11", "m1"), ("cla", "99", "m1")):
+        folder = tmp_path / scorer / key / model
+        folder.mkdir(parents=True)
+        (folder / "a.jsonl").write_text('{"response": "x"}\n')
+    assert kit_models(tmp_path) == ["m1", "m2"]
+    files, notes = kit_files(tmp_path, "m1")
+    assert [(f.scorer, f.key) for f in files] == [("cla", "28"), ("report", "11")]
+    assert any("dataset 11" in n for n in notes) and any("cla/99 is not a key" in n for n in notes)
+    (tmp_path / "cla" / "28" / "m1" / "b.jsonl").write_text("{}\n")
+    with pytest.raises(ConfigError, match="2 prediction files; keep one per dataset"):
+        kit_files(tmp_path, "m1")
+    with pytest.raises(ConfigError, match="no prediction files for model 'm9'"):
+        kit_files(tmp_path, "m9")
+
+
+# -------------------------------------------------------------------------- a run over the kit's files
+
+# Our (task, dataset) -> the kit's (scorer folder, key), written out here rather than taken from the code.
+KIT_FOLDERS = {
+    ("dd", "21"): ("cla", "21"),
+    ("dd", "28_1"): ("cla", "28"),
+    ("vra", "28"): ("cla", "28_class"),
+    ("ll", "04"): ("seg", "04"),
+    ("cve", "18"): ("measurement", "18"),
+    ("rg", "39"): ("report", "39"),
+    ("cg", "10"): ("report", "10"),
+}
+
+
+def _sample_rows(root: Path) -> dict[tuple[str, str], list[tuple[str, int, str]]]:
+    """(task, dataset) -> [(file stem, row index, md5 of the img_data text)], read with the csv module."""
+    folders = {"dd": "disease_diagnosis", "vra": "view_recognition_and_assessment", "ll": "lesion_localisation"}
+    folders |= {"cve": "clinical_value_estimation", "rg": "report_generation", "cg": "caption_generation"}
+    found: dict[tuple[str, str], list[tuple[str, int, str]]] = {}
+    for (task, dataset_id), _ in KIT_FOLDERS.items():
+        stem = {"28_1": "28_1", "18": "18_1"}.get(dataset_id, dataset_id)
+        path = root / folders[task] / f"{stem}.tsv"
+        with path.open(encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh, dialect="excel-tab"))
+        found[(task, dataset_id)] = [
+            (path.stem, i, hashlib.md5(r["img_data"].encode()).hexdigest()) for i, r in enumerate(rows)
+        ]
+    return found
+
+
+ANSWERS = {
+    "dd": ["benign", "Malignant.", "No OA", "benign"],
+    "vra": ["left lateral longitudinal"] * 4,
+    "ll": ["center", "upper left", "lower center", "lower right"],
+    "cve": ["55", "API call failed: 500", "40-45%", "61"],
+    "rg": ["The liver is normal.", "No lesion.", "Normal spleen.", "Liver normal."],
+    "cg": ["A fetal phantom.", "Fetal head.", "Abdomen plane.", "Femur plane."],
+}
+
+
+def _answer(task: str, i: int) -> object:
+    return ANSWERS[task][i % 4]
+
+
+def _write_kit(
+    base: Path, rows: dict[tuple[str, str], list[tuple[str, int, str]]], *, lose: tuple[str, int] | None = None
+) -> Path:
+    keyed = []
+    for (task, dataset_id), items in rows.items():
+        scorer, key = KIT_FOLDERS[(task, dataset_id)]
+        folder = base / scorer / key / "model-x"
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for stem, i, md5 in items:
+            answer = _answer(task, i)
+            keyed.append({"case_id": f"{task}/{stem}/{i}/", "answer": answer})
+            if lose == (f"{task}/{dataset_id}", i):
+                continue
+            question = [
+                {"type": "image", "value": f"/root/.cache/vlmeval/images/{md5}.jpg"},
+                {"type": "text", "value": "q"},
+            ]
+            lines.append(json.dumps({"id": str(i), "question": question, "response": answer}, ensure_ascii=False))
+        (folder / "results.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return base
+
+
+@pytest.fixture(scope="module")
+def sample_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("kit") / "data"
+    shutil.copytree(resolve_source("sample").root, root)
+    return root
+
+
+TASKS = ("dd", "vra", "ll", "cve", "rg", "cg")
+
+
+def _datasets(summary_mode: object) -> dict[str, object]:
+    return {f"{d.task}/{d.dataset_id}": d for d in summary_mode.datasets}  # type: ignore[attr-defined]
+
+
+def test_a_run_over_the_kits_files_scores_each_row_by_its_own_answer(sample_copy: Path, tmp_path: Path) -> None:
+    rows = _sample_rows(sample_copy)
+    base = _write_kit(tmp_path / "kit", rows, lose=("dd/21", 1))
+    result = run(
+        RunOptions(model=f"replay/official:{base}@model-x", data=str(sample_copy), tasks=TASKS, out=tmp_path / "run")
+    )
+    strict, reference = (_datasets(result.summary.modes[m]) for m in ("strict", "reference"))
+    judgements = {
+        j["case_id"]: j for j in map(json.loads, (tmp_path / "run" / "judgements.jsonl").read_text().splitlines())
+    }
+
+    def verdict(prefix: str, mode: str) -> dict[str, object]:
+        return next(j[mode] for cid, j in judgements.items() if cid.startswith(prefix))
+
+    # dd/21 lost row 1's record: strict misses that row alone; the official skips the whole file.
+    assert strict["dd/21"].n_counted == len(rows[("dd", "21")]) - 1  # type: ignore[attr-defined]
+    assert next(j for c, j in judgements.items() if c.startswith("dd/21/1/"))["outcome"] == "infra_error"
+    assert reference["dd/21"].quirk == "row_order_join" and reference["dd/21"].n_counted == 0  # type: ignore[attr-defined]
+    assert verdict("dd/21/0/", "reference")["not_counted"] == "dataset_skipped"
+    # The kit's failure message: an infra error in strict, the number 500 in the reference.
+    failed = next(j for c, j in judgements.items() if c.startswith("cve/18_1/1/"))
+    assert failed["outcome"] == "infra_error" and failed["reference"]["prediction"] == 500.0
+    assert failed["reference"]["counted"] and failed["reference"]["from_official_file"]
+    # KL grade (kit key 28) and knee view (kit key 28_class) land on their own datasets.
+    assert verdict("dd/28_1/2/", "strict")["prediction"] == "no oa"
+    assert verdict("vra/28/0/", "strict")["prediction"] == "left lateral longitudinal"
+    # RG is scored against `report` in both modes.
+    assert verdict("rg/39/0/", "strict")["truth"] == verdict("rg/39/0/", "reference")["truth"] != ""
+
+    keyed = tmp_path / "keyed.jsonl"
+    keyed.write_text(
+        "".join(
+            json.dumps({"case_id": j["case_id"], "answer": _answer(j["task"], int(j["case_id"].split("/")[2]))}) + "\n"
+            for j in judgements.values()
+        ),
+        encoding="utf-8",
+    )
+    again = run(RunOptions(model=f"replay/{keyed}", data=str(sample_copy), tasks=TASKS, out=tmp_path / "keyed-run"))
+    keyed_strict, keyed_reference = (_datasets(again.summary.modes[m]) for m in ("strict", "reference"))
+    kit_datasets = {f"{t}/{d}" for t, d in KIT_FOLDERS}
+    for name in kit_datasets - {"dd/21"}:  # the same answers by key score the same, but for the lost row
+        assert strict[name].metrics == keyed_strict[name].metrics, name  # type: ignore[attr-defined]
+        assert reference[name].metrics == keyed_reference[name].metrics, name  # type: ignore[attr-defined]
+    assert keyed_reference["dd/21"].quirk is None and keyed_strict["dd/21"].n_counted == len(rows[("dd", "21")])  # type: ignore[attr-defined]
