@@ -327,14 +327,15 @@ def test_infra_errors_are_excluded_listed_and_out_of_the_parse_rate() -> None:
 
 def test_strict_imputes_missing_numbers_reference_drops_them() -> None:
     unparsed = _j("c2", "cve", "50", Verdict(prediction=None, truth=400.0, counted=True),
-                  Verdict(prediction=None, truth=400.0, counted=False), outcome="unparseable")  # fmt: skip
+                  Verdict(prediction=None, truth=400.0, counted=False, changed_by=["cve_drop_unparseable"]),
+                  outcome="unparseable")  # fmt: skip
     js = [number("c1", "50", 400.0, 400.0), unparsed]
     summary = summarise(js, TASKS)
     strict, ref = dataset(summary.modes["strict"], "cve", "50"), dataset(summary.modes["reference"], "cve", "50")
     assert strict.metrics["rmse"] == pytest.approx((1.0 / 2) ** 0.5, abs=1e-6)  # imputed 100 -> error 1
     assert ref.metrics["rmse"] == 0.0 and ref.n_counted == 1
     diff = next(d for d in summary.differences if d.task == "cve" and d.dataset_id == "50")
-    assert diff.reasons == ["denominator: 2 counted in strict, 1 in reference"]
+    assert diff.reasons == ["denominator: 2 counted in strict, 1 in reference", "cve_drop_unparseable: 1 case"]
 
 
 def test_differences_name_the_quirk() -> None:
@@ -346,11 +347,9 @@ def test_differences_name_the_quirk() -> None:
     assert by_ref[("ll", "04")].reasons[0].startswith("drop_leading_zero_ids")
     assert by_ref[("cg", "44")].reasons[0].startswith("cg_dataset_10_only")
     assert by_ref[("cve", "31")].reasons[0].startswith("cve_without_31")
-    assert set(by_ref[("dd", "21")].reasons) == {
-        "round_4dp: reference rounds per-dataset metrics to 4 decimals",
-        "f1_over_union: reference F1 averages over truth and predicted strings",
-    }
+    assert set(by_ref[("dd", "21")].reasons) == {"round_4dp: moves accuracy", "f1_over_union: moves macro_f1"}
     assert by_ref[("dd", "21")].differing_metrics == ["accuracy", "macro_f1"]
+    assert set(by_ref[("dd", "21")].reference_metrics) == {"accuracy", "macro_f1"}
     assert ("kd", "48") in by_ref and ("rg", "39") not in by_ref  # 1/3 rounds; identical text does not move
 
 
@@ -411,3 +410,34 @@ def test_all_correct_complete_run_scores_one() -> None:
     summary = summarise(js, TASKS)
     assert summary.modes["strict"].u2_score == pytest.approx(1.0, abs=1e-6)
     assert summary.modes["reference"].u2_score == 1.0
+
+
+def _judged(task: str, dataset_id: str, truth: str, answers: list[str], **columns: str) -> list[Judgement]:
+    from u2eval.judging import judge
+    from u2eval.records import CaseMeta, Completion
+
+    spec = get_task(task)
+    ds = spec.dataset(dataset_id)
+    judged = []
+    for i, answer in enumerate(answers):
+        meta = CaseMeta(
+            case_id=f"{task}/{dataset_id}/{i}", task=spec.key, dataset_id=dataset_id, dataset_name=ds.source,
+            source_file="x.tsv", row_index=i, anatomy=ds.anatomy, scenario="", truth=truth,
+            options=list(ds.labels), image_sha256="0" * 64, columns=dict(columns),
+        )  # fmt: skip
+        judged.append(judge(meta, Completion(case_id=meta.case_id, key=str(i), text=answer), spec))
+    return judged
+
+
+def test_differences_count_the_cases_each_quirk_changed_never_a_generic_reason() -> None:
+    lower = _judged("ll", "17", "{'lesion': [0.5, 0.8, 0.1, 0.1]}", ["lower center"] * 3 + ["upper left"])
+    od = _judged("od", "13", "{}", ["not visible", "not visible", "Not visible."], seg_channel_name="kidney")
+    grades = _judged("dd", "44", "2", ["two", "2", "Score 2", "3"])
+    synonyms = _judged("ll", "23", "{'lesion': [0.1, 0.1, 0.1, 0.1]}", ["top left", "top-left", "upper left"])
+    summary = summarise([*lower, *od, *grades, *synonyms], TASKS)
+    reasons = {(d.task, d.dataset_id): d.reasons for d in summary.differences}
+    assert reasons[("ll", "17")] == ["center_keyword_first: 3 cases"]
+    assert reasons[("od", "13")] == ["od_period_option: 2 cases", "round_4dp: moves accuracy"]  # 1/3
+    assert "int_label_drop: 1 case" in reasons[("dd", "44")]
+    assert reasons[("ll", "23")][0] == "answer reading (strict's parser vs the official matcher): 2 cases"
+    assert not any("judged some answers differently" in r for rs in reasons.values() for r in rs)

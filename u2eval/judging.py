@@ -24,10 +24,12 @@ project leaves infra errors out of both modes anyway; the verdict shows what the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 from u2eval.parsing import EMPTY, REFUSED, Parsed, parse_location, parse_number, parse_option, parse_text
 from u2eval.records import CaseMeta, Completion, Judgement, NotCounted, OfficialAnswer, Outcome, TaskKey, Verdict
 from u2eval.reference_parsing import (
+    QUIRKS_BY_CAPABILITY,
     REFERENCE_ERROR_TEXT,
     ReferenceQuirks,
     official_measurement_key,
@@ -258,6 +260,11 @@ def judge(
         raise ValueError(f"completion for {completion.case_id!r} judged against case {case.case_id!r}")
     ds = task.dataset(case.dataset_id)
     outcome, strict = _strict(case, completion, task, ds)
+    reference = _reference(case, completion, task, ds, quirks)
+    if outcome != "infra_error" or reference.from_official_file:  # what the reference mode scores
+        changed_by = _changed_by(case, completion, task, ds, quirks, reference)
+        if changed_by:
+            reference = reference.model_copy(update={"changed_by": changed_by})
     return Judgement(
         case_id=case.case_id,
         task=task.key,
@@ -266,8 +273,24 @@ def judge(
         answer=completion.text,
         outcome=outcome,
         strict=strict,
-        reference=_reference(case, completion, task, ds, quirks),
+        reference=reference,
     )
+
+
+def _verdict_key(v: Verdict) -> tuple[object, ...]:
+    return (v.counted, v.correct, v.prediction, v.truth, v.skips_dataset)
+
+
+def _changed_by(
+    case: CaseMeta, completion: Completion, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks, verdict: Verdict
+) -> list[str]:
+    """The quirk switches that are on and, turned off alone, give this case another reference verdict."""
+    key = _verdict_key(verdict)
+    return [
+        name
+        for name in QUIRKS_BY_CAPABILITY[task.capability]
+        if getattr(q, name) and _verdict_key(_reference(case, completion, task, ds, replace(q, **{name: False}))) != key
+    ]
 
 
 def judge_many(

@@ -344,6 +344,8 @@ class Verdict(DiskRecord):
     # reference only: judged from a replayed file's record as the official pipeline pairs it, which the official
     # scored whatever it held (a failure message included): counted even where strict sees an infra error
     from_official_file: bool = False
+    # reference only: the quirk switches that, each turned off alone, change this verdict
+    changed_by: list[str] = []
 
 
 class Judgement(DiskRecord):

@@ -48,6 +48,32 @@ class ReferenceQuirks:
     row_order_join: bool = True
 
 
+# The per-case switches that can change a verdict of each capability (the others never reach it); the judge
+# turns each one off alone to name the quirks behind a reference verdict (``Verdict.changed_by``).
+QUIRKS_BY_CAPABILITY: dict[str, tuple[str, ...]] = {
+    "classification": (
+        "other_option",
+        "prompt_mention_options",
+        "leading_space_options",
+        "int_label_drop",
+        "pandas_na_truth",
+        "json_truth_cells",
+        "row_order_join",
+    ),
+    "detection": (
+        "other_option",
+        "prompt_mention_options",
+        "leading_space_options",
+        "od_period_option",
+        "center_keyword_first",
+        "json_truth_cells",
+        "keypoints_over_bbox",
+        "row_order_join",
+    ),
+    "regression": ("json_truth_cells", "cve_drop_unparseable", "row_order_join"),
+    "generation": ("row_order_join",),
+}
+
 # What the kit saved instead of an answer when a request failed ([EK] batch_test.py: "API call failed:
 # <status>"). Its digits matter: on 44/57 it becomes label 0, on 40 BI-RADS 5, on CVE the value 500.
 REFERENCE_ERROR_TEXT = "API调用失败: 500"

@@ -140,13 +140,17 @@ def render_markdown(summary: Summary) -> str:
             "",
             "## Where strict and reference differ",
             "",
-            "| task | dataset | metric | strict | reference | why |",
+            "| task | dataset | metric: strict / reference | counted: strict / reference | why |",
+            "|---|---|---|---|---|",
         ]
-        lines.append("|---|---|---|---|---|---|")
         for diff in summary.differences:
+            values = "; ".join(  # 6 decimals: a difference of rounding shows
+                f"{name} {_fmt(diff.strict_metrics.get(name), 6)} / {_fmt(diff.reference_metrics.get(name), 6)}"
+                for name in diff.differing_metrics
+            )
             lines.append(
-                f"| {diff.task} | {diff.dataset_id} | {diff.primary_metric} | {_fmt(diff.strict_value)} | "
-                f"{_fmt(diff.reference_value)} | {'; '.join(diff.reasons)} |"
+                f"| {diff.task} | {diff.dataset_id} | {values or 'same values'} | "
+                f"{diff.strict_n_counted} / {diff.reference_n_counted} | {'; '.join(diff.reasons)} |"
             )
     if summary.infra_error_case_ids:
         lines += [

@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
+from functools import partial
 
 import numpy as np
 
+from u2eval.attribution import case_reasons, dataset_reasons
 from u2eval.metrics import get_metric, sacrebleu_signature
 from u2eval.records import TASK_KEYS, Judgement, ScoringMode, Verdict
 from u2eval.summary import (
@@ -461,6 +463,7 @@ def summarise(
     }
     infra = sorted(j.case_id for js in groups.values() for j in js if j.outcome == "infra_error")
     has_text = any(specs[k].capability == "generation" for k, _ in groups)
+    explained = _explanations(groups, specs)
     return Summary(
         status="partial" if subset else modes["strict"].status,
         subset=list(subset),
@@ -470,5 +473,31 @@ def summarise(
         parse=_outcomes(groups, specs, decimals),
         infra_error_case_ids=infra,
         sacrebleu_signature=sacrebleu_signature() if has_text else None,
-        differences=differences(modes["strict"], modes["reference"], {k: t.primary_metric for k, t in specs.items()}),
+        differences=differences(
+            modes["strict"], modes["reference"], {k: t.primary_metric for k, t in specs.items()}, explained
+        ),
     )
+
+
+def _rescore_without(
+    task: TaskSpec, ds: DatasetSpec, judgements: Sequence[Judgement], quirk: str
+) -> dict[str, float | None]:
+    """A dataset's reference metrics with one scoring quirk turned off."""
+    return _score_dataset(task, ds, judgements, "reference", replace(REFERENCE_QUIRKS, **{quirk: False})).metrics
+
+
+def _explanations(groups: Mapping[Ref, Sequence[Judgement]], specs: Mapping[str, TaskSpec]) -> dict[Ref, list[str]]:
+    """Per dataset: the quirks (and readings) behind each case the modes judge differently, and the dataset-level
+    rules that move a reference metric (``u2eval.attribution``)."""
+    explained: dict[Ref, list[str]] = {}
+    on = [name for name, value in REFERENCE_QUIRKS.as_dict().items() if value]
+    for (key, dataset_id), judgements in groups.items():
+        task, ds = specs[key], specs[key].dataset(dataset_id)
+        reference = _score_dataset(task, ds, judgements, "reference", REFERENCE_QUIRKS)
+
+        rescore = partial(_rescore_without, task, ds, judgements)
+        reasons = case_reasons(judgements, task)
+        if reference.dropped_by is None:
+            reasons += dataset_reasons(reference.metrics, rescore, on)
+        explained[(key, dataset_id)] = reasons
+    return explained

@@ -8,6 +8,7 @@ time or input order, so the same judgements always give byte-identical JSON.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -16,7 +17,6 @@ from u2eval.records import ScoringMode
 
 REPORT_DECIMALS = 6
 _SAME = 1e-12  # values closer than this are the same number
-_ROUNDING = 5e-5 + _SAME  # the most 4-decimal rounding can move a value
 
 Status = Literal["complete", "partial"]
 
@@ -106,6 +106,8 @@ class Difference(_Frozen):
     strict_scored_under: str | None
     reference_scored_under: str | None
     differing_metrics: list[str]
+    strict_metrics: dict[str, float | None] = {}  # the differing metrics' values, as each mode reports them
+    reference_metrics: dict[str, float | None] = {}
     reasons: list[str]
 
 
@@ -140,20 +142,15 @@ def _differs(a: float | None, b: float | None) -> bool:
     return abs(a - b) > _SAME
 
 
-def _metric_reasons(
-    name: str, s: float | None, r: float | None, same_counts: bool, reference_quirks: dict[str, bool]
-) -> list[str]:
-    if name == "macro_f1" and reference_quirks.get("f1_over_union"):
-        return ["f1_over_union: reference F1 averages over truth and predicted strings"]
-    if s is not None and r is not None and abs(s - r) <= _ROUNDING and reference_quirks.get("round_4dp"):
-        return ["round_4dp: reference rounds per-dataset metrics to 4 decimals"]
-    if same_counts:
-        return ["verdicts: the modes judged some answers differently"]
-    return []
-
-
-def differences(strict: ModeSummary, reference: ModeSummary, primary: dict[str, str]) -> list[Difference]:
-    """One row per dataset where the modes disagree on placement, denominator or any metric value."""
+def differences(
+    strict: ModeSummary,
+    reference: ModeSummary,
+    primary: dict[str, str],
+    explained: Mapping[tuple[str, str], list[str]] | None = None,
+) -> list[Difference]:
+    """One row per dataset where the modes disagree on placement, denominator or any metric value, with every
+    reason: the placement quirk, the denominators, and ``explained`` (the quirks and readings behind the cases
+    the modes judge differently, and the dataset-level rules that move a metric: ``u2eval.attribution``)."""
     ref_rows = {(d.task, d.dataset_id): d for d in reference.datasets}
     rows: list[Difference] = []
     for s in strict.datasets:
@@ -164,21 +161,14 @@ def differences(strict: ModeSummary, reference: ModeSummary, primary: dict[str, 
         if s.scored_under != r.scored_under:
             where = f"under {r.scored_under}" if r.scored_under else "nowhere"
             reasons.append(f"{r.quirk or 'placement'}: averaged {where} in reference, under {s.scored_under} in strict")
-        same_counts = s.n_counted == r.n_counted
-        if not same_counts:
+        if s.n_counted != r.n_counted:
             reasons.append(f"denominator: {s.n_counted} counted in strict, {r.n_counted} in reference")
         differing = sorted(
             name for name in set(s.metrics) | set(r.metrics) if _differs(s.metrics.get(name), r.metrics.get(name))
         )
-        if r.scored_under is not None:  # a dataset the reference drops has no values to explain
-            for name in differing:
-                for reason in _metric_reasons(
-                    name, s.metrics.get(name), r.metrics.get(name), same_counts, reference.quirks
-                ):
-                    if reason not in reasons:
-                        reasons.append(reason)
         if not reasons and not differing:
             continue
+        reasons += (explained or {}).get((s.task, s.dataset_id), [])
         metric = primary[s.task]
         rows.append(
             Difference(
@@ -192,6 +182,8 @@ def differences(strict: ModeSummary, reference: ModeSummary, primary: dict[str, 
                 strict_scored_under=s.scored_under,
                 reference_scored_under=r.scored_under,
                 differing_metrics=differing,
+                strict_metrics={name: s.metrics.get(name) for name in differing},
+                reference_metrics={name: r.metrics.get(name) for name in differing},
                 reasons=reasons,
             )
         )
