@@ -91,9 +91,7 @@ def test_replay_from_jsonl_and_csv_with_missing_answers(tmp_path: Path) -> None:
 
 
 def _rows(task: str, dataset_id: str, n: int) -> list[RowIdentity]:
-    return [
-        RowIdentity(task, dataset_id, f"{dataset_id}.tsv", i, i, f"{i:032x}", (), f"truth {i}") for i in range(n)
-    ]
+    return [RowIdentity(task, dataset_id, f"{dataset_id}.tsv", i, i, f"{i:032x}", (), f"truth {i}") for i in range(n)]
 
 
 def _image(i: int) -> list[dict[str, str]]:

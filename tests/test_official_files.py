@@ -306,3 +306,17 @@ def test_a_run_over_the_kits_files_scores_each_row_by_its_own_answer(sample_copy
         assert strict[name].metrics == keyed_strict[name].metrics, name  # type: ignore[attr-defined]
         assert reference[name].metrics == keyed_reference[name].metrics, name  # type: ignore[attr-defined]
     assert keyed_reference["dd/21"].quirk is None and keyed_strict["dd/21"].n_counted == len(rows[("dd", "21")])  # type: ignore[attr-defined]
+
+
+def test_a_question_stored_as_the_whole_question_object_is_dropped_by_stage_a_but_read_by_strict() -> None:
+    # The kit's multimodal batch script stores {id, messages, category} as the question: stage (a) iterates its
+    # keys, fails, and drops the line; the image is still there for strict.
+    messages = [{"type": "image", "value": f"/c/{1:032x}.jpg"}, {"type": "text", "value": "Options: a"}]
+    whole = kit_record(
+        "f.jsonl:2", json.dumps({"id": "1", "question": {"id": "1", "messages": messages}, "response": "b"})
+    )
+    assert whole.images == (f"{1:032x}",) and whole.question_breaks_stage_a
+    records = [_record(0, "a"), whole]
+    joined, _ = join_all(_rows(2), {("dd", "21"): ("cla", records)})
+    assert joined[("dd", "21.tsv", 1)].strict.answer == "b"
+    assert (joined[("dd", "21.tsv", 1)].official.skip or "").startswith("the official classification scorer skips")

@@ -105,10 +105,14 @@ class KitRecord:
     images: tuple[str, ...]  # md5 names of the images the record shows
     text: str  # the prompt text the record shows ("" when it stores none)
     has_question: bool  # stage (a) finds the options in the record's question; without one it leaves it as is
+    question_breaks_stage_a: bool = False  # a question that is not a list of {type, value} items makes it raise
 
 
 def _texts(question: object) -> tuple[list[str], list[str]]:
-    """(image values, text values) of a kit `question`: a list of {type, value} items, or a plain string."""
+    """(image values, text values) of a kit `question`: a list of {type, value} items, the same under
+    `messages` (the kit's batch script stores its whole question object), or a plain string."""
+    if isinstance(question, dict):
+        question = question.get("messages")
     if isinstance(question, str):
         return [], [question]
     images: list[str] = []
@@ -138,7 +142,11 @@ def kit_record(where: str, line: str) -> KitRecord:
         data = None
     if not isinstance(data, dict):
         return KitRecord(where, False, False, None, None, False, (), "", False)
-    images, texts = _texts(data.get("question"))
+    question = data.get("question", [])
+    images, texts = _texts(question)
+    # Stage (a) reads `item.get('type')` for each item of the question: a string, a dict (it iterates the keys)
+    # or a list holding anything but dicts raises, and the line is dropped.
+    breaks = bool(question) and (not isinstance(question, list) or not all(isinstance(i, dict) for i in question))
     has_response = "response" in data
     official = data.get("response")
     answer = data.get("original_response", official)
@@ -152,6 +160,7 @@ def kit_record(where: str, line: str) -> KitRecord:
         images=_images(data, images),
         text="\n".join(texts),
         has_question=bool(texts),
+        question_breaks_stage_a=breaks,
     )
 
 
@@ -251,6 +260,8 @@ def _survives_stage_a(record: KitRecord, scorer: Scorer) -> bool:
     if scorer == "measurement":
         return record.has_response and (isinstance(value, str) or not value)
     # cla/seg: with options found in the question, a truthy non-string answer raises; without, it passes as is.
+    if record.question_breaks_stage_a:
+        return False
     return isinstance(value, str) or not value or not record.has_question
 
 
