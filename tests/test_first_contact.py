@@ -121,3 +121,50 @@ def test_null_imt_is_said_not_measured_and_does_not_make_the_run_partial(tmp_pat
     assert {g.detail for g in imt.not_counted} == {"measurement is empty", "measurement 'IMT' is null (not measured)"}
     assert imt.n_counted + sum(g.n for g in imt.not_counted) == imt.n_cases and imt.n_counted > 0
     assert strict.uncounted_datasets == {}  # partial only because the run holds CVE alone
+
+
+# ------------------------------------------------------------------------------------- u2eval data check
+
+
+def _u2eval(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "u2eval", *args], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+
+
+def test_data_check_passes_the_sample_and_writes_its_json(tmp_path: Path) -> None:
+    done = _u2eval("data", "check", "sample", "--json", str(tmp_path / "check.json"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: every row reads and every truth can be scored" in done.stdout
+    report = json.loads((tmp_path / "check.json").read_text(encoding="utf-8"))
+    assert report["ok"] and report["problems"] == [] and report["images_read"] == 200
+    imt = next(t for t in report["truths"] if (t["task"], t["dataset_id"]) == ("cve", "27"))
+    assert imt["unread"] == {"truth_missing": imt["expected_unread"]} and imt["expected_unread"] > 0
+    files = {f["file"]: f for f in report["files"]}
+    assert files["disease_diagnosis/74.tsv"]["datasets"] == {"74is_normal": 4}
+    assert all(f["columns_missing"] == [] for f in files.values())
+
+
+def test_data_check_names_everything_that_would_lose_or_misjudge_cases(data_copy: Path, tmp_path: Path) -> None:
+    dd = data_copy / "disease_diagnosis" / "21.tsv"
+    _rewrite(dd, "dataset_name", lambda name: "99.Someone_Elses_Set")
+    _rewrite(data_copy / "clinical_value_estimation" / "31.tsv", "measurement", lambda c: "{'a': 1, 'b': 2}")
+    _rewrite(data_copy / "lesion_localisation" / "17_1.tsv", "img_data", lambda c: c[: len(c) // 2])
+    (data_copy / "caption_generation" / "extra.parquet").write_bytes(b"PAR1")
+    done = _u2eval("data", "check", str(data_copy), "--json", str(tmp_path / "check.json"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads((tmp_path / "check.json").read_text(encoding="utf-8"))
+    problems = "\n".join(report["problems"])
+    assert "disease_diagnosis/21.tsv: 4 row(s) name no dataset of the task ('99.Someone_Elses_Set')" in problems
+    assert "cve/31: 4 of 4 truth(s) cannot be scored (4 truth_unreadable)" in problems
+    assert "4 row(s) or file(s) cannot be read (all under errors), e.g. ll/17_1/0/" in problems  # truncated images
+    assert "caption_generation/extra.parquet" in problems
+    assert "dd/21" in report["missing_datasets"]
+    for line in report["problems"]:
+        assert line in done.stdout.replace("\n", " ") or line[:60] in done.stdout
+    assert "problem(s)" in done.stdout
+
+    only = _u2eval("run", "--model", "random", "--data", str(data_copy), "--check-only", "--out", str(tmp_path / "r"))
+    assert only.returncode == 1 and "problem(s)" in only.stdout
+    assert not (tmp_path / "r").exists()  # nothing was run

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from u2eval.errors import ConfigError, U2EvalError
@@ -35,8 +37,24 @@ app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 out = Console()
 
+EXIT_DATA = 1  # u2eval data check (run --check-only): the data would lose or misjudge cases
 EXIT_USAGE = 2
 EXIT_INFRA = 3
+
+
+@contextmanager
+def _bar(what: str) -> Iterator[tuple[Progress, TaskID]]:
+    """A progress bar on the terminal (none when stderr is not one)."""
+    with Progress(
+        TextColumn(f"[bold]{what}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
+        yield bar, bar.add_task(what, total=None)
 
 
 def _split(value: str | None) -> tuple[str, ...] | None:
@@ -77,8 +95,14 @@ def run(
     box_convention: Annotated[
         str | None, typer.Option(help="how the model writes boxes in text (default: its preset's); docs/grounded.md")
     ] = None,
+    check_only: Annotated[
+        bool, typer.Option("--check-only", help="check the data as `u2eval data check` does, and run nothing")
+    ] = False,
 ) -> None:
     """Evaluate a model; stored answers are reused, so an interrupted run resumes where it stopped."""
+    if check_only:
+        _check(data, revision, tasks, None)
+        return
     from u2eval.prompts import PromptOptions
     from u2eval.report import print_summary
     from u2eval.runner import RunOptions
@@ -106,16 +130,7 @@ def run(
         grounded=grounded,
         box_convention=box_convention,
     )
-    with Progress(
-        TextColumn("[bold]cases"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as bar:
-        job = bar.add_task("cases", total=None)
+    with _bar("cases") as (bar, job):
         result = run_eval(options, progress=lambda done, total: bar.update(job, completed=done, total=total))
     print_summary(result.summary, out)
     if result.manifest.grounded:  # asked for now, or earlier in this folder (it stays on)
@@ -411,6 +426,38 @@ def data_synth(
 
     report = synth_command(out_dir, full=full, seed=seed)
     out.print(report.summary())
+
+
+def _check(data: str, revision: str | None, tasks: str | None, json_out: Path | None) -> None:
+    """Run the first-contact check on a data source, print it, write the JSON; exit 1 on any problem."""
+    from u2eval.data_check import check_data, print_check
+    from u2eval.sources import resolve_source
+    from u2eval.tasks import select_tasks
+
+    selected = select_tasks(_split(tasks))
+    source = resolve_source(data, revision=revision, tasks=selected)
+    with _bar("rows") as (bar, job):
+        check = check_data(source, selected, progress=lambda done, total: bar.update(job, completed=done, total=total))
+    print_check(check, out)
+    if json_out is not None:
+        json_out.write_text(check.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        console.print(f"report: {json_out}")
+    if not check.ok:
+        raise typer.Exit(EXIT_DATA)
+
+
+@data_app.command("check")
+def data_check(
+    data: Annotated[
+        str, typer.Argument(help="a local folder in the U2-Bench layout, hub, hf:OWNER/NAME@REV or sample")
+    ],
+    tasks: Annotated[str | None, typer.Option(help="comma list of task keys (default: all 8)")] = None,
+    revision: Annotated[str | None, typer.Option(help="dataset revision on the hub")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON to this file")] = None,
+) -> None:
+    """First contact with a dataset folder: every file, column, dataset id, truth cell and image, checked.
+    Exits 1 when a run on it would lose or misjudge cases."""
+    _check(data, revision, tasks, json_out)
 
 
 def main() -> None:

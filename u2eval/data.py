@@ -102,6 +102,7 @@ class _Layout:
     scenario: int | None
     truth: int
     columns: tuple[tuple[str, int | None], ...]
+    header: tuple[str, ...] = ()
 
 
 def _columns_read(task: TaskSpec) -> tuple[str, ...]:
@@ -134,6 +135,7 @@ def _layout(task: TaskSpec, header: list[str], where: str) -> _Layout:
         scenario=index.get(scenario_column) if scenario_column else None,
         truth=index[task.truth_column],
         columns=tuple((c, index.get(c)) for c in _columns_read(task)),
+        header=tuple(names),
     )
 
 
@@ -396,6 +398,36 @@ def count_cases(
                     report(DataError(f"{where}:{row.index}", "unknown dataset id"))
         counts[task.key] = per
     return counts
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """A data row of a task's file, its dataset resolved (None: the row names no dataset of the task)."""
+
+    where: str  # "folder/file.tsv"
+    file_stem: str
+    index: int
+    dataset: DatasetSpec | None
+    header: tuple[str, ...]
+    cells: Sequence[str]
+
+    def cell(self, column: str) -> str | None:
+        """The cell of ``column`` (None when the file has no such column or the cell is empty)."""
+        if column not in self.header:
+            return None
+        return self.cells[self.header.index(column)] or None
+
+
+def task_files(source: DataSource, task: TaskSpec, on_error: OnError) -> list[Path]:
+    """The task folder's data files, in the order they are read (a missing or empty folder is reported)."""
+    return _task_files(source.root, task, on_error)
+
+
+def task_rows(source: DataSource, task: TaskSpec, path: Path, on_error: OnError) -> Iterator[TaskRow]:
+    """The data rows of one task file as the reader sees them (file and row problems go to ``on_error``)."""
+    where = f"{task.folder}/{path.name}"
+    for layout, row in _rows(task, path, where, on_error):
+        yield TaskRow(where, path.stem, row.index, row.spec, layout.header, row.cells)
 
 
 @dataclass(frozen=True)

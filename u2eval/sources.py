@@ -20,6 +20,26 @@ DEFAULT_REPO = "DolphinAI/u2-bench"
 # every run records the sha that "main" resolved to, so results stay traceable.
 DEFAULT_REVISION = "main"
 EXPLANATION_FILE = "an_explanation_of_the_columns.tsv"
+# The columns of every data file, as the dataset card lists them (the reader needs only some of them).
+CARD_COLUMNS: tuple[str, ...] = (
+    "dataset_name",
+    "img_data",
+    "patient_id",
+    "prompt",
+    "anatomy_location",
+    "demographic",
+    "classification_task",
+    "class_label",
+    "options",
+    "seg_data",
+    "seg_channel_name",
+    "gt_bbox",
+    "keypoints",
+    "measurement",
+    "caption",
+    "report",
+    "notes",
+)
 
 SourceKind = Literal["sample", "local", "hub"]
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from u2eval.errors import ConfigError
+from u2eval.sources import CARD_COLUMNS
 from u2eval.synth_images import (
     PROFILES,
     Blob,
@@ -26,25 +27,7 @@ from u2eval.synth_images import (
 from u2eval.synth_text import NOTES, caption_text, prompt_text, report_text
 from u2eval.tasks import LOCATION_OPTIONS, DatasetSpec, TaskSpec, all_tasks, get_task
 
-COLUMNS: tuple[str, ...] = (
-    "dataset_name",
-    "img_data",
-    "patient_id",
-    "prompt",
-    "anatomy_location",
-    "demographic",
-    "classification_task",
-    "class_label",
-    "options",
-    "seg_data",
-    "seg_channel_name",
-    "gt_bbox",
-    "keypoints",
-    "measurement",
-    "caption",
-    "report",
-    "notes",
-)
+COLUMNS = CARD_COLUMNS  # the synthetic rows carry every column of the card, in its order
 SAMPLE_ROWS = 4
 # Sources encoded as JPEG, as some real sources are; the rest are PNG like `10.FPUS23`.
 JPEG_IDS = frozenset({"25", "28", "40", "69", "75"})
