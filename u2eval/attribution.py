@@ -1,11 +1,12 @@
 """Why strict and reference differ on a dataset, precisely: each quirk switch involved and how many cases it
 changed, and which dataset-level rules of the official scorer move a metric.
 
-Per case, the judge has already named the reference quirks that change its verdict (``Verdict.changed_by``:
-each switch turned off alone). A case on which the modes disagree with no quirk behind it differs because
-the two modes read the answer (or the truth cell) differently - strict's parsers against the official
-matcher - and is counted under that name. Dataset-level rules (rounding to 4 decimals, macro-F1 over
-predicted strings) are found by scoring the dataset again with each one off.
+For every case the modes judge differently, the judge has already named the reference quirks that change
+its reference verdict (``Verdict.changed_by``: each switch turned off alone). A case on which the modes
+disagree with no quirk behind it differs because the two modes read the answer (or the truth cell)
+differently - strict's parsers against the official matcher - and is counted under that name. Dataset-level
+rules (rounding to 4 decimals, macro-F1 over predicted strings) are found by scoring the dataset again with
+each one off.
 """
 
 from __future__ import annotations
@@ -28,12 +29,18 @@ def _plural(n: int) -> str:
     return f"{n} case{'s' if n != 1 else ''}"
 
 
-def _outcome(v: Verdict, task: TaskSpec) -> tuple[object, ...]:
+def _outcome(v: Verdict, capability: str) -> tuple[object, ...]:
     if not v.counted:
         return (False,)
-    if task.capability in ("classification", "detection"):
+    if capability in ("classification", "detection"):
         return (True, v.correct)
     return (True, v.prediction, v.truth)
+
+
+def modes_disagree(strict: Verdict, reference: Verdict, capability: str) -> bool:
+    """Whether the modes judge a case differently where a score can see it: counted or not, right or wrong (a
+    number or text: the value scored)."""
+    return _outcome(strict, capability) != _outcome(reference, capability)
 
 
 def case_reasons(judgements: Sequence[Judgement], task: TaskSpec) -> list[str]:
@@ -48,7 +55,7 @@ def case_reasons(judgements: Sequence[Judgement], task: TaskSpec) -> list[str]:
                 reading[KIT_FAILURES] += 1
             continue
         quirks.update(r.changed_by)
-        if not r.changed_by and _outcome(s, task) != _outcome(r, task):
+        if not r.changed_by and modes_disagree(s, r, task.capability):
             truth = (s.not_counted or "").startswith("truth_") or (r.not_counted or "").startswith("truth_")
             reading[TRUTH_READING if truth or s.truth != r.truth else ANSWER_READING] += 1
     return [f"{name}: {_plural(n)}" for name, n in sorted(quirks.items())] + [

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
+from u2eval.attribution import modes_disagree
 from u2eval.parsing import EMPTY, REFUSED, Parsed, parse_location, parse_number, parse_option, parse_text
 from u2eval.records import CaseMeta, Completion, Judgement, NotCounted, OfficialAnswer, Outcome, TaskKey, Verdict
 from u2eval.reference_parsing import (
@@ -261,7 +262,9 @@ def judge(
     ds = task.dataset(case.dataset_id)
     outcome, strict = _strict(case, completion, task, ds)
     reference = _reference(case, completion, task, ds, quirks)
-    if outcome != "infra_error" or reference.from_official_file:  # what the reference mode scores
+    # The quirks behind a case the modes judge differently (what the reference scores: no live infra error).
+    scored = outcome != "infra_error" or reference.from_official_file
+    if scored and modes_disagree(strict, reference, task.capability):
         changed_by = _changed_by(case, completion, task, ds, quirks, reference)
         if changed_by:
             reference = reference.model_copy(update={"changed_by": changed_by})
