@@ -320,3 +320,20 @@ def test_a_question_stored_as_the_whole_question_object_is_dropped_by_stage_a_bu
     joined, _ = join_all(_rows(2), {("dd", "21"): ("cla", records)})
     assert joined[("dd", "21.tsv", 1)].strict.answer == "b"
     assert (joined[("dd", "21.tsv", 1)].official.skip or "").startswith("the official classification scorer skips")
+
+
+def test_without_a_model_the_command_lists_the_models_found_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for scorer, key, model in (("cla", "21", "gpt-4o"), ("seg", "04", "qwen-72b")):
+        folder = tmp_path / "kit" / scorer / key / model
+        folder.mkdir(parents=True)
+        (folder / "r.jsonl").write_text('{"id": "0", "response": "benign"}\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "u2eval", "run", "--model", f"replay/official:{tmp_path / 'kit'}", "--tasks", "dd"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "holds answers of 2 model(s): gpt-4o, qwen-72b" in done.stderr and "@MODEL" in done.stderr
