@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from official_world import TASK_FOLDERS
+
 DEFAULT_DOLPHIN_REPO = Path("/work/.mirror/gurenolun+Dolphin-ai-bench/repo")
 
 # The official code's environment. pandas stays 2.x: under pandas 3 a null response crashes the report scorer
@@ -82,16 +84,7 @@ RESULT_FILES = {
 # What qwen_report_eval.save_results writes when it has no result at all (used only when it crashed).
 _REPORT_HEADER = "task_id\tmodel\ttimestamp\tBleu-1\tBleu-2\tBleu-3\tBleu-4\tRouge\tBERTScore\n"
 
-HF_FOLDERS = {
-    "dd": "disease_diagnosis",
-    "vra": "view_recognition_and_assessment",
-    "ll": "lesion_localisation",
-    "od": "organ_detection",
-    "kd": "keypoint_detection",
-    "cve": "clinical_value_estimation",
-    "rg": "report_generation",
-    "cg": "caption_generation",
-}
+HF_FOLDERS = TASK_FOLDERS  # the world writes the HF task folders; the pipeline reads them back
 _CLA_DD = {"21", "23", "25", "32", "40", "42", "44", "57", "66", "70", "75", "74is_normal"}
 _LL = {"04", "17", "23", "32", "64"}
 # The table script's columns after the model name, in its LaTeX rows.
