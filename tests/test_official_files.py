@@ -157,7 +157,10 @@ def test_strict_tells_rows_with_one_image_apart_by_the_structure_the_prompt_name
         ]
         return kit_record(f"f.jsonl:{i}", json.dumps({"id": str(i), "question": question, "response": answer}))
 
-    joined, _ = join_all(rows, {("od", "37"): ("seg", [record(1, "trachea", "left"), record(2, "thyroid", "center")])})
+    joined, notes = join_all(
+        rows, {("od", "37"): ("seg", [record(1, "trachea", "left"), record(2, "thyroid", "center")])}
+    )
+    assert "od/37 (reference): 2 row(s) judged against another row's record, paired by row order" in " ".join(notes)
     assert joined[("od", "37.tsv", 0)].strict.answer == "center" and joined[("od", "37.tsv", 1)].strict.answer == "left"
     assert joined[("od", "37.tsv", 0)].official.answer == "left"  # the official pairs by order
 

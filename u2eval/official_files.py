@@ -426,6 +426,12 @@ def join_all(
             notes.append(f"{ref[0]}/{ref[1]}: {len(stray)} record(s) show an image of no row, e.g. {stray[0]}")
         skips = {o.skip for o in official if o.skip}
         notes += [f"{ref[0]}/{ref[1]} (reference): {skip}" for skip in sorted(skips)]
+        shifted = sum(1 for s, o in zip(strict, official, strict=True) if s.where and o.record and s.where != o.record)
+        if shifted:
+            notes.append(
+                f"{ref[0]}/{ref[1]} (reference): {shifted} row(s) judged against another row's record, paired by "
+                "row order as the official does"
+            )
         joins = {s.note for s in strict if s.note} | {s.missing for s in strict if s.missing and "refused" in s.missing}
         notes += [f"{ref[0]}/{ref[1]} (strict): {note}" for note in sorted(joins)]
     return joined, notes
