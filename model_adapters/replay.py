@@ -30,8 +30,7 @@ from u2eval.adapters import AdapterOptions, ModelRequest
 from u2eval.data import RowIdentity
 from u2eval.errors import ConfigError
 from u2eval.official_files import (
-    KIT_KEYS,
-    KitRecord,
+    KitSource,
     Ref,
     RowAnswer,
     Scorer,
@@ -40,6 +39,7 @@ from u2eval.official_files import (
     join_all,
     keyed_records,
     kit_files,
+    kit_key,
     kit_models,
     read_records,
 )
@@ -111,18 +111,29 @@ def load_run_answers(folder: Path) -> dict[str, tuple[str, JsonValue]]:
     return answers
 
 
-def _older_layout_files(root: Path) -> dict[Ref, tuple[Scorer, Path]]:
-    """DIR/<task>/<dataset_id>/*.jsonl, one file per dataset."""
-    files: dict[Ref, tuple[Scorer, Path]] = {}
+def _older_layout_files(root: Path) -> list[tuple[Scorer, str, Path]]:
+    """DIR/<task>/<dataset_id>/*.jsonl, one file per dataset: (scorer, its key, file)."""
+    files: list[tuple[Scorer, str, Path]] = []
     for task_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name in _SCORER_OF_TASK):
         for dataset_dir in sorted(p for p in task_dir.iterdir() if p.is_dir()):
             found = sorted(dataset_dir.glob("*.jsonl"))
             if len(found) > 1:
                 # The kit averages one results row per file; which file answers row i would be a guess.
                 raise ConfigError(f"{dataset_dir}: {len(found)} prediction files; keep one per dataset")
-            if found:
-                files[(task_dir.name, dataset_dir.name)] = (_SCORER_OF_TASK[task_dir.name], found[0])
+            scorer = _SCORER_OF_TASK[task_dir.name]
+            key = kit_key(scorer, (task_dir.name, dataset_dir.name))
+            if found and key is not None:
+                files.append((scorer, key, found[0]))
     return files
+
+
+def _tasks_read(sources: Sequence[KitSource]) -> list[str]:
+    """The tasks whose rows the joins need: those with files, and RG and CG together when any report file is
+    there (one crash of the report scorer loses both)."""
+    tasks = {s.ref[0] for s in sources if s.ref is not None}
+    if any(s.scorer == "report" for s in sources):
+        tasks |= {"rg", "cg"}
+    return sorted(tasks)
 
 
 def _digest(paths: Sequence[Path]) -> str:
@@ -148,7 +159,7 @@ class _Official:
                     f"choose one with replay/official:{base}@MODEL"
                 )
             found, notes = kit_files(base, model)
-            self.files = {KIT_KEYS[f.scorer][f.key]: (f.scorer, f.path) for f in found}
+            self.files = [(f.scorer, f.key, f.path) for f in found]
             self.notes = notes
         else:
             self.files = _older_layout_files(base)
@@ -158,8 +169,9 @@ class _Official:
                     f"{base}: no prediction files in the official kit's layout "
                     "(cla|seg|measurement|report/<key>/<model>/*.jsonl) or under <task>/<dataset_id>/*.jsonl"
                 )
+        self.model = model
         self.name = f"official:{base.name}" + (f"@{model}" if model else "")
-        self.revision = _digest([path for _, path in self.files.values()])
+        self.revision = _digest([path for _, _, path in self.files])
         self._rows = options.rows
         self._joined: dict[tuple[str, str, int], RowAnswer] | None = None
 
@@ -169,9 +181,11 @@ class _Official:
                 raise ConfigError(
                     "replay/official: needs the dataset's rows to join the files to (run it with u2eval run)"
                 )
-            records = {ref: (scorer, read_records(path)) for ref, (scorer, path) in self.files.items()}
-            rows = [row for row in self._rows() if (row.task, row.dataset_id) in records]
-            self._joined, notes = join_all(rows, records)
+            sources = [
+                KitSource(scorer, key, str(path), read_records(path), self.model or path.parent.name)
+                for scorer, key, path in self.files
+            ]
+            self._joined, notes = join_all(self._rows(_tasks_read(sources)), sources)
             for note in [*self.notes, *notes]:
                 log.warning("%s", note)
         return self._joined
@@ -182,6 +196,9 @@ def _strict_completion(base: Completion, strict: StrictAnswer) -> Completion:
     answer = strict.answer
     if strict.where is None:
         return base.model_copy(update={"error": "missing", "error_message": strict.missing})
+    if strict.failed:
+        message = f"{strict.where}: a failure record of the kit (no answer)"
+        return base.model_copy(update={"error": "recorded_failure", "error_message": message})
     if answer is None:
         return base.model_copy(update={"error": "empty", "error_message": f"null answer at {strict.where}"})
     if isinstance(answer, str):
@@ -233,15 +250,19 @@ class ReplayAdapter:
             by_prefix: dict[str, tuple[str, JsonValue]] = {}
             for case_id, found in self._keyed.items():
                 by_prefix[case_id.rsplit("/", 1)[0]] = found
+            tasks = sorted({case_id.split("/", 1)[0] for case_id in self._keyed} | {"rg", "cg"})
             datasets: dict[Ref, list[RowIdentity]] = defaultdict(list)
-            for row in self._rows():
+            for row in self._rows(tasks):
                 datasets[(row.task, row.dataset_id)].append(row)
-            files: dict[Ref, tuple[Scorer, Sequence[KitRecord]]] = {
-                ref: (_SCORER_OF_TASK[ref[0]], keyed_records(rows, by_prefix)) for ref, rows in datasets.items()
-            }
-            joined, notes = join_all([r for rows in datasets.values() for r in rows], files)
+            sources = []
+            for ref, rows in datasets.items():
+                scorer = _SCORER_OF_TASK[ref[0]]
+                key, records = kit_key(scorer, ref), keyed_records(rows, by_prefix)
+                if key is not None and records:  # a dataset without answers would have had no file
+                    sources.append(KitSource(scorer, key, str(self._info.model), records, ""))
+            joined, notes = join_all([r for rows in datasets.values() for r in rows], sources)
             for note in notes:
-                if "(reference)" in note or "report scorer" in note:
+                if "(reference)" in note or "scorer crashes" in note:
                     log.warning("%s", note)
             self._positional = {key: answer.official for key, answer in joined.items()}
         return self._positional

@@ -106,7 +106,7 @@ def test_replay_official_files_join_by_image_in_strict_and_by_row_order_in_refer
     records = [(0, "center"), (3, None), (2, "lower left")]
     lines = [json.dumps({"id": str(i), "question": _image(i), "response": answer}) for i, answer in records]
     (folder / "preds.jsonl").write_text("\n".join(lines) + "\n")
-    options = AdapterOptions(rows=lambda: _rows("ll", "04", 4))
+    options = AdapterOptions(rows=lambda tasks: _rows("ll", "04", 4))
     adapter = create_adapter(resolve_model(f"replay/official:{tmp_path / 'official'}"), options)
     assert adapter.info.model == "official:official"
     done = asyncio.run(adapter.generate([_request(_case("ll", "04", i)) for i in range(4)]))
@@ -124,7 +124,7 @@ def test_replay_official_files_without_images_are_refused_in_strict_when_counts_
     folder.mkdir(parents=True)
     (folder / "preds.jsonl").write_text("".join(json.dumps({"response": a}) + "\n" for a in ("center", "left")))
     for n_rows, refused in ((3, True), (2, False)):
-        options = AdapterOptions(rows=lambda n=n_rows: _rows("ll", "04", n))
+        options = AdapterOptions(rows=lambda tasks, n=n_rows: _rows("ll", "04", n))
         adapter = create_adapter(resolve_model(f"replay/official:{tmp_path / 'official'}"), options)
         done = asyncio.run(adapter.generate([_request(_case("ll", "04", i)) for i in range(n_rows)]))
         if refused:

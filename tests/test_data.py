@@ -124,6 +124,11 @@ def test_resolve_source_kinds_and_clear_config_errors(sample_root: Path, tmp_pat
         ("dd", "28.Knee_Classification", None),  # the knee view is not a DD set
         ("vra", "ANATOMY.Mixed", "anatomy"),
         ("cve", "31.HC18_Head_Circumference", "31"),
+        # Names in the style of the official files' names: no '.', the id still leads.
+        ("dd", "74_is_normal", "74is_normal"),
+        ("dd", "40_birads", "40"),
+        ("vra", "3_FETAL_Planes_US", "03"),
+        ("vra", "10_FetusOrientation", "10"),
     ],
 )
 def test_dataset_id_resolution(task: str, name: str, expected: str | None) -> None:

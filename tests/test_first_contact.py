@@ -168,3 +168,13 @@ def test_data_check_names_everything_that_would_lose_or_misjudge_cases(data_copy
     only = _u2eval("run", "--model", "random", "--data", str(data_copy), "--check-only", "--out", str(tmp_path / "r"))
     assert only.returncode == 1 and "problem(s)" in only.stdout
     assert not (tmp_path / "r").exists()  # nothing was run
+
+
+def test_data_check_flags_boxes_in_pixels_and_a_dataset_with_no_measured_truth(data_copy: Path, tmp_path: Path) -> None:
+    _rewrite(data_copy / "organ_detection" / "13.tsv", "gt_bbox", lambda c: "{'kidney': [92, 108, 90, 87]}")
+    _rewrite(data_copy / "clinical_value_estimation" / "27.tsv", "measurement", lambda c: "{'IMT': None}")
+    done = _u2eval("data", "check", str(data_copy), "--json", str(tmp_path / "check.json"))
+    assert done.returncode == 1
+    problems = json.loads((tmp_path / "check.json").read_text(encoding="utf-8"))["problems"]
+    assert "od/13: 4 of 4 truth(s) cannot be scored (4 truth_unreadable)" in problems
+    assert "cve/27: none of 4 truth(s) can be scored (all not measured)" in problems

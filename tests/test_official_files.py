@@ -15,12 +15,15 @@ from u2eval.data import RowIdentity
 from u2eval.errors import ConfigError
 from u2eval.official_files import (
     KitRecord,
+    KitSource,
+    Scorer,
     is_kit_failure,
     join_all,
     kit_files,
     kit_models,
     kit_record,
     official_join,
+    read_records,
     report_crash,
 )
 from u2eval.runner import RunOptions, run
@@ -49,6 +52,7 @@ KIT_MESSAGES = [
     "错误: 没有有效的消息内容",
     "错误: 未找到模型 gpt-4o 的API KEY",
     "Failed to obtain answer via API.",
+    "Failed to obtain answer via API. : Failed with all possible conversation turns.",
 ]
 MODEL_ANSWERS = ["3", "benign", "The API call failed to show a lesion.", "BI-RADS 3", "500", "upper left", ""]
 
@@ -70,6 +74,10 @@ def _rows(n: int, task: str = "dd", dataset_id: str = "21", truth: str | None = 
     return [RowIdentity(task, dataset_id, f"{dataset_id}.tsv", i, i, f"{i:032x}", (), truth) for i in range(n)]
 
 
+def _source(scorer: Scorer, key: str, records: list[KitRecord], model: str = "m") -> KitSource:
+    return KitSource(scorer, key, f"{scorer}/{key}/{model}/f.jsonl", records, model)
+
+
 def _record(i: int, response: object, *, question: bool = True, with_id: bool = True) -> KitRecord:
     data: dict[str, object] = {"response": response}
     if with_id:
@@ -81,7 +89,7 @@ def _record(i: int, response: object, *, question: bool = True, with_id: bool = 
 
 def test_stage_a_drops_a_json_number_and_the_classification_file_is_then_skipped() -> None:
     records = [_record(0, "benign"), _record(1, 5), _record(2, 0), _record(3, "malignant")]
-    official = official_join("cla", _rows(4), records)
+    official = official_join(_source("cla", "21", records), _rows(4))
     assert {o.skip for o in official} == {
         "the official classification scorer skips the file: 3 records (stage (a) dropped 1 line(s)) for 4 rows"
     }
@@ -89,7 +97,7 @@ def test_stage_a_drops_a_json_number_and_the_classification_file_is_then_skipped
 
 def test_location_rows_shift_after_a_dropped_line_and_a_json_zero_stays() -> None:
     records = [_record(0, "center"), _record(1, 7.5), _record(2, 0), _record(3, "lower left")]
-    official = official_join("seg", _rows(4, "ll", "04"), records)
+    official = official_join(_source("seg", "04", records), _rows(4, "ll", "04"))
     assert [o.answer for o in official[:3]] == ["center", 0, "lower left"]
     assert official[3].record is None and official[3].missing == "the file has 3 records for 4 rows"
     assert all(o.skip is None for o in official)
@@ -98,17 +106,25 @@ def test_location_rows_shift_after_a_dropped_line_and_a_json_zero_stays() -> Non
 def test_measurement_stage_a_drops_numbers_and_records_without_a_response() -> None:
     no_response = kit_record("f.jsonl:9", json.dumps({"id": "1"}))
     records = [_record(0, "55"), no_response, _record(2, 42), _record(3, "null")]
-    official = official_join("measurement", _rows(4, "cve", "18"), records)
+    official = official_join(_source("measurement", "18", records), _rows(4, "cve", "18"))
     assert [o.answer for o in official[:2]] == ["55", "null"] and official[2].record is None
 
 
 def test_without_a_question_stage_a_passes_numbers_and_stage_b_skips_the_file() -> None:
     records = [_record(0, "benign", question=False), _record(1, 3, question=False)]
-    assert {o.skip for o in official_join("seg", _rows(2, "ll", "04"), records)} == {
-        "f.jsonl:2: a non-string answer stage (b) cannot read; the official skips the file"
+    assert {o.skip for o in official_join(_source("seg", "04", records), _rows(2, "ll", "04"))} == {
+        "f.jsonl:2: an answer stage (b) cannot read; the official skips the file"
     }
-    plain = official_join("seg", _rows(1, "ll", "04"), [_record(0, "centre", question=False)])
+    plain = official_join(_source("seg", "04", [_record(0, "centre", question=False)]), _rows(1, "ll", "04"))
     assert plain[0].stage_a is False
+
+
+def _blank(i: int) -> KitRecord:
+    return kit_record(f"f.jsonl:{i + 1}", "\n")
+
+
+def _no_response(i: int) -> KitRecord:
+    return kit_record(f"f.jsonl:{i + 1}", json.dumps({"id": str(i)}))
 
 
 @pytest.mark.parametrize(
@@ -117,18 +133,23 @@ def test_without_a_question_stage_a_passes_numbers_and_stage_b_skips_the_file() 
         ([_record(i, "ok") for i in range(6)], ["r"] * 6, None),
         ([_record(0, "ok"), _record(1, None)], ["r"] * 2, "f.jsonl:2: a null answer among the first five"),
         ([*(_record(i, "ok") for i in range(5)), _record(5, None)], ["r"] * 6, None),  # past the first five: ""
-        ([_record(0, "ok"), _record(1, 3)], ["r"] * 2, "f.jsonl:2: a non-string answer among the first five"),
+        ([_record(0, "ok"), _record(1, 3)], ["r"] * 2, "f.jsonl:2: a non-string answer"),
         ([*(_record(i, "ok") for i in range(6)), _record(6, 3)], ["r"] * 7, "f.jsonl:7: a non-string answer"),
-        ([_record(0, "ok", with_id=False)], ["r"], "f.jsonl:1: no id among the first five records"),
+        ([_record(0, "ok", with_id=False)], ["r"], "report/39/m/f.jsonl: no record has an id (the scorer prints them)"),
+        ([_record(0, "ok", with_id=False), _record(1, "ok")], ["r"] * 2, None),  # one id is enough: NaN for the other
         ([_record(0, "ok"), _record(1, "ok")], ["r", ""], "39.tsv:1: an empty reference among the first five rows"),
+        ([_record(0, "ok"), _record(1, "ok")], ["r", "NA"], "39.tsv:1: an empty reference among the first five rows"),
+        ([_record(0, "ok"), _record(1, "ok")], ["r", "  "], None),  # a blank string is a string to pandas
+        ([_record(0, "ok"), _blank(1)], ["r"] * 2, "f.jsonl:2: not a JSON object"),  # json.loads('\n') raises
+        ([*(_record(i, "ok") for i in range(6)), _no_response(6)], ["r"] * 7, "f.jsonl:7: no response (NaN to pandas)"),
         ([_record(0, None)], [], None),  # no rows: both lists are cut to nothing
     ],
 )
 def test_what_crashes_the_official_report_scorer(
     records: list[KitRecord], truths: list[str], crash: str | None
 ) -> None:
-    rows = [RowIdentity("rg", "39", "39.tsv", i, i, f"{i:032x}", (), t) for i, t in enumerate(truths)]
-    assert report_crash({"39": (rows, records)}) == crash
+    rows = [RowIdentity("rg", "39", "39.tsv", i, i, f"{i:032x}", (), t or None) for i, t in enumerate(truths)]
+    assert report_crash([_source("report", "39", records)], {("rg", "39"): rows}) == crash
 
 
 def test_a_report_crash_loses_every_rg_and_cg_result_but_strict_reads_each_row() -> None:
@@ -136,7 +157,7 @@ def test_a_report_crash_loses_every_rg_and_cg_result_but_strict_reads_each_row()
     cg_rows = [RowIdentity("cg", "10", "10.tsv", i, i, f"{i + 10:032x}", (), "caption") for i in range(2)]
     rg = [_record(0, "A report."), _record(1, None)]
     cg = [kit_record(f"c.jsonl:{i}", json.dumps({"id": str(i), "response": "A caption."})) for i in range(2)]
-    joined, notes = join_all([*rg_rows, *cg_rows], {("rg", "39"): ("report", rg), ("cg", "10"): ("report", cg)})
+    joined, notes = join_all([*rg_rows, *cg_rows], [_source("report", "39", rg), _source("report", "10", cg)])
     assert all(
         (answer.official.skip or "").startswith("the official report scorer crashes") for answer in joined.values()
     )
@@ -158,7 +179,7 @@ def test_strict_tells_rows_with_one_image_apart_by_the_structure_the_prompt_name
         return kit_record(f"f.jsonl:{i}", json.dumps({"id": str(i), "question": question, "response": answer}))
 
     joined, notes = join_all(
-        rows, {("od", "37"): ("seg", [record(1, "trachea", "left"), record(2, "thyroid", "center")])}
+        rows, [_source("seg", "37", [record(1, "trachea", "left"), record(2, "thyroid", "center")])]
     )
     assert "od/37 (reference): 2 row(s) judged against another row's record, paired by row order" in " ".join(notes)
     assert joined[("od", "37.tsv", 0)].strict.answer == "center" and joined[("od", "37.tsv", 1)].strict.answer == "left"
@@ -320,7 +341,7 @@ def test_a_question_stored_as_the_whole_question_object_is_dropped_by_stage_a_bu
     )
     assert whole.images == (f"{1:032x}",) and whole.question_breaks_stage_a
     records = [_record(0, "a"), whole]
-    joined, _ = join_all(_rows(2), {("dd", "21"): ("cla", records)})
+    joined, _ = join_all(_rows(2), [_source("cla", "21", records)])
     assert joined[("dd", "21.tsv", 1)].strict.answer == "b"
     assert (joined[("dd", "21.tsv", 1)].official.skip or "").startswith("the official classification scorer skips")
 
@@ -340,3 +361,131 @@ def test_without_a_model_the_command_lists_the_models_found_in_one_line(tmp_path
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert "holds answers of 2 model(s): gpt-4o, qwen-72b" in done.stderr and "@MODEL" in done.stderr
+
+
+# ------------------------------------------------------------------- what the official code does, further
+
+
+def test_a_location_file_left_with_no_record_is_scored_as_empty_answers_on_every_row() -> None:
+    # An empty frame given the truth column takes the TSV's rows: every row gets the answer '' (wrong).
+    official = official_join(_source("seg", "04", [_record(0, 5), _record(1, 7)]), _rows(3, "ll", "04"))
+    assert [o.answer for o in official] == [None, None, None] and all(o.record for o in official)
+
+
+def test_a_measurement_file_left_with_no_record_crashes_the_measurement_scorer() -> None:
+    cve = [
+        RowIdentity("cve", d, f"{d}.tsv", i, i, f"{i:032x}", (), "{'EF': 50}") for d in ("18", "50") for i in range(2)
+    ]
+    sources = [
+        _source("measurement", "18", [_record(0, 42), _record(1, 43)]),
+        _source("measurement", "50", [_record(0, "200")]),
+    ]
+    joined, notes = join_all(cve, sources)
+    assert all((a.official.skip or "").startswith("the official measurement scorer crashes") for a in joined.values())
+    assert any("every CVE result is lost" in n for n in notes)
+
+
+@pytest.mark.parametrize(
+    ("scorer", "response", "skipped"),
+    [
+        ("seg", 0, True),  # stage (a) leaves it (no options); stage (b) calls .strip() on anything but None
+        ("seg", None, False),
+        ("seg", [], True),
+        ("cla", None, True),  # the classification scorer strips None too
+        ("cla", "benign", False),
+    ],
+)
+def test_answers_stage_b_cannot_read_without_a_question_skip_the_file(
+    scorer: Scorer, response: object, skipped: bool
+) -> None:
+    records = [_record(0, "x", question=False), _record(1, response, question=False)]
+    official = official_join(_source(scorer, "21" if scorer == "cla" else "04", records), _rows(2))
+    assert (official[0].skip is not None) is skipped
+
+
+@pytest.mark.parametrize("question", [None, 0, [{"type": "text", "value": None}], "a plain string"])
+def test_questions_stage_a_cannot_iterate_drop_the_line(question: object) -> None:
+    record = kit_record("f.jsonl:2", json.dumps({"id": "1", "question": question, "response": "benign"}))
+    assert record.question_breaks_stage_a
+    official = official_join(_source("cla", "21", [_record(0, "benign"), record]), _rows(2))
+    assert (official[0].skip or "").startswith("the official classification scorer skips the file: 1 records")
+
+
+def test_the_llava_answers_lose_their_first_space_in_the_official_scorers() -> None:
+    from u2eval.judging import judge
+    from u2eval.records import CaseMeta, Completion
+    from u2eval.tasks import get_task
+
+    spec = get_task("vra")
+    meta = CaseMeta(
+        case_id="vra/03/0", task="vra", dataset_id="03", dataset_name="03.x", source_file="03.tsv", row_index=0,
+        anatomy="fetus", scenario="", truth="fetal abdomen", options=list(spec.dataset("03").labels),
+        image_sha256="0" * 64, columns={},
+    )  # fmt: skip
+    for model, right in (("LLaVA-1.5-13B-HF", False), ("llava-other", True)):
+        official = official_join(
+            _source("cla", "03", [_record(0, "fetal abdomen")], model=model), _rows(1, "vra", "03")
+        )
+        done = Completion(case_id=meta.case_id, key="k", text="fetal abdomen", official=official[0])
+        assert judge(meta, done, spec).reference.correct is right, model
+
+
+def test_lines_split_only_where_python_splits_a_file(tmp_path: Path) -> None:
+    # The kit writes JSON with ensure_ascii=False: a line separator inside an answer stays inside its line.
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"id": "0", "response": "a\u2028b"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    (record,) = read_records(path)
+    assert record.is_json and record.official_answer == "a\u2028b"
+
+
+def test_strict_reads_the_prompt_from_text_content_and_the_structure_from_its_slot() -> None:
+    rows = [
+        RowIdentity("od", "53", "53.tsv", i, i, "b" * 32, (ch,), "{}")
+        for i, ch in enumerate(("fetal head", "pubic symphysis"))
+    ]
+
+    def record(i: int, channel: str, answer: str) -> KitRecord:
+        prompt = (
+            "You are a radiologist analyzing an ultrasound image about fetal head and pubic symphysis.\n"
+            f"Your task is to determine the primary location, relative to the image boundaries, for each visible "
+            f"structure listed in {channel}.\n"
+        )
+        data = {"id": str(i), "text_content": prompt, "image_paths": [f"/c/{'b' * 32}.jpg"], "response": answer}
+        return kit_record(f"f.jsonl:{i}", json.dumps(data))
+
+    joined, _ = join_all(
+        rows, [_source("seg", "53", [record(1, "pubic symphysis", "left"), record(2, "fetal head", "center")])]
+    )
+    assert joined[("od", "53.tsv", 0)].strict.answer == "center" and joined[("od", "53.tsv", 1)].strict.answer == "left"
+
+
+def test_strict_refuses_to_guess_between_rows_it_cannot_tell_apart() -> None:
+    rows = [RowIdentity("od", "37", "37.tsv", i, i, "c" * 32, (ch,), "{}") for i, ch in enumerate(("a", "b"))]
+    question = [{"type": "image", "value": f"/c/{'c' * 32}.jpg"}, {"type": "text", "value": "Where is it?"}]
+    record = kit_record("f.jsonl:1", json.dumps({"id": "0", "question": question, "response": "left"}))
+    joined, notes = join_all(rows, [_source("seg", "37", [record])])
+    assert all(a.strict.where is None for a in joined.values())
+    assert any("does not tell which of 2 rows" in n for n in notes)
+
+
+def test_a_failure_record_without_an_answer_is_a_recorded_failure() -> None:
+    from model_adapters.replay import _strict_completion
+    from u2eval.official_files import StrictAnswer
+    from u2eval.records import Completion
+
+    record = kit_record("f.jsonl:1", json.dumps({"id": "0", "success": False, "error": "API请求失败"}))
+    assert record.failed
+    done = _strict_completion(Completion(case_id="c", key="k"), StrictAnswer(record.answer, record.where, failed=True))
+    assert done.error == "recorded_failure" and done.is_infra_error
+
+
+def test_differences_name_the_row_order_join_for_rows_strict_has_no_record_for(
+    sample_copy: Path, tmp_path: Path
+) -> None:
+    base = _write_kit(tmp_path / "kit", _sample_rows(sample_copy), lose=("ll/04", 1))
+    result = run(
+        RunOptions(model=f"replay/official:{base}@model-x", data=str(sample_copy), tasks=("ll",), out=tmp_path / "run")
+    )
+    diff = next(d for d in result.summary.differences if (d.task, d.dataset_id) == ("ll", "04"))
+    assert "row_order_join (rows strict has no record for, paired with one by row order): 1 case" in diff.reasons
+    assert not any(r.startswith("infra_error_as_answer") for r in diff.reasons)

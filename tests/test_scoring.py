@@ -269,6 +269,28 @@ def test_empty_classification_dataset_scores_zero() -> None:
     assert run(js, STRICT_QUIRKS, mode="strict").tasks["dd"].score == 1.0
 
 
+def test_a_dataset_without_answers_has_no_result_not_a_zero() -> None:
+    # No prediction file (or only failed requests): the official has no result row; the table averages the others.
+    lost = Verdict(prediction=None, truth="benign", counted=False, not_counted="infra_error")
+    js = [*cases("dd", "21", 2, 0), _j("d23", "dd", "23", lost, outcome="infra_error", answer=None)]
+    reference = run(js, REFERENCE_QUIRKS)
+    assert reference.tasks["dd"].score == 1.0 and dataset(reference, "dd", "23").metrics["accuracy"] is None
+
+
+def test_an_empty_reference_text_zeroes_bleu_and_rouge_in_reference() -> None:
+    nan_truth = Verdict(prediction="the liver is normal", truth=None, counted=True)
+    js = [
+        text("r1", "rg", "39", "the liver is normal", "the liver is normal"),
+        _j("r2", "rg", "39", _label(None, "x", False), nan_truth),
+    ]
+    reference = run(js, REFERENCE_QUIRKS)
+    assert (
+        dataset(reference, "rg", "39").metrics["bleu4"] == 0.0
+        and dataset(reference, "rg", "39").metrics["rouge_l"] == 0.0
+    )
+    assert dataset(run(js, off("nan_reference_zeroes_text_metrics")), "rg", "39").metrics["bleu4"] > 0
+
+
 def test_missing_tasks_in_reference_are_filled_as_the_table_does() -> None:
     js = cases("dd", "21", 2, 0)
     on = run(js, REFERENCE_QUIRKS)

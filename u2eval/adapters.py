@@ -56,8 +56,9 @@ class AdapterOptions:
     base_url: str | None = None  # several, comma-separated, where an adapter balances over them (openai)
     extra: Mapping[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None  # the dispatcher's per-attempt timeout, for an SDK's own backstop
-    # The dataset's rows, read on demand, for adapters that join answers made elsewhere to them (replay).
-    rows: Callable[[], Iterable[RowIdentity]] | None = None
+    # The dataset's rows of the tasks named, read on demand, for adapters that join answers made elsewhere to
+    # them (replay: the official report scorer reads RG and CG files together, whichever tasks a run asks for).
+    rows: Callable[[Sequence[str]], Iterable[RowIdentity]] | None = None
 
 
 @runtime_checkable

@@ -20,7 +20,8 @@ from u2eval.tasks import TaskSpec
 ANSWER_READING = "answer reading (strict's parser vs the official matcher)"
 TRUTH_READING = "truth reading (strict reads cells as Python literals and checks them)"
 KIT_FAILURES = "infra_error_as_answer (the kit's failure messages, infra errors in strict, scored as answers)"
-DATASET_QUIRKS = ("round_4dp", "f1_over_union", "empty_classification_scores_zero")
+ROW_ORDER = "row_order_join (rows strict has no record for, paired with one by row order)"
+DATASET_QUIRKS = ("round_4dp", "f1_over_union", "empty_classification_scores_zero", "nan_reference_zeroes_text_metrics")
 
 _SAME = 1e-12
 
@@ -51,8 +52,8 @@ def case_reasons(judgements: Sequence[Judgement], task: TaskSpec) -> list[str]:
     for j in judgements:
         s, r = j.strict, j.reference
         if j.outcome == "infra_error":
-            if r.from_official_file and r.counted:
-                reading[KIT_FAILURES] += 1
+            if r.from_official_file and r.counted:  # strict has no answer; the official scored a record
+                reading[KIT_FAILURES if j.error == "recorded_failure" else ROW_ORDER] += 1
             continue
         quirks.update(r.changed_by)
         if not r.changed_by and modes_disagree(s, r, task.capability):

@@ -77,11 +77,12 @@ def resolve_dataset_id(task: TaskSpec, dataset_name: str, file_stem: str = "") -
     for spec in task.datasets:
         if spec.source == name:
             return spec.id
-    found = _LEADING_TOKEN.match(file_stem)
-    token = name.split(".", 1)[0].strip() if name else (found.group(0) if found else "")
-    if not token:
-        return None
-    candidates = _ids_for_token(token, task.dataset_ids)
+    token = name.split(".", 1)[0].strip() if name else file_stem
+    candidates = _ids_for_token(token, task.dataset_ids) if token else []
+    if not candidates and (lead := _LEADING_TOKEN.match(token)):
+        # A name in the official files' style ('74_is_normal', '40_birads', '3_FETAL_Planes_US'): its leading id.
+        token = lead.group(0)
+        candidates = _ids_for_token(token, task.dataset_ids)
     if len(candidates) > 1:
         where = _squashed(f"{file_stem} {name}")
         candidates = [i for i in candidates if _squashed(i[len(token) :]) in where] or candidates
@@ -440,7 +441,7 @@ class RowIdentity:
     row_index: int  # as ``Case.row_index``
     position: int  # among its dataset's rows in the task folder, files by name: the order the official joins by
     image_md5: str  # md5 of the img_data cell's text: the official kit names its cached image after it
-    hints: tuple[str, ...]  # cells that tell rows with the same image apart (OD's channel, KD's keypoint)
+    hints: tuple[str, ...]  # cells that tell rows with the same image apart (OD's channel)
     truth: str | None  # the task's truth cell
 
 
@@ -459,11 +460,10 @@ def iter_row_identities(
                     report(DataError(f"{where}:{row.index}", "unknown dataset id"))
                     continue
                 cells = row.cells
-                hints = tuple(
-                    h
-                    for h in (_cell(cells, layout.scenario), _first_key(_cell(cells, layout.keypoints)))
-                    if h and task.capability == "detection"
-                )
+                # OD rows that share an image differ by the structure the prompt names (the kit's KD prompt names
+                # a fixed fallback, never the row's keypoint, so KD has none).
+                channel = _cell(cells, layout.scenario) if task.key == "od" else None
+                hints = (channel.strip(),) if channel and channel.strip() else ()
                 yield RowIdentity(
                     task=task.key,
                     dataset_id=row.spec.id,

@@ -57,6 +57,7 @@ class TruthReport(_Frozen):
     options_differ: int = 0  # classification: rows whose options differ from the task file's label set
     unread: dict[str, int] = {}  # reason -> cases (truth_missing, truth_unreadable, truth_not_an_option)
     expected_unread: int = 0  # of those, the ones the dataset expects (27: IMT not measured)
+    outside_range: int = 0  # regression: truths outside the prompt's value range (another unit?)
     examples: list[str] = []  # "case id: detail", the first few
 
 
@@ -150,6 +151,9 @@ def _truth_reports(
         else:
             counts[ref]["read"] += 1
             counts[ref]["not_visible"] += truth == NOT_VISIBLE
+            value_range = task.dataset(case.dataset_id).value_range
+            if value_range is not None and not value_range[0] <= float(truth) <= value_range[1]:
+                counts[ref]["outside_range"] += 1
     reports = [
         TruthReport(
             task=task.key,
@@ -160,6 +164,7 @@ def _truth_reports(
             options_differ=c["options_differ"],
             unread={r: c[r] for r in ("truth_missing", "truth_unreadable", "truth_not_an_option") if c[r]},
             expected_unread=c["expected"],
+            outside_range=c["outside_range"],
             examples=examples[(task.key, ds.id)],
         )
         for task in tasks
@@ -212,6 +217,13 @@ def _problems(
         if lost:
             reasons = ", ".join(f"{n} {r}" for r, n in t.unread.items())
             problems.append(f"{t.task}/{t.dataset_id}: {lost} of {t.cases} truth(s) cannot be scored ({reasons})")
+        elif t.read == 0:  # expected gaps, but all of them: nothing of the dataset can be scored
+            problems.append(f"{t.task}/{t.dataset_id}: none of {t.cases} truth(s) can be scored (all not measured)")
+        if t.outside_range * 2 > t.read > 0:
+            problems.append(
+                f"{t.task}/{t.dataset_id}: {t.outside_range} of {t.read} truth(s) outside the prompt's range "
+                "(another unit?): answers in the asked unit would be judged wrong"
+            )
     if missing:
         problems.append(f"datasets with no row: {', '.join(missing)}")
     task_folders = {t.folder for t in tasks}
@@ -248,6 +260,7 @@ def check_data(source: DataSource, tasks: Sequence[TaskSpec], progress: Progress
 def _notes(t: TruthReport) -> str:
     notes = [f"{t.expected_unread} not measured (expected)"] if t.expected_unread else []
     notes += [f"options differ from the task file on {t.options_differ}"] if t.options_differ else []
+    notes += [f"{t.outside_range} outside the prompt's range"] if t.outside_range else []
     return ", ".join(notes)
 
 

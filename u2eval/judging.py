@@ -30,6 +30,7 @@ from u2eval.attribution import modes_disagree
 from u2eval.parsing import EMPTY, REFUSED, Parsed, parse_location, parse_number, parse_option, parse_text
 from u2eval.records import CaseMeta, Completion, Judgement, NotCounted, OfficialAnswer, Outcome, TaskKey, Verdict
 from u2eval.reference_parsing import (
+    PANDAS_NA,
     QUIRKS_BY_CAPABILITY,
     REFERENCE_ERROR_TEXT,
     ReferenceQuirks,
@@ -47,6 +48,8 @@ from u2eval.tasks import DatasetSpec, TaskSpec
 from u2eval.truth import Unread, read_label, read_location, read_measurement, read_text
 
 DEFAULT_QUIRKS = ReferenceQuirks()
+# How the official pipeline reads an answer u2eval received itself: stage (a), then stage (b), untouched.
+_LIVE = OfficialAnswer()
 
 
 def truth_cell(case: CaseMeta, column: str) -> str | None:
@@ -164,11 +167,12 @@ def _strict(case: CaseMeta, completion: Completion, task: TaskSpec, ds: DatasetS
 
 
 def _reference_classification(
-    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks, stage_a_runs: bool = True
+    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks, how: OfficialAnswer = _LIVE
 ) -> Verdict:
-    options = reference_options(task.key, ds.id, quirks=q) if stage_a_runs else ()
+    options = reference_options(task.key, ds.id, quirks=q) if how.stage_a else ()
     stage_a = reference_stage_a_option(answer, options)
-    verdict = reference_classification(stage_a.output, truth_cell(case, task.truth_column), ds, q)
+    output = stage_a.output.replace(" ", "", 1) if how.first_space_dropped else stage_a.output
+    verdict = reference_classification(output, truth_cell(case, task.truth_column), ds, q)
     if not verdict.counted:
         verdict = verdict.model_copy(
             update={"not_counted": "dropped_by_official", "not_counted_detail": "not an integer (int_label_drop)"}
@@ -177,20 +181,21 @@ def _reference_classification(
 
 
 def _reference_location(
-    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks, stage_a_runs: bool = True
+    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks, how: OfficialAnswer = _LIVE
 ) -> Verdict:
     # The OD prompt embeds the row's anatomy and channel names; they can add options (facts §10.5).
     anatomy = case.columns.get("anatomy_location") or case.anatomy
     channel = case.columns.get("seg_channel_name") or ds.channel or ""
-    options = reference_options(task.key, ds.id, anatomy=anatomy, channel=channel, quirks=q) if stage_a_runs else ()
-    pred = reference_location_prediction(reference_stage_a_option(answer, options).output, q)
+    options = reference_options(task.key, ds.id, anatomy=anatomy, channel=channel, quirks=q) if how.stage_a else ()
+    output = reference_stage_a_option(answer, options).output
+    pred = reference_location_prediction(output.replace(" ", "", 1) if how.first_space_dropped else output, q)
     use_keypoints = q.keypoints_over_bbox and "keypoints" in case.columns
     truth = reference_location_truth(truth_cell(case, "keypoints" if use_keypoints else task.truth_column), q)
     return Verdict(prediction=pred, truth=truth, counted=True, correct=pred == truth)
 
 
 def _reference_regression(
-    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks, stage_a_runs: bool = True
+    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks, how: OfficialAnswer = _LIVE
 ) -> Verdict:
     pred = reference_number(answer, ds.id)
     cell = truth_cell(case, task.truth_column)
@@ -208,15 +213,18 @@ def _reference_regression(
 
 
 def _reference_text(
-    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks, stage_a_runs: bool = True
+    case: CaseMeta, answer: object, task: TaskSpec, ds: DatasetSpec, q: ReferenceQuirks, how: OfficialAnswer = _LIVE
 ) -> Verdict:
     # The report scorer reads its internal column `caption`, which in the authors' RG file (39) holds the report:
     # in the Hugging Face layout that text is `report`, so both modes score RG against `report` (facts §10.7).
-    truth = reference_text(truth_cell(case, task.truth_column))
+    cell = truth_cell(case, task.truth_column)
+    truth = None if cell is None or cell in PANDAS_NA else reference_text(cell)  # None: NaN to pandas
     return Verdict(prediction=reference_text(answer), truth=truth, counted=True)
 
 
-_REFERENCE: Mapping[str, Callable[[CaseMeta, object, TaskSpec, DatasetSpec, ReferenceQuirks, bool], Verdict]] = {
+_REFERENCE: Mapping[
+    str, Callable[[CaseMeta, object, TaskSpec, DatasetSpec, ReferenceQuirks, OfficialAnswer], Verdict]
+] = {
     "classification": _reference_classification,
     "detection": _reference_location,
     "regression": _reference_regression,
@@ -233,7 +241,7 @@ def _official_reference(
     if official.record is None:
         return _not_counted(None, None, "no_official_record", official.missing)
     # Without options in the record's question, stage (a) leaves the answer as it is: stage (b) alone reads it.
-    verdict = _REFERENCE[task.capability](case, official.answer, task, ds, q, official.stage_a)
+    verdict = _REFERENCE[task.capability](case, official.answer, task, ds, q, official)
     return verdict.model_copy(update={"from_official_file": True})
 
 
@@ -246,7 +254,7 @@ def _reference(case: CaseMeta, completion: Completion, task: TaskSpec, ds: Datas
         answer = REFERENCE_ERROR_TEXT
     else:
         answer = completion.text or ""  # stage (a) turns a missing answer into "" as well
-    return _REFERENCE[task.capability](case, answer, task, ds, q, True)
+    return _REFERENCE[task.capability](case, answer, task, ds, q, _LIVE)
 
 
 # ------------------------------------------------------------------------------------------ judging
@@ -263,8 +271,7 @@ def judge(
     outcome, strict = _strict(case, completion, task, ds)
     reference = _reference(case, completion, task, ds, quirks)
     # The quirks behind a case the modes judge differently (what the reference scores: no live infra error).
-    scored = outcome != "infra_error" or reference.from_official_file
-    if scored and modes_disagree(strict, reference, task.capability):
+    if outcome != "infra_error" and modes_disagree(strict, reference, task.capability):
         changed_by = _changed_by(case, completion, task, ds, quirks, reference)
         if changed_by:
             reference = reference.model_copy(update={"changed_by": changed_by})
@@ -277,6 +284,7 @@ def judge(
         outcome=outcome,
         strict=strict,
         reference=reference,
+        error=completion.error,
     )
 
 

@@ -279,6 +279,7 @@ class OfficialAnswer(DiskRecord):
     answer: JsonValue = None  # the record's `response`, as the file holds it (a JSON number stays a number)
     record: str | None = None  # file:line of the record paired with this row
     stage_a: bool = True  # stage (a) rewrote the answer (the record's question gave it the options)
+    first_space_dropped: bool = False  # the official removes the answer's first space (its LLaVA-1.5-13B-HF case)
     missing: str | None = None  # no record is paired with this row, and why
     skip: str | None = None  # the official scorer skips this dataset's whole file, and why
 
@@ -359,6 +360,7 @@ class Judgement(DiskRecord):
     outcome: Outcome
     strict: Verdict
     reference: Verdict
+    error: ErrorKind | None = None  # the completion's error kind (an infra error's, or the model's refusal / empty)
 
 
 class Manifest(DiskRecord):

@@ -335,7 +335,7 @@ def reference_stage_a_option(answer: object, options: Sequence[str]) -> StageA:
 
 
 # pandas' default NA strings (read_csv, pandas >= 2.0, where 'None' joined the list).
-_PANDAS_NA = frozenset(
+PANDAS_NA = frozenset(
     {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
      "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
 )  # fmt: skip
@@ -359,7 +359,7 @@ def _cell_data(cell: str, quirks: ReferenceQuirks) -> object:
 def _anatomy_truth(cell: str | None, quirks: ReferenceQuirks) -> str:
     # The anatomy branch reads the label from the dict's 'Anatomy' key (regex fallback on bad JSON); a
     # missing cell becomes the string 'nan'.
-    if cell is None or (quirks.pandas_na_truth and cell in _PANDAS_NA):
+    if cell is None or (quirks.pandas_na_truth and cell in PANDAS_NA):
         return _NAN_LABEL
     data = _cell_data(cell, quirks)
     if isinstance(data, dict) and isinstance(data.get("Anatomy"), str):
@@ -382,7 +382,7 @@ def reference_label_truth(
     quirks = quirks or ReferenceQuirks()
     if dataset.truth_format == "anatomy_dict":
         return _official_label(_anatomy_truth(cell, quirks))
-    if cell is None or cell == "" or (quirks.pandas_na_truth and cell in _PANDAS_NA):
+    if cell is None or cell == "" or (quirks.pandas_na_truth and cell in PANDAS_NA):
         return None
     if dataset.int_labels and re.fullmatch(r"\s*[+-]?\d+\s*", cell):
         return int(cell)

@@ -287,7 +287,7 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
                 base_url=options.base_url or (preset.base_url if preset else None),
                 extra=preset.extra if preset else {},
                 timeout_s=dispatch_options.timeout_s,
-                rows=lambda: iter_row_identities(source, tasks),  # its errors are the reader's to report
+                rows=lambda keys: iter_row_identities(source, select_tasks(list(keys))),  # errors: the reader's
             ),
         )
     assert adapter is not None

@@ -71,6 +71,7 @@ class ScoringQuirks:
     empty_classification_scores_zero: bool = False  # no countable case: accuracy and F1 written as 0.0
     missing_task_as_zero: bool = False  # a task without results gets raw metric 0.0 instead of failing
     missing_cve_full_credit: bool = False  # ...and for CVE that 0.0 is an RMSE: score 1 - 0 = 1
+    nan_reference_zeroes_text_metrics: bool = False  # an empty reference text makes BLEU / ROUGE raise: 0.0 written
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)
@@ -218,13 +219,19 @@ def _score_dataset(
         skipped = _not_counted_groups(judgements, mode, task, why)
         return _DatasetScore(len(judgements), n_infra, 0, dict.fromkeys(names), quirk, skipped)
     verdicts = [v for j in answered if _scorable(v := (j.strict if mode == "strict" else j.reference), task)]
+    # The reference text of a row pandas reads as NaN (an empty cell): BLEU and ROUGE raise, the scorer writes 0.
+    nan_reference = [v for v in verdicts if task.capability == "generation" and v.truth is None]
+    if nan_reference and quirks.nan_reference_zeroes_text_metrics:
+        groups = _not_counted_groups(judgements, mode, task, None)
+        return _DatasetScore(len(judgements), n_infra, len(verdicts), dict.fromkeys(names, 0.0), None, groups)
+    verdicts = [v.model_copy(update={"truth": ""}) if v in nan_reference else v for v in verdicts]
     values: dict[str, float | None] = {}
     for name in names:
         metric_name = "macro_f1_truth_classes" if name == "macro_f1" and not quirks.f1_over_union else name
         if verdicts:
             value: float | None = get_metric(metric_name).compute(verdicts, ds)
-        elif quirks.empty_classification_scores_zero and task.capability == "classification":
-            value = 0.0
+        elif quirks.empty_classification_scores_zero and task.capability == "classification" and answered:
+            value = 0.0  # the scorer read a file but kept no case; with no answers there is no file, no result
         else:
             value = None
         if quirks.round_4dp and value is not None and math.isfinite(value):

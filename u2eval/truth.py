@@ -36,6 +36,10 @@ def _real(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+# Normalised coordinates, with room for rounding at the image border; beyond it they are pixels or garbage.
+_NEAR_UNIT = (-0.01, 1.01)
+
+
 def _blank(cell: str | None) -> bool:
     return cell is None or not cell.strip()
 
@@ -70,6 +74,8 @@ def read_location(cell: str | None, column: str = "gt_bbox") -> str | Unread:
     cx, cy = _real(coords[0]), _real(coords[1])
     if cx is None or cy is None:
         return Unread("truth_unreadable", f"{column}'s first coordinates are not two finite numbers")
+    if not (_NEAR_UNIT[0] <= cx <= _NEAR_UNIT[1] and _NEAR_UNIT[0] <= cy <= _NEAR_UNIT[1]):
+        return Unread("truth_unreadable", f"{column}'s centre is outside [0, 1] (pixels, not normalised?)")
     return sector_from_centre(cx, cy)
 
 
