@@ -77,7 +77,12 @@ def test_resolve_source_kinds_and_clear_config_errors(sample_root: Path, tmp_pat
     assert (sample.kind, sample.root) == ("sample", sample_root)
     local = resolve_source(str(sample_root))
     assert local.kind == "local" and local.root == sample_root.resolve() and local.commit_sha is None
-    assert set(local.manifest()) == {"kind", "root", "repo", "revision", "sha", "description"}
+    assert set(local.manifest()) == {"kind", "root", "repo", "revision", "sha", "description", "synthetic"}
+    assert sample.synthetic and local.synthetic  # the sample's card says u2eval synth made it
+    real = tmp_path / "real"
+    shutil.copytree(sample_root, real)
+    (real / "README.md").write_text("# U2-Bench\n", encoding="utf-8")  # a card of its own: not ours
+    assert not resolve_source(str(real)).synthetic and "synthetic" not in resolve_source(str(real)).manifest()
 
     (tmp_path / "file.tsv").write_text("x", encoding="utf-8")
     (tmp_path / "unrelated").mkdir()

@@ -278,19 +278,31 @@ def leaderboard(
     )
     board = build_board(runs, options)
     written = write_board(board, out_dir, plots=plots)
-    table = Table(title=f"U2-Bench leaderboard ({mode})")
-    for column in ("rank", "model", "U2-Score [95% CI]", "parse rate", "infra", "partial"):
-        table.add_column(column)
-    for row in board.rows:
-        table.add_row(
-            "–" if row.rank is None else str(row.rank),
-            row.model + (" (published)" if row.source == "published" else ""),
-            fmt_cell(row.u2, 4),
-            "–" if row.parse_rate is None else f"{row.parse_rate:.3f}",
-            "–" if row.infra_errors is None else str(row.infra_errors),
-            "; ".join(row.partial_reasons) or "no",
-        )
-    out.print(table)
+    for title, rows in (
+        (f"U2-Bench leaderboard ({mode})", [r for r in board.rows if r.apart is None]),
+        ("Listed apart, unranked", [r for r in board.rows if r.apart is not None]),
+    ):
+        if not rows:
+            continue
+        table = Table(title=title)
+        for column in ("rank", "model", "U2-Score [95% CI]", "parse rate", "infra", "partial"):
+            table.add_column(column)
+        table.add_column("why apart" if rows[0].apart else "run")
+        for row in rows:
+            table.add_row(
+                "–" if row.rank is None else str(row.rank),
+                escape(row.label or row.model) + (" (published)" if row.source == "published" else ""),
+                fmt_cell(row.u2, 4),
+                "–" if row.parse_rate is None else f"{row.parse_rate:.3f}",
+                "–" if row.infra_errors is None else str(row.infra_errors),
+                escape("; ".join(row.partial_reasons) or "no"),
+                escape(row.apart or row.run or "published"),
+            )
+        out.print(table)
+    for note in board.notes:
+        out.print(escape(note))
+    for line in board.skipped:
+        console.print(f"[yellow]{escape(line)}[/yellow]")
     console.print(f"wrote {', '.join(str(p) for p in written)}")
 
 

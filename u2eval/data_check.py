@@ -180,10 +180,9 @@ def _not_understood(source: DataSource, tasks: Sequence[TaskSpec]) -> list[str]:
     from u2eval.tasks import all_tasks
 
     folders = {t.folder for t in all_tasks()}
+    known = {EXPLANATION_FILE, "README.md", ".gitattributes"}  # the card of the dataset (or of synthetic data)
     found = [
-        p.name
-        for p in sorted(source.root.iterdir())
-        if not p.name.startswith(".") and p.name not in folders and p.name != EXPLANATION_FILE
+        p.name for p in sorted(source.root.iterdir()) if not p.name.startswith(".") and p.name not in folders | known
     ]
     for task in tasks:
         folder = source.root / task.folder

@@ -1,9 +1,11 @@
 """One ranking from any number of run folders, each re-scored from its stored answers, with bootstrap CIs.
 
-Runs are ranked together only when their numbers mean the same thing: the same dataset (kind, repo,
-revision, commit sha) and the same task files (the manifest's task hashes) for every task they share.
-Anything else is refused with one line naming the groups, so the user ranks each group on its own; the
-scoring mode is the same for every row by construction (``--mode`` re-scores all runs in that mode).
+Runs are ranked together only when their numbers mean the same thing: scored on the same cases
+(``u2eval.comparability``: other case sets, runs on part of the cases and, beside the published rows, runs on
+synthetic data are listed apart, unranked, each saying why) with the same task files (the manifest's task
+hashes; different ones are refused in one line). The scoring mode is the same for every row by construction
+(``--mode`` re-scores all runs in that mode). A folder that cannot be read (an unfinished run) is listed as
+skipped, with why.
 
 The paper's 22 published rows (``published.csv``, the official scorer's numbers) can be added as reference
 rows marked ``published``: no interval, no parse rate, their U2-Score as published.
@@ -12,7 +14,7 @@ rows marked ``published``: no interval, no parse rate, their U2-Score as publish
 from __future__ import annotations
 
 import csv
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from u2eval.comparability import placement, row_labels
 from u2eval.errors import ConfigError
 from u2eval.grounded_board import GroundedCells, grounded_cells
 from u2eval.records import TASK_KEYS, ScoringMode
@@ -51,6 +54,8 @@ class Cell(_Frozen):
 class BoardRow(_Frozen):
     rank: int | None
     model: str
+    label: str = ""  # the model and what tells this row apart from the others (settings, folder)
+    apart: str | None = None  # why the row is listed apart and unranked (None: it shares the ranking)
     source: Literal["run", "published"]
     u2: Cell
     u2_over_present_tasks: Cell
@@ -74,6 +79,11 @@ class TaskColumn(_Frozen):
     capability: str
     weight: float
     metric: str
+    label: str = ""  # what the column's number is: accuracy, 1 − RMSE, BLEU-4 / 100
+
+
+# What a task's score is, as its column says: the number that enters the U2-Score.
+SCORE_LABELS = {"accuracy": "accuracy", "rmse": "1 − RMSE", "bleu4": "BLEU-4 / 100"}
 
 
 class SliceEntry(_Frozen):
@@ -94,6 +104,8 @@ class Board(_Frozen):
     by: str | None = None
     slices: list[SliceEntry] = []
     grounded: bool = False  # rows carry grounded columns
+    notes: list[str] = []  # why rows are listed apart, in words
+    skipped: list[str] = []  # folders that could not be read, and why
 
 
 @dataclass(frozen=True)
@@ -124,28 +136,13 @@ def dataset_label(dataset: dict[str, str | None]) -> str:
     return str(kind)
 
 
-def _dataset_key(dataset: dict[str, str | None]) -> tuple[str | None, ...]:
-    kind = dataset.get("kind")
-    # A local folder without a commit sha is only known by where it is.
-    root = dataset.get("root") if kind == "local" and not dataset.get("sha") else None
-    return kind, dataset.get("repo"), dataset.get("revision"), dataset.get("sha"), root
-
-
 def _groups_line(groups: dict[str, list[str]]) -> str:
     return "; ".join(f"{label}: {', '.join(names)}" for label, names in groups.items())
 
 
 def check_compatible(runs: Sequence[LoadedRun], mode: ScoringMode) -> None:
-    """Refuse, in one line, runs whose numbers cannot share a ranking."""
-    by_dataset: dict[tuple[str | None, ...], list[LoadedRun]] = defaultdict(list)
-    for run in runs:
-        by_dataset[_dataset_key(run.manifest.dataset)].append(run)
-    if len(by_dataset) > 1:
-        groups = {dataset_label(rs[0].manifest.dataset): [_short(r.folder) for r in rs] for rs in by_dataset.values()}
-        raise ConfigError(
-            f"cannot rank these runs together: their dataset revisions differ ({_groups_line(groups)}); "
-            "rank each group separately"
-        )
+    """Refuse, in one line, runs whose numbers cannot share a board: other task definitions, another mode.
+    (Other cases are not refused: those runs are listed apart, ``u2eval.comparability``.)"""
     for key in TASK_KEYS:
         versions: dict[str, list[str]] = defaultdict(list)
         for run in runs:
@@ -173,6 +170,18 @@ def _partial_reasons(run: LoadedRun, mode: ScoringMode) -> list[str]:
     if run.summary.infra_error_case_ids:
         reasons.append(f"{len(run.summary.infra_error_case_ids)} infra errors")
     return reasons
+
+
+def _load(folders: Sequence[Path]) -> tuple[list[LoadedRun], list[str]]:
+    """The runs that can be read, and a line for each folder that cannot (an unfinished run, a broken file)."""
+    runs: list[LoadedRun] = []
+    skipped: list[str] = []
+    for folder in folders:
+        try:
+            runs.append(load_run(folder))
+        except ConfigError as exc:
+            skipped.append(f"{_short(folder)}: skipped: {exc}")
+    return runs, skipped
 
 
 def _parse_rate(run: LoadedRun) -> float | None:
@@ -249,17 +258,24 @@ def published_rows(path: Path = PUBLISHED_CSV) -> list[BoardRow]:
 
 
 def rank(rows: Sequence[BoardRow]) -> list[BoardRow]:
-    """Rows with a U2-Score over all their cases by it (descending; equal 4-decimal scores share a rank), then,
-    unranked, the others: runs over part of the cases by their U2-Score, runs missing a task by their score
-    over the tasks present. A run on a handful of cases per dataset can land anywhere: it is shown, not ranked."""
+    """Rows with a U2-Score over all their cases that share the ranking, by it (descending; equal 4-decimal scores
+    share a rank); then, unranked, runs missing a task by their score over the tasks present; then the rows
+    listed apart (another case set, part of the cases, synthetic data beside published rows), by reason."""
 
     def key(row: BoardRow) -> tuple[float, str]:
-        return (-(row.u2.score if row.u2.score is not None else -1.0), row.model)
+        return (-(row.u2.score if row.u2.score is not None else -1.0), row.label or row.model)
 
-    scored = sorted((r for r in rows if r.u2.score is not None and not r.subset), key=key)
-    unscored = sorted(
-        (r for r in rows if r.u2.score is None or r.subset),
-        key=lambda r: (r.u2.score is None, -((r.u2.score or r.u2_over_present_tasks.score) or 0.0), r.model),
+    rankable = [r for r in rows if r.u2.score is not None and not r.subset and r.apart is None]
+    scored = sorted(rankable, key=key)
+    others = sorted(
+        (r for r in rows if r not in rankable),
+        key=lambda r: (
+            r.apart is not None,
+            r.apart or "",
+            r.u2.score is None,
+            -((r.u2.score or r.u2_over_present_tasks.score) or 0.0),
+            r.label or r.model,
+        ),
     )
     ranked: list[BoardRow] = []
     previous: tuple[float, int] | None = None
@@ -268,21 +284,41 @@ def rank(rows: Sequence[BoardRow]) -> list[BoardRow]:
         place = previous[1] if previous is not None and previous[0] == rounded else position
         previous = (rounded, place)
         ranked.append(row.model_copy(update={"rank": place}))
-    return ranked + list(unscored)
+    return ranked + list(others)
+
+
+def _notes(rows: Sequence[BoardRow], published: bool) -> list[str]:
+    apart = Counter(r.apart for r in rows if r.apart is not None)
+    notes = [f"{n} row(s) listed apart, unranked: {why}." for why, n in sorted(apart.items())]
+    if published:
+        notes.append(
+            "Published rows are the paper's numbers from the official scorer on the real 7,241 cases; runs share "
+            "their ranking only when made on real U2-Bench data."
+        )
+    if any(r.u2.score is None and r.u2_over_present_tasks.score is not None for r in rows if r.source == "run"):
+        notes.append(
+            "A run missing a task has no U2-Score (strict never fills a task in): it is shown with its score over "
+            "the tasks present, unranked."
+        )
+    return notes
 
 
 def build_board(paths: Sequence[Path], options: BoardOptions) -> Board:
-    """Find, re-score, check and rank the runs under ``paths``."""
-    runs = [load_run(folder) for folder in find_runs(list(paths))]
+    """Find, re-score, check and rank the runs under ``paths``; list apart what cannot share the ranking."""
+    runs, skipped = _load(find_runs(list(paths)))
+    if not runs:
+        raise ConfigError(f"no run folder could be read: {'; '.join(skipped)}")
     check_compatible(runs, options.mode)
+    labels, apart = row_labels(runs), placement(runs, options.published)
     rows: list[BoardRow] = []
     slices: list[SliceEntry] = []
     for run in runs:
         row, cut = run_row(run, options)
+        row = row.model_copy(update={"label": labels[run.folder], "apart": apart[run.folder]})
         rows.append(row)
-        slices += [SliceEntry(model=row.model, run=row.run or "", row=s) for s in cut]
+        slices += [SliceEntry(model=row.label, run=row.run or "", row=s) for s in cut]
     if options.published:
-        rows += published_rows()
+        rows += [r.model_copy(update={"label": r.model}) for r in published_rows()]
     return Board(
         mode=options.mode,
         resamples=options.resamples,
@@ -290,11 +326,20 @@ def build_board(paths: Sequence[Path], options: BoardOptions) -> Board:
         confidence=CONFIDENCE,
         datasets=sorted({r.dataset for r in rows if r.source == "run"}),
         tasks=[
-            TaskColumn(key=t.key, name=t.name, capability=t.capability, weight=t.weight, metric=t.primary_metric)
+            TaskColumn(
+                key=t.key,
+                name=t.name,
+                capability=t.capability,
+                weight=t.weight,
+                metric=t.primary_metric,
+                label=SCORE_LABELS.get(t.primary_metric, t.primary_metric),
+            )
             for t in all_tasks()
         ],
         rows=rank(rows),
         by=options.by,
         slices=slices,
         grounded=options.grounded,
+        notes=_notes(rows, options.published),
+        skipped=skipped,
     )

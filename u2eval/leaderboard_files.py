@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 
 from u2eval.grounded_board import GROUNDED_COLUMNS
-from u2eval.leaderboard import Board, BoardRow, Cell
+from u2eval.leaderboard import Board, BoardRow, Cell, TaskColumn
 
 __all__ = ["fmt", "fmt_cell", "render_csv", "render_html", "render_markdown", "write_board"]
 
@@ -33,6 +33,11 @@ th,td{border-bottom:1px solid #e3e6ec;padding:4px 8px;text-align:right;white-spa
 th{background:#f4f6fa;cursor:pointer;user-select:none;position:sticky;top:0}
 th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
 td.text,th.text{text-align:left}
+td.rank,th.rank{position:sticky;left:0;background:#fff;z-index:1;min-width:3em;max-width:3em;width:3em}
+td.model,th.model{position:sticky;left:3em;background:#fff;z-index:1;box-shadow:1px 0 0 #e3e6ec}
+th.rank,th.model{z-index:2;background:#f4f6fa}
+tr.published td.rank,tr.published td.model{background:#fafbfc}
+p.why{color:#7a4b00;background:#fff7e6;border:1px solid #f0d9a8;border-radius:4px;padding:6px 10px;max-width:1100px}
 tr.published td{color:#6b7280;font-style:italic}
 span.ci{color:#8a93a6;font-size:11px}
 .scroll{overflow-x:auto;max-width:100%}
@@ -61,7 +66,11 @@ _JS = r"""
     t.textContent = value;
     return t;
   }
-  function colour(row) { return row.source === "published" ? "#b8bfcc" : "#3b6fd8"; }
+  function colour(row) {
+    if (row.apart) { return "#e0a030"; }  // listed apart: not comparable with the ranked rows
+    return row.source === "published" ? "#b8bfcc" : "#3b6fd8";
+  }
+  function label(row) { return (row.label || row.model) + (row.apart ? " (apart)" : ""); }
 
   // Horizontal bars on [0, 1] with percentile whiskers; items: {label, cell, colour}.
   function barChart(container, title, items) {
@@ -113,7 +122,7 @@ _JS = r"""
     });
     rows.forEach(function (row, i) {
       var y = top + i * cellH;
-      text(svg, labelW - 6, y + 13, row.model, "end");
+      text(svg, labelW - 6, y + 13, label(row), "end");
       tasks.forEach(function (t, j) {
         var cell = row.tasks[t.key], score = cell ? cell.score : null;
         var fill = score === null ? "#eee" : "hsl(" + Math.round(10 + 120 * score) + ",65%," +
@@ -148,15 +157,16 @@ _JS = r"""
   }
 
   sortable(document.getElementById("board"));
+  if (document.getElementById("apart")) { sortable(document.getElementById("apart")); }
   var runs = board.rows.filter(function (r) { return r.source === "run"; });
   var shown = runs.length ? runs : board.rows;
   barChart(document.getElementById("u2-chart"), "U2-Score", board.rows.map(function (r) {
-    return {label: r.model, cell: r.u2.score === null ? r.u2_over_present_tasks : r.u2, colour: colour(r)};
+    return {label: label(r), cell: r.u2.score === null ? r.u2_over_present_tasks : r.u2, colour: colour(r)};
   }));
   var perTask = document.getElementById("task-charts");
   board.tasks.forEach(function (t) {
     barChart(perTask, t.key.toUpperCase() + " \u2013 " + t.name + " (" + t.metric + ", weight " + t.weight + ")",
-      shown.map(function (r) { return {label: r.model, cell: r.tasks[t.key] || {score: null}, colour: colour(r)}; }));
+      shown.map(function (r) { return {label: label(r), cell: r.tasks[t.key] || {score: null}, colour: colour(r)}; }));
   });
   heatMap(document.getElementById("heatmap"));
   document.body.dataset.bars = String(bars);
@@ -180,18 +190,26 @@ def _score_td(cell: Cell) -> str:
     return _td(f"{fmt(cell.score, 3)}{ci}", cell.score)
 
 
-def _table(board: Board) -> str:
-    head = ["rank", "model", "U2-Score", *(t.key.upper() for t in board.tasks), "parse rate", "infra errors"]
-    head += ["partial", "prompt", "dataset"]
+def _task_heading(column: TaskColumn) -> str:
+    return f"{column.key.upper()} ({column.label or column.metric})"
+
+
+def _table(board: Board, rows: list[BoardRow], table_id: str) -> str:
+    head = ["rank", "model", "U2-Score", *(_task_heading(t) for t in board.tasks), "parse rate", "infra errors"]
+    head += ["partial", "prompt", "dataset", "run"] + (["why apart"] if any(r.apart for r in rows) else [])
     head += list(GROUNDED_COLUMNS.values()) if board.grounded else []
-    text_columns = {"model", "partial", "prompt", "dataset"}
-    cells = "".join(f'<th class="{"text" if h in text_columns else ""}">{html.escape(h)}</th>' for h in head)
-    rows = []
-    for row in board.rows:
+    text_columns = {"model", "partial", "prompt", "dataset", "run", "why apart"}
+    sticky = {"rank": "rank", "model": "model text"}
+    cells = "".join(
+        f'<th class="{sticky.get(h, "text" if h in text_columns else "")}">{html.escape(h)}</th>' for h in head
+    )
+    body = []
+    for row in rows:
         u2 = row.u2 if row.u2.score is not None else row.u2_over_present_tasks
+        label = row.label or row.model
         tds = [
-            _td("–" if row.rank is None else str(row.rank), row.rank),
-            _td(html.escape(row.model) + (" (published)" if row.source == "published" else ""), row.model, "text"),
+            _td("–" if row.rank is None else str(row.rank), row.rank, "rank"),
+            _td(html.escape(label) + (" (published)" if row.source == "published" else ""), label, "model text"),
             _score_td(u2) if row.u2.score is not None else _td(f"– ({fmt(u2.score, 3)} present)", None),
             *(_score_td(row.tasks.get(t.key, Cell(score=None))) for t in board.tasks),
             _td(fmt(row.parse_rate, 3), row.parse_rate),
@@ -199,11 +217,13 @@ def _table(board: Board) -> str:
             _td(html.escape("; ".join(row.partial_reasons) or "no"), "; ".join(row.partial_reasons), "text"),
             _td(html.escape(row.prompt_variant), row.prompt_variant, "text"),
             _td(html.escape(row.dataset), row.dataset, "text"),
+            _td(html.escape(row.run or "–"), row.run or "", "text"),
+            *([_td(html.escape(row.apart or ""), row.apart or "", "text")] if "why apart" in head else []),
             *(_td(fmt(v, 3), v) for v in (_grounded_values(row) if board.grounded else [])),
         ]
         css = ' class="published"' if row.source == "published" else ""
-        rows.append(f"<tr{css}>{''.join(tds)}</tr>")
-    return f'<table id="board"><thead><tr>{cells}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        body.append(f"<tr{css}>{''.join(tds)}</tr>")
+    return f'<table id="{table_id}"><thead><tr>{cells}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
 def _slices(board: Board) -> str:
@@ -228,7 +248,15 @@ def render_html(board: Board) -> str:
     note = (
         f"{runs} run(s) re-scored from stored answers in {board.mode} mode; dataset {', '.join(board.datasets)}. "
         f"Whiskers and brackets: {board.confidence:.0%} bootstrap percentile intervals (B = {board.resamples}, "
-        f"seed {board.seed}, stratified by source dataset). Grey / italic rows: the paper's published numbers."
+        f"seed {board.seed}, stratified by source dataset). Grey / italic rows: the paper's published numbers. "
+        "Task columns show the number that enters the U2-Score."
+    )
+    why = "".join(f'<p class="why">{html.escape(line)}</p>' for line in board.notes)
+    skipped = "".join(f'<p class="why">{html.escape(line)}</p>' for line in board.skipped)
+    ranked = [r for r in board.rows if r.apart is None]
+    apart = [r for r in board.rows if r.apart is not None]
+    apart_html = (
+        f'<h2>Listed apart, unranked</h2><div class="scroll">{_table(board, apart, "apart")}</div>' if apart else ""
     )
     grounded_note = f'<p class="note">{html.escape(_GROUNDED_NOTE)}</p>' if board.grounded else ""
     return f"""<!DOCTYPE html>
@@ -236,8 +264,9 @@ def render_html(board: Board) -> str:
 <title>U2-Bench leaderboard ({board.mode})</title><style>{_CSS}</style></head>
 <body data-rendered="no">
 <h1>U2-Bench leaderboard <small>({html.escape(board.mode)} scoring)</small></h1>
-<p class="note">{html.escape(note)}</p>{grounded_note}
-<div class="scroll">{_table(board)}</div>
+<p class="note">{html.escape(note)}</p>{why}{skipped}{grounded_note}
+<div class="scroll">{_table(board, ranked, "board")}</div>
+{apart_html}
 <h2>U2-Score</h2><div id="u2-chart" class="charts"></div>
 <h2>Tasks</h2><div id="task-charts" class="charts"></div>
 <h2>Capability heat map</h2><div id="heatmap"></div>
@@ -289,18 +318,18 @@ def _header(board: Board) -> list[str]:
     return [*lines, ""]
 
 
-def render_markdown(board: Board) -> str:
-    tasks = [t.key.upper() for t in board.tasks]
-    header = ["rank", "model", "U2-Score", *tasks, "parse rate", "infra", "partial", "prompt", "run"]
+def _markdown_rows(board: Board, rows: list[BoardRow], apart: bool) -> list[str]:
+    header = ["rank", "model", "U2-Score", *(_task_heading(t) for t in board.tasks), "parse rate", "infra"]
+    header += ["partial", "prompt", "run"] + (["why apart"] if apart else [])
     header += list(GROUNDED_COLUMNS.values()) if board.grounded else []
-    lines = [*_header(board), "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in board.rows:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
         u2 = fmt_cell(row.u2, 4)
         if row.u2.score is None and row.u2_over_present_tasks.score is not None:
             u2 = f"– ({fmt_cell(row.u2_over_present_tasks, 4)} over present tasks)"
         cells = [
             "–" if row.rank is None else str(row.rank),
-            row.model + (" *(published)*" if row.source == "published" else ""),
+            (row.label or row.model) + (" *(published)*" if row.source == "published" else ""),
             u2,
             *(fmt_cell(row.tasks.get(t.key, Cell(score=None))) for t in board.tasks),
             fmt(row.parse_rate, 3),
@@ -308,9 +337,20 @@ def render_markdown(board: Board) -> str:
             "; ".join(row.partial_reasons) or "no",
             row.prompt_variant,
             f"`{row.run}`" if row.run else "–",
+            *([row.apart or ""] if apart else []),
             *(fmt(v, 3) for v in (_grounded_values(row) if board.grounded else [])),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_markdown(board: Board) -> str:
+    lines = [*_header(board), *_markdown_rows(board, [r for r in board.rows if r.apart is None], apart=False)]
+    apart = [r for r in board.rows if r.apart is not None]
+    if apart:
+        lines += ["", "## Listed apart, unranked", "", *_markdown_rows(board, apart, apart=True)]
+    if board.notes or board.skipped:
+        lines += ["", *(f"- {line}" for line in [*board.notes, *board.skipped])]
     if board.grounded:
         lines += ["", _GROUNDED_NOTE]
     if board.slices:
@@ -331,8 +371,10 @@ def render_csv(board: Board) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     task_columns = [f"{t.key}{suffix}" for t in board.tasks for suffix in ("", "_low", "_high")]
     writer.writerow(
-        ["rank", "model", "source", "mode", "u2", "u2_low", "u2_high", "u2_over_present_tasks", *task_columns]
+        ["rank", "model", "label", "source", "mode", "u2", "u2_low", "u2_high", "u2_over_present_tasks"]
+        + task_columns
         + ["parse_rate", "infra_errors", "partial", "partial_reasons", "n_cases", "dataset", "prompt_variant", "run"]
+        + ["apart"]
         + ([f"grounded_{k}" for k in GROUNDED_COLUMNS] + ["box_convention"] if board.grounded else [])
     )
 
@@ -342,12 +384,13 @@ def render_csv(board: Board) -> str:
     for row in board.rows:
         cells = [row.tasks.get(t.key, Cell(score=None)) for t in board.tasks]
         writer.writerow(
-            [number(row.rank), row.model, row.source, board.mode if row.source == "run" else "reference"]
+            [number(row.rank), row.model, row.label or row.model, row.source]
+            + [board.mode if row.source == "run" else "reference"]
             + [number(row.u2.score), number(row.u2.low), number(row.u2.high), number(row.u2_over_present_tasks.score)]
             + [number(v) for c in cells for v in (c.score, c.low, c.high)]
             + [number(row.parse_rate), number(row.infra_errors), "yes" if row.partial else "no"]
             + ["; ".join(row.partial_reasons)]
-            + [number(row.n_cases), row.dataset, row.prompt_variant, row.run or ""]
+            + [number(row.n_cases), row.dataset, row.prompt_variant, row.run or "", row.apart or ""]
             + (
                 [number(v) for v in _grounded_values(row)]
                 + [(row.grounded.box_convention or "") if row.grounded is not None else ""]

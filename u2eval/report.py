@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from u2eval.metrics import get_metric
+from u2eval.records import TASK_KEYS
 from u2eval.summary import ModeSummary, Summary
 from u2eval.tasks import get_task
 
@@ -21,6 +23,16 @@ MAX_LISTED = 50
 
 # How a task's primary metric becomes its [0, 1] score (the number shown and fed into the U2-Score).
 SCORE_LABELS = {"rmse": "1 - rmse", "bleu4": "bleu4 / 100"}
+
+
+def metric_label(name: str) -> str:
+    """A metric's name as shown beside others: those on a 0-100 scale (BLEU, ROUGE, % within tolerance) say so,
+    so they are never read as fractions."""
+    try:
+        full = get_metric(name).full_scale
+    except KeyError:
+        return name
+    return f"{name} (0–100)" if full == 100.0 else name
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -72,9 +84,12 @@ def _u2_line(mode: ModeSummary) -> str:
         parts.append(f"partial: no cases for datasets {lost}")
     if mode.uncounted_datasets:
         parts.append(f"partial: no case counted in {', '.join(mode.uncounted_datasets)}")
-    filled = [t.upper() for t, result in mode.tasks.items() if result.filled]
+    filled = [t.upper() for t in TASK_KEYS if t in mode.tasks and mode.tasks[t].filled]
     if filled:
-        parts.append(f"filled as the official table does: {', '.join(filled)}")
+        parts.append(
+            f"tasks without results filled as the official table script does ({', '.join(filled)}: a missing task "
+            "scores 0, a missing CVE 1 − 0 = 1)"
+        )
     parts.append(f"sample-share weights {_fmt(mode.u2_sample_share)}")
     return "; ".join(parts)
 
@@ -132,7 +147,7 @@ def render_markdown(summary: Summary) -> str:
         "|---|---|---|---|---|---|",
     ]
     for d in summary.modes["strict"].datasets:
-        metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(d.metrics.items()))
+        metrics = ", ".join(f"{metric_label(k)} {_fmt(v)}" for k, v in sorted(d.metrics.items()))
         lines.append(f"| {d.task} | {d.dataset_id} | {d.n_cases} | {d.n_counted} | {d.n_infra_errors} | {metrics} |")
     lines += _not_counted_lines(summary)
     if summary.differences:
@@ -145,7 +160,8 @@ def render_markdown(summary: Summary) -> str:
         ]
         for diff in summary.differences:
             values = "; ".join(  # 6 decimals: a difference of rounding shows
-                f"{name} {_fmt(diff.strict_metrics.get(name), 6)} / {_fmt(diff.reference_metrics.get(name), 6)}"
+                f"{metric_label(name)} {_fmt(diff.strict_metrics.get(name), 6)} / "
+                f"{_fmt(diff.reference_metrics.get(name), 6)}"
                 for name in diff.differing_metrics
             )
             lines.append(

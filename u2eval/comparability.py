@@ -1,0 +1,95 @@
+"""Which runs may share a ranking, and a label that tells each row apart.
+
+One rule: rows are ranked together only when they were scored on the same cases (the manifest's hash of the
+case-id list, which names every case by its file, row and image hash, so two copies of the same data agree and
+two datasets never do). Runs asked on part of the cases (``--limit``, ``--anatomy``, a shard) are listed apart;
+so are runs on another case set than the ranked one, and - beside the paper's published rows, measured on the
+real 7,241 cases - runs on synthetic data (the bundled sample, ``u2eval data synth``). Every row listed apart
+says why in words.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from u2eval.rundata import LoadedRun
+
+SYNTHETIC = (
+    "synthetic data (the bundled sample or u2eval data synth), not the real U2-Bench cases the published rows "
+    "were measured on"
+)
+
+
+def is_synthetic(run: LoadedRun) -> bool:
+    dataset = run.manifest.dataset
+    return dataset.get("synthetic") == "yes" or dataset.get("kind") == "sample"
+
+
+def _data(run: LoadedRun) -> str:
+    dataset = run.manifest.dataset
+    kind = dataset.get("kind") or "?"
+    if is_synthetic(run):
+        return "synthetic sample" if kind == "sample" else "synthetic data"
+    if kind == "hub":
+        return f"hf:{dataset.get('repo')}@{dataset.get('revision')}"
+    return f"local folder {Path(dataset.get('root') or '?').name}"
+
+
+def _case_set(run: LoadedRun) -> str:
+    return f"{len(run.judgements):,} cases of {_data(run)}"
+
+
+def placement(runs: Sequence[LoadedRun], published: bool) -> dict[Path, str | None]:
+    """For each run folder: None when it is ranked, else why it is listed apart (in words)."""
+    groups: dict[str, list[LoadedRun]] = defaultdict(list)
+    for run in runs:
+        if not run.summary.subset and not (published and is_synthetic(run)):
+            groups[run.manifest.case_ids_sha256].append(run)
+    # The ranked case set: the one most runs share (then the larger one, then a stable order).
+    ranked = max(groups, key=lambda k: (len(groups[k]), len(groups[k][0].judgements), k), default=None)
+    reasons: dict[Path, str | None] = {}
+    for run in runs:
+        if run.summary.subset:
+            reasons[run.folder] = f"asked only part of the cases ({'; '.join(run.summary.subset)})"
+        elif published and is_synthetic(run):
+            reasons[run.folder] = SYNTHETIC
+        elif run.manifest.case_ids_sha256 != ranked:
+            other = groups[ranked][0] if ranked is not None else run
+            reasons[run.folder] = f"scored on other cases ({_case_set(run)}) than the ranked runs ({_case_set(other)})"
+        else:
+            reasons[run.folder] = None
+    return reasons
+
+
+def _settings(run: LoadedRun) -> dict[str, str]:
+    manifest, generation = run.manifest, run.manifest.generation
+    return {
+        "prompt": manifest.prompt_variant,
+        "prompt source": manifest.prompt_source,
+        "seed": str(manifest.seed),
+        "temperature": f"{generation.temperature:g}",
+        "top_p": f"{generation.top_p:g}",
+        "max tokens": str(generation.max_tokens),
+    }
+
+
+def row_labels(runs: Sequence[LoadedRun]) -> dict[Path, str]:
+    """The model, then the settings that differ between the runs (prompt variant, seed, generation settings),
+    then the folder where two rows would still read the same."""
+    settings = {run.folder: _settings(run) for run in runs}
+    differing = [k for k in next(iter(settings.values()), {}) if len({s[k] for s in settings.values()}) > 1]
+    labels = {}
+    for run in runs:
+        extra = ", ".join(f"{k} {settings[run.folder][k]}" for k in differing)
+        labels[run.folder] = run.label + (f" ({extra})" if extra else "")
+    counts = Counter(labels.values())
+    for run in runs:
+        if counts[labels[run.folder]] > 1:
+            labels[run.folder] += f" [{run.folder.name}]"
+    counts = Counter(labels.values())
+    for run in runs:
+        if counts[labels[run.folder]] > 1:  # same folder name under different parents
+            labels[run.folder] = labels[run.folder].removesuffix(f" [{run.folder.name}]") + f" [{run.folder}]"
+    return labels
