@@ -12,7 +12,7 @@ import pytest
 
 from model_adapters.random import guess
 from u2eval.adapters import ModelRequest
-from u2eval.errors import AdapterError
+from u2eval.errors import AdapterError, ConfigError
 from u2eval.folder_scoring import read_run_cases, score_folder
 from u2eval.records import Completion, ModelInfo
 from u2eval.runner import RunOptions, run
@@ -189,3 +189,92 @@ def test_default_folders_keep_quick_runs_apart_from_full_ones(tmp_path: Path) ->
     quick = default_folder(RunOptions(model="random", results_root=tmp_path, tasks=("ll", "dd"), limit=1))
     assert full != quick and quick.name.endswith("__dd+ll__limit1")
     assert default_folder(RunOptions(model="random", results_root=tmp_path, seed=2)) != full
+
+
+def test_a_folder_belongs_to_one_run_another_is_refused_in_one_line_unless_forced(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    run(RunOptions(model="random", tasks=("dd",), limit=1, out=folder, seed=1))
+    run(RunOptions(model="random", tasks=("dd", "ll"), limit=2, out=folder, seed=1))  # extending it: the same run
+    expected = r"holds another run \(.*generation.seed 1 there, 2 now; seed 1 there, 2 now\); use another --out"
+    with pytest.raises(ConfigError, match=expected):
+        run(RunOptions(model="random", tasks=("dd",), limit=1, out=folder, seed=2))
+    args = [sys.executable, "-m", "u2eval", "run", "--model", "random", "--tasks", "dd", "--limit", "1"]
+    done = subprocess.run([*args, "--seed", "2", "--out", str(folder)], capture_output=True, text=True, check=False,
+                          env={**os.environ, "COLUMNS": "200"}, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "--force" in done.stderr
+    forced = run(RunOptions(model="random", tasks=("dd",), limit=1, out=folder, seed=2, force=True))
+    assert forced.manifest.seed == 2 and forced.reused == 0  # afresh: nothing of the seed-1 run is left
+    assert len(ResponseStore(folder)) == forced.requested
+
+
+def test_judgements_point_at_the_row_and_image_and_carry_text_metrics(tmp_path: Path) -> None:
+    result = run(RunOptions(model="random", tasks=("rg", "dd"), limit=1, out=tmp_path / "run"))
+    judgements = [json.loads(line) for line in (result.folder / "judgements.jsonl").read_text().splitlines()]
+    cases = {rc.case.case_id: rc.case for rc in read_run_cases(result.folder)}
+    for j in judgements:
+        case = cases[j["case_id"]]
+        assert j["source"] == f"{case.source_file}:{case.row_index}" and j["image_sha256"] == case.image_sha256
+        text = j["task"] == "rg"
+        assert (set(j["strict"]["case_metrics"]) == {"bleu4", "rouge_l"}) is text
+
+
+class Metered(FlakyRandom):
+    """The flaky random model, reporting token usage on every other answer (some providers report none)."""
+
+    async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]:
+        from u2eval.records import Usage
+
+        (done,) = await super().generate(requests)
+        row = requests[0].case.row_index
+        return (
+            [done.model_copy(update={"usage": Usage(input_tokens=100 + row, output_tokens=5)})]
+            if row % 2 == 0
+            else [done]
+        )
+
+
+def test_the_end_of_a_run_says_tokens_used_and_infra_errors_by_kind(tmp_path: Path) -> None:
+    probe = run(RunOptions(model="m", out=tmp_path / "p", tasks=("dd", "ll"), limit=2), adapter=Metered(set()))
+    cases = [c.case for c in read_run_cases(tmp_path / "p")]
+    result = run(
+        RunOptions(model="m", out=tmp_path / "r", tasks=("dd", "ll"), limit=2), adapter=Metered({cases[1].case_id})
+    )
+    usage = result.summary.usage
+    even = [c for c in cases if c.row_index % 2 == 0]
+    assert (
+        usage["total"].input_tokens == sum(100 + c.row_index for c in even) == probe.summary.usage["total"].input_tokens
+    )
+    assert usage["total"].output_tokens == 5 * len(even) and usage["total"].cases == len(cases)
+    assert usage["dd"].cases_reporting == sum(1 for c in even if c.task == "dd")
+    assert result.summary.infra_errors_by_kind == {"server": 1}
+    markdown = (result.folder / "summary.md").read_text(encoding="utf-8")
+    assert (
+        "By kind: 1 server." in markdown
+        and "## Tokens" in markdown
+        and f"| **total** | {usage['total'].input_tokens:,} |" in markdown
+    )
+
+
+def test_rows_the_run_could_not_read_make_it_partial(tmp_path: Path) -> None:
+    import csv
+    import shutil
+
+    from u2eval.resources import sample_dir
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir(), data)
+    path = data / "disease_diagnosis" / "21.tsv"
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh, dialect="excel-tab"))
+    rows[1][rows[0].index("img_data")] = "not base64 at all!"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh, dialect="excel-tab", lineterminator="\n").writerows(rows)
+    result = run(RunOptions(model="random", data=str(data), out=tmp_path / "run"))
+    assert result.summary.unreadable_rows == 1 and result.summary.status == "partial"
+    assert result.summary.modes["strict"].status == "complete"  # every task and dataset is there: one row is not
+    again, _ = score_folder(result.folder)  # re-scored from the folder: the same
+    assert again.unreadable_rows == 1

@@ -98,6 +98,9 @@ def run(
     check_only: Annotated[
         bool, typer.Option("--check-only", help="check the data as `u2eval data check` does, and run nothing")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="start the --out folder afresh when it holds another run")
+    ] = False,
 ) -> None:
     """Evaluate a model; stored answers are reused, so an interrupted run resumes where it stopped."""
     if check_only:
@@ -129,6 +132,7 @@ def run(
         shard=parse_shard(shard) if shard is not None else None,
         grounded=grounded,
         box_convention=box_convention,
+        force=force,
     )
     with _bar("cases") as (bar, job):
         result = run_eval(options, progress=lambda done, total: bar.update(job, completed=done, total=total))

@@ -145,14 +145,15 @@ def score_folder(
     manifest = manifest_dict(folder)
     if subset is None:
         subset = subset_reasons(_int_or_none(manifest.get("limit")), _selection_of(manifest))
-    summary = summarise(judgements, tasks, subset=subset).model_copy(update={"scored_with": scored_with})
+    if data_errors is None:
+        data_errors = manifest_data_errors(manifest)
+    summary = summarise(judgements, tasks, subset=subset, unreadable_rows=len(data_errors))
+    summary = summary.model_copy(update={"scored_with": scored_with})
     _warn_if_definitions_changed(folder, manifest, scored_with)
     ordered = sorted(judgements, key=lambda j: j.case_id)
     with (folder / JUDGEMENTS_FILE).open("w", encoding="utf-8") as out:
         out.writelines(j.model_dump_json() + "\n" for j in ordered)
     write_json(folder / SUMMARY_FILE, summary.model_dump(mode="json"))
-    if data_errors is None:
-        data_errors = manifest_data_errors(manifest)
     if grounded is None:
         grounded = grounded_options(folder)
     else:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
 from u2eval.attribution import modes_disagree
+from u2eval.metrics import get_metric
 from u2eval.parsing import EMPTY, REFUSED, Parsed, parse_location, parse_number, parse_option, parse_text
 from u2eval.records import CaseMeta, Completion, Judgement, NotCounted, OfficialAnswer, Outcome, TaskKey, Verdict
 from u2eval.reference_parsing import (
@@ -275,6 +276,8 @@ def judge(
         changed_by = _changed_by(case, completion, task, ds, quirks, reference)
         if changed_by:
             reference = reference.model_copy(update={"changed_by": changed_by})
+    if task.capability == "generation":
+        strict, reference = _with_text_metrics(strict, ds), _with_text_metrics(reference, ds)
     return Judgement(
         case_id=case.case_id,
         task=task.key,
@@ -285,7 +288,21 @@ def judge(
         strict=strict,
         reference=reference,
         error=completion.error,
+        source=f"{case.source_file}:{case.row_index}",
+        image_sha256=case.image_sha256 or None,
+        usage=completion.usage,
     )
+
+
+_CASE_TEXT_METRICS = ("bleu4", "rouge_l")
+
+
+def _with_text_metrics(verdict: Verdict, ds: DatasetSpec) -> Verdict:
+    """A counted text verdict with its own BLEU-4 and ROUGE-L (computed on this one case, as the scorer would)."""
+    if not verdict.counted or not isinstance(verdict.truth, str):
+        return verdict
+    scores = {name: round(get_metric(name).compute([verdict], ds), 6) for name in _CASE_TEXT_METRICS}
+    return verdict.model_copy(update={"case_metrics": scores})
 
 
 def _verdict_key(v: Verdict) -> tuple[object, ...]:

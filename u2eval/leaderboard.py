@@ -71,6 +71,8 @@ class BoardRow(_Frozen):
     run: str | None
     stale_summary: bool = False
     grounded: GroundedCells | None = None  # with --grounded: region scores and grounded metrics (runs only)
+    input_tokens: int | None = None  # summed over the answers that report usage (None: none does)
+    output_tokens: int | None = None
 
 
 class TaskColumn(_Frozen):
@@ -167,6 +169,8 @@ def _partial_reasons(run: LoadedRun, mode: ScoringMode) -> list[str]:
     if lost:
         reasons.append(f"datasets lost: {','.join(lost)}")
     reasons += run.summary.subset
+    if run.summary.unreadable_rows:
+        reasons.append(f"{run.summary.unreadable_rows} unreadable rows")
     if run.summary.infra_error_case_ids:
         reasons.append(f"{len(run.summary.infra_error_case_ids)} infra errors")
     return reasons
@@ -199,6 +203,7 @@ def run_row(run: LoadedRun, options: BoardOptions) -> tuple[BoardRow, list[Slice
     table = case_table(run.judgements, options.mode, run.scenarios)
     intervals = run_intervals(table, summary, options.resamples, options.seed)
     reasons = _partial_reasons(run, options.mode)
+    total = run.summary.usage.get("total")
     row = BoardRow(
         rank=None,
         model=run.label,
@@ -219,6 +224,8 @@ def run_row(run: LoadedRun, options: BoardOptions) -> tuple[BoardRow, list[Slice
         run=_short(run.folder),
         stale_summary=run.stale_summary,
         grounded=grounded_cells(run.folder, run.summary, options.mode) if options.grounded else None,
+        input_tokens=total.input_tokens if total is not None and total.cases_reporting else None,
+        output_tokens=total.output_tokens if total is not None and total.cases_reporting else None,
     )
     slices = slice_rows(table, summary, options.by, options.resamples, options.seed) if options.by else []
     return row, slices

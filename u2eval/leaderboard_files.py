@@ -190,13 +190,20 @@ def _score_td(cell: Cell) -> str:
     return _td(f"{fmt(cell.score, 3)}{ci}", cell.score)
 
 
+def _tokens(row: BoardRow) -> str:
+    if row.input_tokens is None:
+        return "–"
+    return f"{row.input_tokens:,} / {row.output_tokens or 0:,}"
+
+
 def _task_heading(column: TaskColumn) -> str:
     return f"{column.key.upper()} ({column.label or column.metric})"
 
 
 def _table(board: Board, rows: list[BoardRow], table_id: str) -> str:
     head = ["rank", "model", "U2-Score", *(_task_heading(t) for t in board.tasks), "parse rate", "infra errors"]
-    head += ["partial", "prompt", "dataset", "run"] + (["why apart"] if any(r.apart for r in rows) else [])
+    head += ["tokens in / out", "partial", "prompt", "dataset", "run"]
+    head += ["why apart"] if any(r.apart for r in rows) else []
     head += list(GROUNDED_COLUMNS.values()) if board.grounded else []
     text_columns = {"model", "partial", "prompt", "dataset", "run", "why apart"}
     sticky = {"rank": "rank", "model": "model text"}
@@ -214,6 +221,7 @@ def _table(board: Board, rows: list[BoardRow], table_id: str) -> str:
             *(_score_td(row.tasks.get(t.key, Cell(score=None))) for t in board.tasks),
             _td(fmt(row.parse_rate, 3), row.parse_rate),
             _td("–" if row.infra_errors is None else str(row.infra_errors), row.infra_errors),
+            _td(_tokens(row), row.input_tokens),
             _td(html.escape("; ".join(row.partial_reasons) or "no"), "; ".join(row.partial_reasons), "text"),
             _td(html.escape(row.prompt_variant), row.prompt_variant, "text"),
             _td(html.escape(row.dataset), row.dataset, "text"),
@@ -320,7 +328,7 @@ def _header(board: Board) -> list[str]:
 
 def _markdown_rows(board: Board, rows: list[BoardRow], apart: bool) -> list[str]:
     header = ["rank", "model", "U2-Score", *(_task_heading(t) for t in board.tasks), "parse rate", "infra"]
-    header += ["partial", "prompt", "run"] + (["why apart"] if apart else [])
+    header += ["tokens in / out", "partial", "prompt", "run"] + (["why apart"] if apart else [])
     header += list(GROUNDED_COLUMNS.values()) if board.grounded else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -334,6 +342,7 @@ def _markdown_rows(board: Board, rows: list[BoardRow], apart: bool) -> list[str]
             *(fmt_cell(row.tasks.get(t.key, Cell(score=None))) for t in board.tasks),
             fmt(row.parse_rate, 3),
             "–" if row.infra_errors is None else str(row.infra_errors),
+            _tokens(row),
             "; ".join(row.partial_reasons) or "no",
             row.prompt_variant,
             f"`{row.run}`" if row.run else "–",
@@ -374,7 +383,7 @@ def render_csv(board: Board) -> str:
         ["rank", "model", "label", "source", "mode", "u2", "u2_low", "u2_high", "u2_over_present_tasks"]
         + task_columns
         + ["parse_rate", "infra_errors", "partial", "partial_reasons", "n_cases", "dataset", "prompt_variant", "run"]
-        + ["apart"]
+        + ["apart", "input_tokens", "output_tokens"]
         + ([f"grounded_{k}" for k in GROUNDED_COLUMNS] + ["box_convention"] if board.grounded else [])
     )
 
@@ -391,6 +400,7 @@ def render_csv(board: Board) -> str:
             + [number(row.parse_rate), number(row.infra_errors), "yes" if row.partial else "no"]
             + ["; ".join(row.partial_reasons)]
             + [number(row.n_cases), row.dataset, row.prompt_variant, row.run or "", row.apart or ""]
+            + [number(row.input_tokens), number(row.output_tokens)]
             + (
                 [number(v) for v in _grounded_values(row)]
                 + [(row.grounded.box_convention or "") if row.grounded is not None else ""]

@@ -116,6 +116,7 @@ class _Plan:
     """Everything about a (task, options) pair that does not depend on the case: computed once."""
 
     parts: tuple[tuple[str, jinja2.Template], ...]
+    sections: tuple[str, ...]  # what each part is: role, instruction, format
     identity: str
     sha256: str
 
@@ -185,23 +186,25 @@ class PromptLibrary:
                 parts=(image, TextPart(text)),
                 template=DATASET_TEMPLATE,
                 template_sha256=hashlib.sha256(template.encode("utf-8")).hexdigest(),
+                sections=(("dataset", text),),
             )
         plan = self._plan(task, options)
         context = _context(case, task, _dataset(case, task), options)
-        texts: list[str] = []
-        for name, compiled in plan.parts:
+        sections: list[tuple[str, str]] = []
+        for (name, compiled), section in zip(plan.parts, plan.sections, strict=True):
             try:
                 text = compiled.render(context).strip()
             except jinja2.TemplateError as exc:
                 raise ConfigError(f"prompt template {name!r} failed for {case.case_id}: {exc}") from exc
             if text:
-                texts.append(text)
+                sections.append((section, text))
         return Prompt(
             case_id=case.case_id,
             system=None,
-            parts=(image, TextPart("\n\n".join(texts))),
+            parts=(image, TextPart("\n\n".join(text for _, text in sections))),
             template=plan.identity,
             template_sha256=plan.sha256,
+            sections=tuple(sections),
         )
 
     def template_hashes(self, tasks: Sequence[TaskSpec], options: PromptOptions) -> dict[str, str]:
@@ -235,6 +238,7 @@ class PromptLibrary:
     def _build_plan(self, task: TaskSpec, options: PromptOptions) -> _Plan:
         names = [task.templates.role] if options.role else []
         names += [task.templates.instruction, _variant(task.templates.format, options.format)]
+        sections = (("role",) if options.role else ()) + ("instruction", "format")
         digest = hashlib.sha256()
         for name in self._files_used(names):
             data = self._source(name).encode("utf-8")
@@ -244,7 +248,7 @@ class PromptLibrary:
             parts = tuple((name, self._env.get_template(name)) for name in names)
         except jinja2.TemplateError as exc:
             raise ConfigError(f"prompt template for task {task.key}: {exc}") from exc
-        return _Plan(parts=parts, identity=f"{task.key}:{options.name}", sha256=digest.hexdigest())
+        return _Plan(parts=parts, sections=sections, identity=f"{task.key}:{options.name}", sha256=digest.hexdigest())
 
     def _source(self, name: str) -> str:
         try:

@@ -157,6 +157,9 @@ class Prompt:
     parts: tuple[ContentPart, ...]
     template: str
     template_sha256: str
+    # The named pieces the text part was made of, in order (role, instruction, format; or the dataset's own
+    # prompt): the text sent is them joined by a blank line.
+    sections: tuple[tuple[str, str], ...] = ()
 
     @property
     def text(self) -> str:
@@ -347,6 +350,8 @@ class Verdict(DiskRecord):
     from_official_file: bool = False
     # reference only: the quirk switches that, each turned off alone, change this verdict
     changed_by: list[str] = []
+    # RG / CG: this case's own text metrics (BLEU-4 and ROUGE-L x 100, as the scorer computes them on one case)
+    case_metrics: dict[str, float] = {}
 
 
 class Judgement(DiskRecord):
@@ -361,6 +366,9 @@ class Judgement(DiskRecord):
     strict: Verdict
     reference: Verdict
     error: ErrorKind | None = None  # the completion's error kind (an infra error's, or the model's refusal / empty)
+    source: str | None = None  # where the case's row is: "task_folder/file.tsv:row"
+    image_sha256: str | None = None  # the image's bytes, as read from that row
+    usage: Usage | None = None  # the tokens the answer cost, as the provider reported them
 
 
 class Manifest(DiskRecord):
@@ -390,11 +398,29 @@ class Manifest(DiskRecord):
     box_convention: str | None = None  # how answers write boxes (u2eval.box_parsing), so re-scoring reads them alike
 
 
+class SentPart(DiskRecord):
+    """One piece of what was sent: a text section by the sha256 of its text (``prompts.jsonl`` holds each text
+    once), or the image by the sha256 of its bytes as read (a resize is recorded with the answer)."""
+
+    part: str  # role | instruction | format | dataset | image
+    sha256: str
+
+
+class SentPrompt(DiskRecord):
+    """Exactly what a case's request held: the template identity, then its parts in the order sent."""
+
+    template: str
+    template_sha256: str
+    parts: list[SentPart]
+
+
 class RunCase(DiskRecord):
-    """One line of a run's ``cases.jsonl``: the case without its image, and the store key of its request."""
+    """One line of a run's ``cases.jsonl``: the case without its image, the store key of its request, and what
+    the request held (``prompt``; runs made before it was recorded have none)."""
 
     key: str
     case: CaseMeta
+    prompt: SentPrompt | None = None
 
 
 def freeze_columns(columns: Mapping[str, str | None]) -> Mapping[str, str | None]:

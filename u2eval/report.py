@@ -94,6 +94,22 @@ def _u2_line(mode: ModeSummary) -> str:
     return "; ".join(parts)
 
 
+def infra_kinds(summary: Summary) -> str:
+    """'12 rate_limit, 3 timeout': the infra errors by kind."""
+    return ", ".join(f"{n} {kind}" for kind, n in summary.infra_errors_by_kind.items())
+
+
+def usage_line(summary: Summary) -> str | None:
+    """The tokens of the run, or None when no answer reported any."""
+    total = summary.usage.get("total")
+    if total is None or not total.cases_reporting:
+        return None
+    return (
+        f"tokens: {total.input_tokens:,} in, {total.output_tokens:,} out "
+        f"({total.cases_reporting} of {total.cases} answers report usage)"
+    )
+
+
 def subset_line(summary: Summary) -> str:
     """What a run that asked only part of its tasks' cases says first: its scores are not a full run's."""
     return f"Subset run ({'; '.join(summary.subset)}): these scores are not comparable with a full run's"
@@ -173,8 +189,18 @@ def render_markdown(summary: Summary) -> str:
             "",
             f"## Infrastructure failures ({len(summary.infra_error_case_ids)}, excluded from scores)",
             "",
+            f"By kind: {infra_kinds(summary)}.",
+            "",
         ]
         lines += [f"- `{case_id}`" for case_id in summary.infra_error_case_ids]
+    if summary.usage:
+        lines += ["", "## Tokens", "", "| task | input tokens | output tokens | answers reporting usage |"]
+        lines.append("|---|---|---|---|")
+        for key, used in summary.usage.items():
+            name = "**total**" if key == "total" else key.upper()
+            lines.append(
+                f"| {name} | {used.input_tokens:,} | {used.output_tokens:,} | {used.cases_reporting} of {used.cases} |"
+            )
     if summary.sacrebleu_signature:
         lines += ["", f"sacreBLEU signature: `{summary.sacrebleu_signature}`"]
     return "\n".join(lines) + "\n"
@@ -214,3 +240,9 @@ def print_summary(summary: Summary, console: Console) -> None:
         console.print(f"[yellow]{escape(subset_line(summary))}[/yellow]")
     for line in uncounted_lines(summary):
         console.print(f"[yellow]No case counted: {escape(line)}[/yellow]")
+    if summary.unreadable_rows:
+        console.print(f"[yellow]Partial: {summary.unreadable_rows} row(s) or file(s) could not be read[/yellow]")
+    if summary.infra_errors_by_kind:
+        console.print(f"infra errors by kind: {infra_kinds(summary)}")
+    if (tokens := usage_line(summary)) is not None:
+        console.print(tokens)

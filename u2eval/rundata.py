@@ -68,7 +68,8 @@ def load_run(folder: Path) -> LoadedRun:
     judgements = judge_folder(folder)
     keys = {j.task for j in judgements}
     subset = subset_reasons(manifest.limit, manifest.dataset.get("selection"))
-    summary = summarise(judgements, tuple(t for t in select_tasks(None) if t.key in keys), subset=subset)
+    tasks = tuple(t for t in select_tasks(None) if t.key in keys)
+    summary = summarise(judgements, tasks, subset=subset, unreadable_rows=len(manifest.data_errors))
     stored = folder / SUMMARY_FILE
     try:
         recorded = json.loads(stored.read_text(encoding="utf-8"))

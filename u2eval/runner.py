@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -42,6 +43,7 @@ from u2eval.records import (
     ModelInfo,
     RunCase,
 )
+from u2eval.run_identity import claim, run_identity
 from u2eval.runfolder import (
     LineFile,
     clear_stamp,
@@ -54,6 +56,7 @@ from u2eval.runfolder import (
     write_stamp,
 )
 from u2eval.scoring import Summary
+from u2eval.sent_prompts import PROMPTS_FILE, PromptTexts
 from u2eval.shards import Shard, check_shard, in_shard, shard_label
 from u2eval.sources import DataSource, resolve_source
 from u2eval.store import ResponseStore, request_key
@@ -92,6 +95,7 @@ class RunOptions:
     reader_process: bool | None = None
     grounded: bool = False  # also score the answers' regions (grounded.json); never changes the U2-Score
     box_convention: str | None = None  # how answers write boxes (default: the preset's); u2eval.box_parsing
+    force: bool = False  # start the folder afresh when it holds another run (u2eval.run_identity)
 
 
 @dataclass(frozen=True)
@@ -188,7 +192,10 @@ class _CaseStream:
     def __iter__(self) -> Iterator[ModelRequest]:
         by_key = {t.key: t for t in self.tasks}
         pending: set[str] = set()
-        with LineFile(self.cases_out) as out:  # unbuffered: a full disk is met at a write, not at the close
+        with (
+            LineFile(self.cases_out) as out,  # unbuffered: a full disk is met at a write, not at the close
+            PromptTexts(self.cases_out.parent / PROMPTS_FILE) as prompts,
+        ):
             for case in self._cases():
                 if self.options.anatomy is not None and case.anatomy.lower() not in self.options.anatomy:
                     continue
@@ -200,7 +207,11 @@ class _CaseStream:
                     self._error(exc)
                     continue
                 key = self.key_of(prompt)
-                out.write(RunCase(key=key, case=case.meta()).model_dump_json() + "\n")
+                meta = case.meta()
+                if self.options.prompt.source == "ours":  # the row's own prompt was not sent: not kept beside it
+                    meta = meta.model_copy(update={"columns": {k: v for k, v in meta.columns.items() if k != "prompt"}})
+                sent = prompts.record(prompt)
+                out.write(RunCase(key=key, case=meta, prompt=sent).model_dump_json() + "\n")
                 self.case_ids.append(case.case_id)
                 self.on_case()
                 if self.store.answered(key) or key in pending:
@@ -260,6 +271,22 @@ def _summary_if_up_to_date(folder: Path, scoring: Mapping[str, object]) -> Summa
         return None
 
 
+def _make_folder(folder: Path) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot use {folder} as the run folder: {exc.strerror or exc}") from exc
+    return folder
+
+
+@contextlib.contextmanager
+def _claimed(folder: Path, identity: dict[str, object], force: bool) -> Iterator[ResponseStore]:
+    """The folder made this run's (``u2eval.run_identity``), then its store opened."""
+    claim(folder, identity, force)
+    with ResponseStore(folder) as store:
+        yield store
+
+
 def run(options: RunOptions, progress: ProgressHook | None = None, adapter: ModelAdapter | None = None) -> RunResult:
     """Evaluate one model on the chosen tasks, resuming whatever the run folder already holds.
 
@@ -292,11 +319,7 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
         )
     assert adapter is not None
     validate_templates(tasks, options.prompt)
-    folder = options.out or default_folder(options)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot use {folder} as the run folder: {exc.strerror or exc}") from exc
+    folder = _make_folder(options.out or default_folder(options))
     info = adapter.info
     stamp = _resume_stamp(options, source, tasks, info, generation)
     # Grounded scoring, once asked for in this folder (by a run or `u2eval score --grounded`), stays on, with
@@ -306,8 +329,11 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
     if convention is None and recorded[1]:
         convention = get_convention(recorded[1])
 
+    identity = run_identity(
+        info, generation, options.prompt.name, template_hashes(tasks, options.prompt), options.seed, source.manifest()
+    )
     # One process per folder; a full disk is one clear line (the store keeps every whole answer).
-    with exclusive(folder), disk_full_is_clear(folder), ResponseStore(folder) as store:
+    with exclusive(folder), disk_full_is_clear(folder), _claimed(folder, identity, options.force) as store:
         stream = _CaseStream(
             source,
             tasks,

@@ -31,6 +31,7 @@ from u2eval.summary import (
     Summary,
     TaskOutcomes,
     TaskResult,
+    TokenUsage,
     differences,
     report_float,
 )
@@ -453,15 +454,39 @@ def score_mode(
     return _score_mode(mode, MODE_QUIRKS[mode] if quirks is None else quirks, groups, specs, official, decimals)
 
 
+def _infra_kinds(groups: Mapping[Ref, Sequence[Judgement]]) -> dict[str, int]:
+    kinds = Counter(j.error or "missing" for js in groups.values() for j in js if j.outcome == "infra_error")
+    return dict(sorted(kinds.items()))
+
+
+def _usage(groups: Mapping[Ref, Sequence[Judgement]], specs: Mapping[str, TaskSpec]) -> dict[str, TokenUsage]:
+    """Tokens per task and in total, over the answers whose provider reported them."""
+    usage: dict[str, TokenUsage] = {}
+    for key in [*specs, "total"]:
+        js = [j for (k, _), group in groups.items() if key in (k, "total") for j in group]
+        reporting = [j.usage for j in js if j.usage is not None and j.usage.input_tokens is not None]
+        if not js:
+            continue
+        usage[key] = TokenUsage(
+            input_tokens=sum(u.input_tokens or 0 for u in reporting),
+            output_tokens=sum(u.output_tokens or 0 for u in reporting),
+            cases_reporting=len(reporting),
+            cases=len(js),
+        )
+    return usage
+
+
 def summarise(
     judgements: Iterable[Judgement],
     tasks: Sequence[TaskSpec],
     decimals: int = REPORT_DECIMALS,
     subset: Sequence[str] = (),
+    unreadable_rows: int = 0,
 ) -> Summary:
     """Score judgements in both modes. ``tasks`` are the specs being scored; every judgement must belong
     to one of them. Weights (and what a reference fill means) for tasks not given come from the task files.
-    ``subset``: why the run holds only part of its tasks' cases (``subset_reasons``), which makes it partial."""
+    ``subset``: why the run holds only part of its tasks' cases (``subset_reasons``), which makes it partial;
+    so do ``unreadable_rows`` (rows or files the run could not read: their cases are lost)."""
     specs, official = _official_specs(tasks)
     groups = _group(judgements, specs)
     modes = {
@@ -472,8 +497,17 @@ def summarise(
     has_text = any(specs[k].capability == "generation" for k, _ in groups)
     explained = _explanations(groups, specs)
     return Summary(
-        status="partial" if subset else modes["strict"].status,
+        status="partial" if subset or unreadable_rows else modes["strict"].status,
         subset=list(subset),
+        unreadable_rows=unreadable_rows,
+        infra_errors_by_kind=dict(
+            sorted(
+                Counter(
+                    j.error or "missing" for js in groups.values() for j in js if j.outcome == "infra_error"
+                ).items()
+            )
+        ),
+        usage=_usage(groups, specs),
         n_judgements=sum(len(js) for js in groups.values()),
         tasks_run=[k for k in specs if any(r[0] == k for r in groups)],
         modes=dict(modes),

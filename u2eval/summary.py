@@ -111,6 +111,15 @@ class Difference(_Frozen):
     reasons: list[str]
 
 
+class TokenUsage(_Frozen):
+    """Tokens summed over the answers that report them (``cases_reporting`` of ``cases``)."""
+
+    input_tokens: int
+    output_tokens: int
+    cases_reporting: int
+    cases: int
+
+
 class Summary(_Frozen):
     schema_version: int = 1
     headline_mode: ScoringMode = "strict"
@@ -127,6 +136,9 @@ class Summary(_Frozen):
     scored_with: dict[str, str] = {}
     # Why the run holds only part of its tasks' cases (``subset_reasons``); then status is "partial" too.
     subset: list[str] = []
+    unreadable_rows: int = 0  # rows or files the run could not read (their cases are lost): "partial" too
+    infra_errors_by_kind: dict[str, int] = {}  # the infra errors' kinds (rate_limit, timeout, missing, ...)
+    usage: dict[str, TokenUsage] = {}  # per task and "total"
 
 
 def subset_reasons(limit: int | None, selection: str | None) -> list[str]:
