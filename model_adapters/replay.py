@@ -35,6 +35,7 @@ from u2eval.official_files import (
     RowAnswer,
     Scorer,
     StrictAnswer,
+    case_prefix,
     is_kit_failure,
     join_all,
     keyed_records,
@@ -217,11 +218,14 @@ class ReplayAdapter:
         self._keyed: dict[str, tuple[str, JsonValue]] = {}
         self._rows = options.rows
         self._positional: dict[tuple[str, str, int], OfficialAnswer] | None = None
+        self._prefixes: dict[str, str] | None = None
         if spec.startswith(OFFICIAL_PREFIX):
             self._official = _Official(spec.removeprefix(OFFICIAL_PREFIX), options)
             self._info = ModelInfo(adapter="replay", model=self._official.name, revision=self._official.revision)
             return
         path = Path(spec)
+        if not path.exists() and not path.is_absolute() and Path("/" + spec).exists():
+            path = Path("/" + spec)  # replay//abs/path written as replay/abs/path
         if not path.exists():
             raise ConfigError(f"replay source not found: {path}")
         if path.is_dir():
@@ -243,6 +247,12 @@ class ReplayAdapter:
     def max_batch_size(self) -> int:
         return 64
 
+    def _by_prefix(self) -> dict[str, str]:
+        """Case id without its image hash -> the source's case id (built once)."""
+        if self._prefixes is None:
+            self._prefixes = {cid.rsplit("/", 1)[0]: cid for cid in self._keyed}
+        return self._prefixes
+
     def _keyed_positions(self) -> dict[tuple[str, str, int], OfficialAnswer]:
         """Keyed answers laid out as the kit would have written them, paired with rows as the official does."""
         if self._positional is None:
@@ -254,6 +264,15 @@ class ReplayAdapter:
             datasets: dict[Ref, list[RowIdentity]] = defaultdict(list)
             for row in self._rows(tasks):
                 datasets[(row.task, row.dataset_id)].append(row)
+            rows_known = {case_prefix(r.task, r.source_file, r.row_index) for rs in datasets.values() for r in rs}
+            stray = sorted(cid for cid in self._keyed if cid.rsplit("/", 1)[0] not in rows_known)
+            if stray:
+                log.warning(
+                    "%d case id(s) in %s match no row of the dataset (another dataset or version?), e.g. %s",
+                    len(stray),
+                    self._info.model,
+                    ", ".join(stray[:5]),
+                )
             sources = []
             for ref, rows in datasets.items():
                 scorer = _SCORER_OF_TASK[ref[0]]
@@ -279,9 +298,14 @@ class ReplayAdapter:
                 )
             return _strict_completion(base, joined.strict).model_copy(update={"official": joined.official})
         found = self._keyed.get(case.case_id)
-        strict = (
-            StrictAnswer(missing="no answer in replay source") if found is None else StrictAnswer(found[1], found[0])
-        )
+        if found is None:
+            other = self._by_prefix().get(case.case_id.rsplit("/", 1)[0])
+            why = "no answer in the replay source"
+            if other is not None:
+                why = f"the replay source answers this row for another image ({other}): the data differ"
+            strict = StrictAnswer(missing=why)
+        else:
+            strict = StrictAnswer(found[1], found[0])
         completion = _strict_completion(base, strict)
         if self._rows is not None:
             completion = completion.model_copy(update={"official": self._keyed_positions().get(row)})

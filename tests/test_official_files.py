@@ -489,3 +489,29 @@ def test_differences_name_the_row_order_join_for_rows_strict_has_no_record_for(
     diff = next(d for d in result.summary.differences if (d.task, d.dataset_id) == ("ll", "04"))
     assert "row_order_join (rows strict has no record for, paired with one by row order): 1 case" in diff.reasons
     assert not any(r.startswith("infra_error_as_answer") for r in diff.reasons)
+
+
+def test_a_replay_says_what_the_source_lacks_and_a_rerun_cannot_help(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    first = run(RunOptions(model="random", tasks=("dd",), limit=1, out=tmp_path / "r"))
+    cases = [j for j in map(json.loads, (first.folder / "judgements.jsonl").read_text().splitlines())]
+    source = tmp_path / "answers.jsonl"
+    lines = [{"case_id": cases[0]["case_id"], "answer": "benign"}, {"case_id": "dd/99/0/deadbeef", "answer": "x"}]
+    prefix, _ = cases[1]["case_id"].rsplit("/", 1)
+    lines.append({"case_id": f"{prefix}/00000000", "answer": "benign"})  # the same row, another image
+    source.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "u2eval", "run", "--model", f"replay{source}", "--tasks", "dd", "--limit", "1"]
+        + ["--out", str(tmp_path / "replayed")],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr  # not 3: running again cannot help
+    assert "no answer in the replay source" in done.stderr and "Run the same command again" not in done.stderr
+    assert (
+        "1 case id(s) in answers.jsonl match no row of the dataset" in done.stderr and "dd/99/0/deadbeef" in done.stderr
+    )
+    responses = (tmp_path / "replayed" / "responses.jsonl").read_text(encoding="utf-8")
+    assert "answers this row for another image" in responses

@@ -40,6 +40,8 @@ out = Console()
 EXIT_DATA = 1  # u2eval data check (run --check-only): the data would lose or misjudge cases
 EXIT_USAGE = 2
 EXIT_INFRA = 3
+EXIT_NOT_IN_SOURCE = 4  # a replay whose source lacks answers for some cases: a rerun cannot help
+SOURCE_GAPS = frozenset({"missing", "recorded_failure"})  # what a replay's infra errors mean: not in the source
 
 
 @contextmanager
@@ -145,12 +147,21 @@ def run(
             f"[yellow]{len(result.data_errors)} unreadable row(s) or file(s) skipped; "
             "summary.md and manifest.json list them"
         )
-    if result.infra_errors:
+    kinds = result.summary.infra_errors_by_kind
+    not_in_source = sum(n for kind, n in kinds.items() if kind in SOURCE_GAPS) if model.startswith("replay") else 0
+    if not_in_source:
         console.print(
-            f"[red]{result.infra_errors} case(s) failed for infrastructure reasons; they are excluded from the "
-            "scores. Run the same command again to retry them."
+            f"[red]{not_in_source} case(s) have no answer in the replay source (or only a failure it recorded); "
+            "they are not scored, and running again cannot help: the source has to hold them."
+        )
+    if result.infra_errors > not_in_source:
+        console.print(
+            f"[red]{result.infra_errors - not_in_source} case(s) failed for infrastructure reasons; they are "
+            "excluded from the scores. Run the same command again to retry them."
         )
         raise typer.Exit(EXIT_INFRA)
+    if not_in_source:
+        raise typer.Exit(EXIT_NOT_IN_SOURCE)
 
 
 @app.command()
