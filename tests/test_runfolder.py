@@ -185,7 +185,8 @@ def test_a_changed_input_makes_the_resume_read_the_dataset_again(tmp_path: Path)
     reread = run(options)
     assert any("21.tsv" in e for e in reread.data_errors)
     assert reread.manifest.n_cases < first.manifest.n_cases and reread.requested == 0
-    other_settings = run(RunOptions(model="random", data=str(data), out=tmp_path / "run", tasks=("dd",), seed=1))
+    other = RunOptions(model="random", data=str(data), out=tmp_path / "run", tasks=("dd",), seed=1, force=True)
+    other_settings = run(other)  # another run in the folder: only with --force
     assert other_settings.requested == other_settings.manifest.n_cases  # a new seed: new keys, all asked
 
 

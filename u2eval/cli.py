@@ -16,13 +16,25 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from u2eval.errors import ConfigError, U2EvalError
 
 if TYPE_CHECKING:
     from u2eval.records import ScoringMode
+    from u2eval.runner import RunProgress
     from u2eval.slices import SliceBy, SliceRow
 
 app = typer.Typer(
@@ -40,23 +52,30 @@ out = Console()
 EXIT_DATA = 1  # u2eval data check (run --check-only): the data would lose or misjudge cases
 EXIT_USAGE = 2
 EXIT_INFRA = 3
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it
 EXIT_NOT_IN_SOURCE = 4  # a replay whose source lacks answers for some cases: a rerun cannot help
 SOURCE_GAPS = frozenset({"missing", "recorded_failure"})  # what a replay's infra errors mean: not in the source
 
 
+class _Rate(ProgressColumn):
+    """Cases per second over the last moments (rich keeps the samples)."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.1f}/s" if task.speed else "")
+
+
 @contextmanager
-def _bar(what: str) -> Iterator[tuple[Progress, TaskID]]:
-    """A progress bar on the terminal (none when stderr is not one)."""
-    with Progress(
-        TextColumn(f"[bold]{what}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as bar:
-        yield bar, bar.add_task(what, total=None)
+def _bar(what: str, detailed: bool = False) -> Iterator[tuple[Progress, TaskID]]:
+    """A progress bar on the terminal (none when stderr is not one): done of total, elapsed; ``detailed``:
+    also the rate, the time left and the task's ``info`` field (retries, infra errors)."""
+    columns: list[ProgressColumn | str] = [TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn()]
+    if detailed:
+        columns += [_Rate(), "ETA", TimeRemainingColumn()]
+    columns.append(TimeElapsedColumn())
+    if detailed:
+        columns.append(TextColumn("{task.fields[info]}"))
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        yield bar, bar.add_task(what, total=None, info="")
 
 
 def _split(value: str | None) -> tuple[str, ...] | None:
@@ -110,7 +129,7 @@ def run(
         return
     from u2eval.prompts import PromptOptions
     from u2eval.report import print_summary
-    from u2eval.runner import RunOptions
+    from u2eval.runner import RunOptions, default_folder
     from u2eval.runner import run as run_eval
     from u2eval.shards import parse_shard
 
@@ -136,8 +155,16 @@ def run(
         box_convention=box_convention,
         force=force,
     )
-    with _bar("cases") as (bar, job):
-        result = run_eval(options, progress=lambda done, total: bar.update(job, completed=done, total=total))
+    with _bar("cases", detailed=True) as (bar, job):
+
+        def show(at: RunProgress) -> None:
+            info = f"retries {at.retries} · infra errors {at.infra_errors}" if at.retries or at.infra_errors else ""
+            bar.update(job, completed=at.done, total=at.total, info=info)
+
+        try:
+            result = run_eval(options, progress=show)
+        except KeyboardInterrupt:
+            _interrupted(options.out or default_folder(options))
     print_summary(result.summary, out)
     if result.manifest.grounded:  # asked for now, or earlier in this folder (it stays on)
         _print_grounded(result.folder)
@@ -162,6 +189,18 @@ def run(
         raise typer.Exit(EXIT_INFRA)
     if not_in_source:
         raise typer.Exit(EXIT_NOT_IN_SOURCE)
+
+
+def _interrupted(folder: Path) -> None:
+    """Ctrl-C: one line saying what is kept and how to go on, and the shell's status for an interrupt."""
+    from u2eval.store import ResponseStore
+
+    stored = len(ResponseStore(folder)) if folder.is_dir() else 0
+    console.print(
+        f"interrupted: {stored} answer(s) are stored in {escape(str(folder))}; run the same command again to "
+        "resume (nothing stored is asked again)"
+    )
+    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @app.command()

@@ -46,6 +46,11 @@ SUMMARY_FILE = "summary.json"
 
 def read_run_cases(folder: Path) -> list[RunCase]:
     path = folder / CASES_FILE
+    if not path.is_file() and (folder / (CASES_FILE + ".part")).is_file():
+        raise ConfigError(
+            f"{folder} holds an interrupted run (its case list was never finished): run the same `u2eval run` "
+            "command again to resume it, then score it"
+        )
     if not path.is_file():
         raise ConfigError(f"{folder} is not a u2eval run folder (no {CASES_FILE})")
     cases = []

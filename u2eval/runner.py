@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from u2eval.adapters import AdapterOptions, ModelAdapter, ModelRequest, Preset, create_adapter, resolve_model
 from u2eval.box_parsing import get_convention
-from u2eval.data import iter_cases, iter_row_identities
+from u2eval.data import estimate_rows, iter_cases, iter_row_identities
 from u2eval.dispatch import Dispatcher, DispatchOptions
 from u2eval.errors import ConfigError, DataError
 from u2eval.folder_scoring import (
@@ -38,6 +38,7 @@ from u2eval.reader_process import iter_cases_in_child
 from u2eval.records import (
     SCORING_MODES,
     Case,
+    Completion,
     GenerationConfig,
     Manifest,
     ModelInfo,
@@ -66,7 +67,18 @@ from u2eval.tasks import TaskSpec, select_tasks, task_sha256
 log = logging.getLogger(__name__)
 
 
-ProgressHook = Callable[[int, int | None], None]
+@dataclass(frozen=True)
+class RunProgress:
+    """Where a run stands, for a progress bar: cases answered (now or before) of those expected, and the
+    retries and infra errors so far."""
+
+    done: int
+    total: int | None  # None: not known up front (an anatomy selection, a shard)
+    retries: int = 0
+    infra_errors: int = 0
+
+
+ProgressHook = Callable[[RunProgress], None]
 
 
 @dataclass(frozen=True)
@@ -239,7 +251,12 @@ def _resume_stamp(
 
 
 def _answer(
-    folder: Path, store: ResponseStore, stream: _CaseStream, dispatcher: Dispatcher, stamp: dict[str, object]
+    folder: Path,
+    store: ResponseStore,
+    stream: _CaseStream,
+    dispatcher: Dispatcher,
+    stamp: dict[str, object],
+    on_stored: Callable[[int], None] = lambda n: None,
 ) -> tuple[list[str], int, list[str]]:
     """Ask for every case the store cannot answer: (case ids, answers reused, data errors). A finished run
     whose inputs are unchanged (its resume stamp) is not read again: nothing to ask, only to score."""
@@ -250,15 +267,50 @@ def _answer(
         return finished, len(finished), manifest_data_errors(manifest_dict(folder))
     clear_stamp(folder)
 
+    def stored(completions: list[Completion]) -> None:
+        store.append(completions)
+        on_stored(len(completions))
+
     async def go() -> None:
         try:
-            await dispatcher.run(stream, store.append)
+            await dispatcher.run(stream, stored)
         finally:
             await adapter.aclose()
 
     asyncio.run(go())
     os.replace(folder / (CASES_FILE + ".part"), folder / CASES_FILE)
     return stream.case_ids, stream.reused, stream.data_errors
+
+
+def _expected_cases(source: DataSource, tasks: Sequence[TaskSpec], options: RunOptions) -> int | None:
+    """The cases the run will hold, for the progress total: the rows of its tasks' files (counted without
+    parsing), at most ``limit`` per dataset; unknown under an anatomy selection or a shard."""
+    if options.anatomy is not None or options.shard is not None:
+        return None
+    rows = estimate_rows(source, tasks)
+    if options.limit is not None:
+        rows = min(rows, options.limit * sum(len(t.datasets) for t in tasks))
+    return rows
+
+
+class _Reporter:
+    """Tells the progress hook where the run stands, after each case reused and each answer stored."""
+
+    def __init__(
+        self, hook: ProgressHook | None, stream: _CaseStream, dispatcher: Dispatcher, total: int | None
+    ) -> None:
+        self.hook, self.stream, self.dispatcher, self.total = hook, stream, dispatcher, total
+        self.answered = 0
+
+    def report(self) -> None:
+        if self.hook is not None:
+            stats = self.dispatcher.stats
+            done = self.stream.reused + self.answered
+            self.hook(RunProgress(done, self.total, stats.retries, stats.infra_errors))
+
+    def stored(self, n: int) -> None:
+        self.answered += n
+        self.report()
 
 
 def _summary_if_up_to_date(folder: Path, scoring: Mapping[str, object]) -> Summary | None:
@@ -342,17 +394,10 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
             store,
             folder / (CASES_FILE + ".part"),
         )
-        done = 0
-
-        def on_case() -> None:
-            nonlocal done
-            done += 1
-            if progress is not None:
-                progress(done, None)  # no total: counting would read every file twice
-
-        stream.on_case = on_case
         dispatcher = Dispatcher(adapter, dispatch_options)
-        case_ids, reused, data_errors = _answer(folder, store, stream, dispatcher, stamp)
+        reporter = _Reporter(progress, stream, dispatcher, _expected_cases(source, tasks, options))
+        stream.on_case = reporter.report
+        case_ids, reused, data_errors = _answer(folder, store, stream, dispatcher, stamp, reporter.stored)
         answered_at = time.perf_counter()
 
         grounded = GroundedOptions(enabled=grounded_on, convention=convention, source_root=source.root)
