@@ -90,3 +90,42 @@ def test_grounded_usage_mistakes_are_one_line(tmp_path: Path) -> None:
     assert u2eval("run", "--model", "random", "--tasks", "ll", "--out", str(run_folder)).returncode == 0
     done = u2eval("score", str(run_folder), "--box-convention", "gemini")
     assert done.returncode == 2 and "--box-convention only applies with --grounded" in done.stderr
+
+
+def test_generation_settings_and_provider_arguments_from_the_command_line(tmp_path: Path) -> None:
+    from u2eval.adapters import merge_args, parse_model_args
+
+    args = parse_model_args(
+        ["image_detail=low", "extra_body.reasoning_effort=high", "extra_body.n=2", 'omit=["top_p"]']
+    )
+    assert args == {"image_detail": "low", "extra_body": {"reasoning_effort": "high", "n": 2}, "omit": ["top_p"]}
+    assert merge_args({"extra_body": {"seed": 1}, "api_key_env": "X"}, args)["extra_body"] == {
+        "seed": 1, "reasoning_effort": "high", "n": 2
+    }  # fmt: skip
+    done = u2eval("run", "--model", "random", "--tasks", "dd", "--limit", "1", "--temperature", "0.4", "--top-p", "0.9",
+                  "--max-tokens", "64", "--out", str(tmp_path / "run"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["generation"] == {"temperature": 0.4, "top_p": 0.9, "max_tokens": 64, "seed": 0}
+    again = u2eval("run", "--model", "random", "--tasks", "dd", "--limit", "1", "--out", str(tmp_path / "run"))
+    assert again.returncode == 2 and "generation.temperature 0.4 there, 0.0 now" in again.stderr  # another run
+    bad = u2eval("run", "--model", "random", "-M", "no-equals-sign")
+    assert bad.returncode == 2 and "-M takes key=value" in bad.stderr
+
+
+def test_chosen_cases_by_id_and_from_a_file(tmp_path: Path) -> None:
+    first = u2eval("run", "--model", "random", "--tasks", "dd,ll", "--limit", "1", "--out", str(tmp_path / "all"))
+    assert first.returncode == 0
+    ids = [json.loads(line)["case"]["case_id"] for line in (tmp_path / "all" / "cases.jsonl").read_text().splitlines()]
+    listing = tmp_path / "ids.txt"
+    listing.write_text(f"# two cases\n{ids[0]}\n\n{ids[-1]}\n", encoding="utf-8")
+    done = u2eval("run", "--model", "random", "--case-id", f"@{listing}", "--case-id", "dd/nope/0/00000000",
+                  "--out", str(tmp_path / "two"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    chosen = [
+        json.loads(line)["case"]["case_id"] for line in (tmp_path / "two" / "cases.jsonl").read_text().splitlines()
+    ]
+    assert sorted(chosen) == sorted([ids[0], ids[-1]])
+    assert "1 chosen case id(s) match no case of the run: dd/nope/0/00000000" in done.stderr
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["status"] == "partial" and summary["subset"] == ["3 case id(s) chosen"]

@@ -8,6 +8,7 @@ so a missing SDK only matters for the adapter that needs it. Adapters never retr
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +146,39 @@ def _check_adapter(name: str) -> None:
             f"unknown model or adapter {name!r}; adapters: {', '.join(sorted(ADAPTERS))} "
             "(see `u2eval models` for presets)"
         )
+
+
+def parse_model_args(pairs: Sequence[str]) -> dict[str, Any]:
+    """``-M key=value`` pairs as adapter arguments: a value that reads as JSON is that (numbers, true, lists,
+    objects), any other is text; a dotted key nests ('extra_body.reasoning_effort=high')."""
+    args: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"-M takes key=value, not {pair!r}")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        *path, last = [part.strip() for part in key.split(".")]
+        node = args
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"-M {key}: {part} is set to a value and used as a group")
+        node[last] = value
+    return args
+
+
+def merge_args(base: Mapping[str, Any], args: Mapping[str, Any]) -> dict[str, Any]:
+    """``args`` over ``base``, nested groups merged key by key (a preset's extra_body keeps its other keys)."""
+    merged = dict(base)
+    for key, value in args.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_args(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def create_adapter(resolved: ResolvedModel, options: AdapterOptions) -> ModelAdapter:

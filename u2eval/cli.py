@@ -78,6 +78,24 @@ def _bar(what: str, detailed: bool = False) -> Iterator[tuple[Progress, TaskID]]
         yield bar, bar.add_task(what, total=None, info="")
 
 
+def _case_ids(values: list[str] | None) -> frozenset[str] | None:
+    """--case-id values: ids, or @FILE naming a file of ids (one a line; blank lines and # comments skipped)."""
+    if not values:
+        return None
+    ids: set[str] = set()
+    for value in values:
+        if value.startswith("@"):
+            path = Path(value[1:])
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise ConfigError(f"--case-id {value}: cannot read {path} ({exc.strerror or exc})") from exc
+            ids |= {line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")}
+        else:
+            ids.add(value.strip())
+    return frozenset(ids)
+
+
 def _split(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -122,11 +140,25 @@ def run(
     force: Annotated[
         bool, typer.Option("--force", help="start the --out folder afresh when it holds another run")
     ] = False,
+    temperature: Annotated[
+        float | None, typer.Option(min=0.0, help="sampling temperature (default: the preset's, else 0)")
+    ] = None,
+    top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="nucleus sampling (default 1)")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="the answer's token budget (default 1024)")] = None,
+    model_arg: Annotated[
+        list[str] | None,
+        typer.Option("--model-arg", "-M", help="provider argument key=value (JSON values; dotted keys nest); repeat"),
+    ] = None,
+    case_id: Annotated[
+        list[str] | None,
+        typer.Option("--case-id", help="only this case (repeat), or @FILE with one case id per line"),
+    ] = None,
 ) -> None:
     """Evaluate a model; stored answers are reused, so an interrupted run resumes where it stopped."""
     if check_only:
         _check(data, revision, tasks, None)
         return
+    from u2eval.adapters import parse_model_args
     from u2eval.prompts import PromptOptions
     from u2eval.report import print_summary
     from u2eval.runner import RunOptions, default_folder
@@ -154,6 +186,11 @@ def run(
         grounded=grounded,
         box_convention=box_convention,
         force=force,
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        model_args=parse_model_args(model_arg or []),
+        case_ids=_case_ids(case_id),
     )
     with _bar("cases", detailed=True) as (bar, job):
 

@@ -16,7 +16,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from u2eval.adapters import AdapterOptions, ModelAdapter, ModelRequest, Preset, create_adapter, resolve_model
+from u2eval.adapters import (
+    AdapterOptions,
+    ModelAdapter,
+    ModelRequest,
+    Preset,
+    create_adapter,
+    merge_args,
+    resolve_model,
+)
 from u2eval.box_parsing import get_convention
 from u2eval.data import estimate_rows, iter_cases, iter_row_identities
 from u2eval.dispatch import Dispatcher, DispatchOptions
@@ -97,6 +105,11 @@ class RunOptions:
     base_url: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    top_p: float | None = None
+    # Provider arguments (-M key=value), merged over the preset's ``extra``: the adapter checks them and puts
+    # what it sends into the model identity, so another argument is another run.
+    model_args: Mapping[str, object] = field(default_factory=dict)
+    case_ids: frozenset[str] | None = None  # only these cases (--case-id)
     rpm: float | None = None  # requests per minute (None: unlimited)
     tpm: float | None = None  # tokens per minute (None: unlimited)
     timeout_s: float | None = None  # per attempt (None: the dispatcher's default)
@@ -133,6 +146,8 @@ def default_folder(options: RunOptions) -> Path:
         selection += f"__limit{options.limit}"
     if options.shard is not None:
         selection += f"__shard{options.shard[0]}of{options.shard[1]}"
+    if options.case_ids is not None:
+        selection += f"__cases-{ids_sha256(sorted(options.case_ids))[:8]}"
     return options.results_root / f"{slug}__{data}__{options.prompt.name}__seed{options.seed}{selection}"
 
 
@@ -141,6 +156,8 @@ def _selection(options: RunOptions) -> dict[str, str | None]:
     parts = [f"anatomy={','.join(options.anatomy)}"] if options.anatomy else []
     if options.shard is not None:
         parts.append(shard_label(options.shard))
+    if options.case_ids is not None:
+        parts.append(f"{len(options.case_ids)} case id(s) chosen")
     return {"selection": "; ".join(parts)} if parts else {}
 
 
@@ -156,6 +173,8 @@ def _generation(options: RunOptions, preset_generation: GenerationConfig | None)
         updates["max_tokens"] = options.max_tokens
     if options.temperature is not None:
         updates["temperature"] = options.temperature
+    if options.top_p is not None:
+        updates["top_p"] = options.top_p
     return base.model_copy(update=updates)
 
 
@@ -212,6 +231,8 @@ class _CaseStream:
                 if self.options.anatomy is not None and case.anatomy.lower() not in self.options.anatomy:
                     continue
                 if self.options.shard is not None and not in_shard(case.case_id, self.options.shard):
+                    continue
+                if self.options.case_ids is not None and case.case_id not in self.options.case_ids:
                     continue
                 try:
                     prompt = render(case, by_key[case.task], self.options.prompt)
@@ -285,6 +306,8 @@ def _answer(
 def _expected_cases(source: DataSource, tasks: Sequence[TaskSpec], options: RunOptions) -> int | None:
     """The cases the run will hold, for the progress total: the rows of its tasks' files (counted without
     parsing), at most ``limit`` per dataset; unknown under an anatomy selection or a shard."""
+    if options.case_ids is not None:
+        return len(options.case_ids)
     if options.anatomy is not None or options.shard is not None:
         return None
     rows = estimate_rows(source, tasks)
@@ -364,7 +387,7 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
                 generation=generation,
                 seed=options.seed,
                 base_url=options.base_url or (preset.base_url if preset else None),
-                extra=preset.extra if preset else {},
+                extra=merge_args(preset.extra if preset else {}, options.model_args),
                 timeout_s=dispatch_options.timeout_s,
                 rows=lambda keys: iter_row_identities(source, select_tasks(list(keys))),  # errors: the reader's
             ),
@@ -383,7 +406,7 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
 
     identity = run_identity(
         info, generation, options.prompt.name, template_hashes(tasks, options.prompt), options.seed, source.manifest()
-    )
+    ) | ({"model_args": dict(options.model_args)} if options.model_args else {})
     # One process per folder; a full disk is one clear line (the store keeps every whole answer).
     with exclusive(folder), disk_full_is_clear(folder), _claimed(folder, identity, options.force) as store:
         stream = _CaseStream(
@@ -398,6 +421,8 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
         reporter = _Reporter(progress, stream, dispatcher, _expected_cases(source, tasks, options))
         stream.on_case = reporter.report
         case_ids, reused, data_errors = _answer(folder, store, stream, dispatcher, stamp, reporter.stored)
+        if options.case_ids is not None and (unknown := sorted(options.case_ids - set(case_ids))):
+            log.warning("%d chosen case id(s) match no case of the run: %s", len(unknown), ", ".join(unknown[:10]))
         answered_at = time.perf_counter()
 
         grounded = GroundedOptions(enabled=grounded_on, convention=convention, source_root=source.root)
