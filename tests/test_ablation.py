@@ -34,10 +34,10 @@ def test_variant_names_round_trip_and_bad_ones_are_refused() -> None:
         assert parse_variant(name).name == name
     assert parse_variant("ours-noanatomy").anatomy is False and parse_variant("ours-brief").format == "brief"
     for bad, message in {
-        "theirs": "start with 'ours'",
+        "theirs": "unknown prompt variant 'theirs'; variants: ours, ours-noanatomy, ours-norole, ours-brief, dataset",
         "ours-norole-noanatomy": "write prompt variant",
         "ours-noanatomy-noanatomy": "repeats",
-        "ours-Brief": "invalid prompt format",
+        "ours-Brief": r"unknown prompt variant 'ours-Brief' \(did you mean 'ours-brief'\?\)",
     }.items():
         with pytest.raises(ConfigError, match=message):
             parse_variant(bad)

@@ -58,9 +58,46 @@ def test_tasks_lists_the_eight_tasks_with_counts() -> None:
     assert rows["kd"].rstrip(" │").endswith("4")
 
 
-def test_models_lists_adapters() -> None:
+def test_models_lists_presets_compactly_and_one_in_full() -> None:
     done = u2eval("models")
     assert done.returncode == 0 and "random" in done.stdout and "replay" in done.stdout
+    assert "gpt-4o-2024-08-06" in done.stdout and "description" not in done.stdout
+    one = u2eval("models", "GPT-4o")  # preset names in any case
+    assert one.returncode == 0 and "model: gpt-4o-2024-08-06" in one.stdout and "generation:" in one.stdout
+    adapter = u2eval("models", "openai")
+    assert "pip install 'u2eval[api]'" in adapter.stdout
+    assert "qwen2.5-vl" in u2eval("models", "--box-conventions").stdout
+
+
+def test_near_misses_are_named_and_an_empty_task_list_is_an_error(tmp_path: Path) -> None:
+    cases = {
+        ("run", "--model", "opanai/gpt-4o"): "(did you mean 'openai'?)",
+        ("run", "--model", "gpt4o-mini"): "(did you mean 'gpt-4o-mini'?)",
+        ("run", "--model", "random", "--tasks", ","): "no task named",
+        ("run", "--model", "random", "--tasks", "vrx"): "(did you mean 'vra'?)",
+        ("ablate", "--model", "random", "--variants", "ours,ours-breif"): "(did you mean 'ours-brief'?)",
+        ("ablate", "--model", "random", "--variants", "ours,nothing"): "variants: ours, ours-noanatomy, ours-norole",
+    }
+    for args, message in cases.items():
+        done = u2eval(*args)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+
+
+def test_a_preset_file_anywhere_and_the_version(tmp_path: Path) -> None:
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("name: mine\nadapter: random\nmodel: random-guess\n", encoding="utf-8")
+    done = u2eval("run", "--model", str(preset), "--tasks", "dd", "--limit", "1", "--out", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["model"]["adapter"] == "random"
+    version = u2eval("--version")
+    assert version.returncode == 0 and version.stdout.startswith("u2eval ")
+
+
+def test_help_shows_no_type_noise() -> None:
+    for command in (("run",), ("leaderboard",), ("ablate",), ("score",)):
+        done = u2eval(*command, "--help")
+        assert done.returncode == 0
+        assert "<bool>" not in done.stdout and "<list[" not in done.stdout and "<str>" not in done.stdout, command
 
 
 def test_grounded_run_score_and_leaderboard_through_the_cli(tmp_path: Path) -> None:

@@ -109,3 +109,24 @@ def test_the_progress_bar_on_a_terminal_shows_done_of_total(tmp_path: Path) -> N
                           env={**os.environ, "COLUMNS": "160"})  # fmt: skip
     assert done.returncode == 0
     assert "52/52" in done.stdout and "ETA" in done.stdout
+
+
+def test_ablate_takes_what_run_takes_and_gets_through_a_faulty_server(tmp_path: Path) -> None:
+    import json
+
+    # One request in five is refused with a 429: with its attempts and timeout, ablate goes through, as run does.
+    server = OpenAIServer(api_key=KEY, models=(MODEL,), rate_429=0.2, retry_after_s=0.05).start()
+    try:
+        env = {**os.environ, "OPENAI_API_KEY": KEY, "COLUMNS": "200"}
+        args = ["ablate", "--model", f"openai/{MODEL}", "--base-url", server.url, "--variants", "ours,ours-brief"]
+        args += ["--tasks", "dd", "--limit", "1", "--max-attempts", "10", "--timeout", "10", "--rpm", "6000"]
+        args += ["--temperature", "0.2", "--max-tokens", "32", "--out", str(tmp_path / "ab")]
+        done = subprocess.run(_u2eval(*args), capture_output=True, text=True, env=env, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        for variant in ("ours", "ours-brief"):
+            manifest = json.loads((tmp_path / "ab" / variant / "manifest.json").read_text())
+            assert manifest["generation"]["temperature"] == 0.2 and manifest["generation"]["max_tokens"] == 32
+            assert manifest["dispatch"]["infra_errors"] == 0
+        assert sum(server.stats.faults.values()) > 0  # the faults happened and were retried through
+    finally:
+        server.stop()

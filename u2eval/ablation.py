@@ -14,19 +14,22 @@ does the same for two existing runs (``u2eval ablate --compare``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from u2eval.adapters import ModelAdapter
-from u2eval.errors import ConfigError
+from u2eval.errors import ConfigError, did_you_mean
 from u2eval.paired import Comparison, TaskComparison, adjust, compare
 from u2eval.prompts import PromptOptions
 from u2eval.records import Completion, ScoringMode
+from u2eval.resources import resource_dir
 from u2eval.rundata import load_run
-from u2eval.runner import RunOptions, run
+from u2eval.runner import RunOptions, RunProgress, run
 from u2eval.stats import CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from u2eval.store import RESPONSES_FILE, ResponseStore
 
@@ -88,6 +91,21 @@ class AblationOptions:
     bootstrap_seed: int = DEFAULT_SEED
     concurrency: int | None = None
     base_url: str | None = None
+    # Whatever else `u2eval run` takes, for every variant alike (RunOptions fields: revision, rpm, tpm,
+    # timeout_s, max_attempts, temperature, top_p, max_tokens, model_args, case_ids, ...).
+    run_settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+def format_variants() -> tuple[str, ...]:
+    """The output-format variants the shipped templates offer (``<format>.<variant>.j2`` files)."""
+    root = resource_dir("prompts")
+    return tuple(sorted({p.name.split(".")[1] for p in root.glob("*/format.*.j2") if p.name.count(".") == 2}))
+
+
+def known_variants() -> list[str]:
+    """Every prompt variant there is, as written on the command line."""
+    parts = ["noanatomy", "norole", *format_variants()]
+    return ["ours", *(f"ours-{p}" for p in parts), "dataset"]
 
 
 def parse_variant(name: str) -> PromptOptions:
@@ -96,15 +114,19 @@ def parse_variant(name: str) -> PromptOptions:
         return PromptOptions(source="dataset")
     pieces = name.split("-")
     if pieces[0] != "ours":
-        raise ConfigError(f"unknown prompt variant {name!r}: start with 'ours' (e.g. ours-noanatomy) or use 'dataset'")
+        hint = did_you_mean(name, known_variants())
+        raise ConfigError(f"unknown prompt variant {name!r}{hint}; variants: {', '.join(known_variants())}")
     anatomy, role, fmt = True, True, "default"
     for piece in pieces[1:]:
         if piece == "noanatomy" and anatomy:
             anatomy = False
         elif piece == "norole" and role:
             role = False
-        elif fmt == "default" and piece not in ("noanatomy", "norole", "default"):
+        elif fmt == "default" and piece in format_variants():
             fmt = piece
+        elif piece not in ("noanatomy", "norole", "default"):
+            hint = did_you_mean(name, known_variants())
+            raise ConfigError(f"unknown prompt variant {name!r}{hint}; variants: {', '.join(known_variants())}")
         else:
             raise ConfigError(f"prompt variant {name!r} repeats or mixes up a part")
     options = PromptOptions(source="ours", anatomy=anatomy, role=role, format=fmt)
@@ -149,12 +171,14 @@ def _default_out(options: AblationOptions) -> Path:
 
 
 def run_ablation(
-    options: AblationOptions, adapter_factory: Callable[[], ModelAdapter] | None = None
+    options: AblationOptions,
+    adapter_factory: Callable[[], ModelAdapter] | None = None,
+    progress: Callable[[str, RunProgress], None] | None = None,
 ) -> tuple[AblationReport, Path]:
     """Run every variant (resuming what is stored), then compare each variant with the first one.
 
     ``adapter_factory``: builds a fresh adapter per variant instead of the one ``options.model`` names
-    (library use and tests); each run closes its adapter."""
+    (library use and tests); each run closes its adapter. ``progress(variant, where)``: as each run goes."""
     if len(options.variants) < 2 or len(set(options.variants)) != len(options.variants):
         raise ConfigError("an ablation needs at least two different prompt variants, e.g. ours,ours-noanatomy")
     prompts = [parse_variant(v) for v in options.variants]
@@ -164,19 +188,21 @@ def run_ablation(
     for name, prompt in zip(options.variants, prompts, strict=True):
         folder = out / name
         share_answers(folders, folder)
+        settings = RunOptions(
+            model=options.model,
+            data=options.data,
+            tasks=options.tasks,
+            limit=options.limit,
+            anatomy=tuple(a.lower() for a in options.anatomy) if options.anatomy else None,
+            seed=options.seed,
+            out=folder,
+            prompt=prompt,
+            concurrency=options.concurrency,
+            base_url=options.base_url,
+        )
         result = run(
-            RunOptions(
-                model=options.model,
-                data=options.data,
-                tasks=options.tasks,
-                limit=options.limit,
-                anatomy=tuple(a.lower() for a in options.anatomy) if options.anatomy else None,
-                seed=options.seed,
-                out=folder,
-                prompt=prompt,
-                concurrency=options.concurrency,
-                base_url=options.base_url,
-            ),
+            replace(settings, **options.run_settings),
+            progress=partial(progress, name) if progress is not None else None,
             adapter=adapter_factory() if adapter_factory is not None else None,
         )
         folders.append(folder)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 import model_adapters
 from u2eval.box_parsing import get_convention
 from u2eval.data import RowIdentity
-from u2eval.errors import ConfigError
+from u2eval.errors import ConfigError, did_you_mean
 from u2eval.records import Case, Completion, GenerationConfig, ModelInfo, Prompt
 
 # name -> (module, pip extra that provides its SDK, or None when it needs nothing extra).
@@ -128,22 +128,33 @@ def load_preset(path: Path) -> Preset:
     return preset
 
 
+def _preset_path(spec: str) -> Path | None:
+    """A shipped preset by name (any case), or a preset file anywhere (``path/to/preset.yaml``)."""
+    if spec.endswith((".yaml", ".yml")) and Path(spec).is_file():
+        return Path(spec)
+    by_name = {p.stem.lower(): p for p in PRESETS_DIR.glob("*.yaml")}
+    return by_name.get(spec.lower())
+
+
 def resolve_model(spec: str) -> ResolvedModel:
-    """``random``, ``replay/PATH``, ``openai/gpt-4o`` or a preset name -> adapter name and model id."""
-    preset_path = PRESETS_DIR / f"{spec}.yaml"
-    if preset_path.is_file():
+    """``random``, ``replay/PATH``, ``openai/gpt-4o``, a preset name (any case) or a preset file -> adapter
+    name and model id."""
+    preset_path = _preset_path(spec)
+    if preset_path is not None:
         preset = load_preset(preset_path)
         _check_adapter(preset.adapter)
         return ResolvedModel(preset.adapter, preset.model, preset)
     adapter, _, model = spec.partition("/")
-    _check_adapter(adapter)
+    _check_adapter(adapter, spec)
     return ResolvedModel(adapter, model, None)
 
 
-def _check_adapter(name: str) -> None:
+def _check_adapter(name: str, spec: str | None = None) -> None:
     if name not in ADAPTERS:
+        presets = [p.stem for p in PRESETS_DIR.glob("*.yaml")]
+        hint = did_you_mean(name, ADAPTERS) or did_you_mean(spec or name, presets)
         raise ConfigError(
-            f"unknown model or adapter {name!r}; adapters: {', '.join(sorted(ADAPTERS))} "
+            f"unknown model or adapter {name!r}{hint}; adapters: {', '.join(sorted(ADAPTERS))} "
             "(see `u2eval models` for presets)"
         )
 

@@ -6,12 +6,13 @@ exit code 2, without a traceback. A run that finished with infra errors exits 3:
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast, get_args, get_origin
 
 import typer
 from rich.console import Console
@@ -29,6 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperArgument, TyperOption
 
 from u2eval.errors import ConfigError, U2EvalError
 
@@ -48,6 +50,35 @@ app.add_typer(data_app, name="data")
 
 console = Console(stderr=True)
 out = Console()
+
+# Options run and ablate share (ablate runs each variant as `run` would).
+DataOpt = Annotated[str, typer.Option(help="sample, a local folder in the U2-Bench layout, hub, or hf:OWNER/NAME@REV")]
+TasksOpt = Annotated[str | None, typer.Option(help="comma list of task keys, e.g. dd,ll (default: all 8)")]
+LimitOpt = Annotated[int | None, typer.Option(min=1, help="at most N cases per source dataset")]
+SeedOpt = Annotated[int, typer.Option(help="seed for sampling and the random baseline")]
+RevisionOpt = Annotated[str | None, typer.Option(help="dataset revision on the hub")]
+ConcurrencyOpt = Annotated[int | None, typer.Option(min=1, help="requests in flight")]
+BaseUrlOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="base URL of an OpenAI-compatible server; repeat it (or use commas) to balance over several"),
+]
+RpmOpt = Annotated[float | None, typer.Option(min=0.001, help="at most this many requests a minute")]
+TpmOpt = Annotated[float | None, typer.Option(min=1, help="at most this many tokens (in + out) a minute")]
+TimeoutOpt = Annotated[float | None, typer.Option(min=0.001, help="seconds per attempt (default 180)")]
+AttemptsOpt = Annotated[int | None, typer.Option(min=1, help="attempts per request (default 4)")]
+TemperatureOpt = Annotated[
+    float | None, typer.Option(min=0.0, help="sampling temperature (default: the preset's, else 0)")
+]
+TopPOpt = Annotated[float | None, typer.Option(min=0.0, max=1.0, help="nucleus sampling (default 1)")]
+MaxTokensOpt = Annotated[int | None, typer.Option(min=1, help="the answer's token budget (default 1024)")]
+ModelArgOpt = Annotated[
+    list[str] | None,
+    typer.Option("--model-arg", "-M", help="provider argument key=value (JSON values; dotted keys nest); repeat"),
+]
+CaseIdOpt = Annotated[
+    list[str] | None, typer.Option("--case-id", help="only this case (repeat), or @FILE with one case id per line")
+]
+
 
 EXIT_DATA = 1  # u2eval data check (run --check-only): the data would lose or misjudge cases
 EXIT_USAGE = 2
@@ -97,34 +128,30 @@ def _case_ids(values: list[str] | None) -> frozenset[str] | None:
 
 
 def _split(value: str | None) -> tuple[str, ...] | None:
+    """A comma list; None when the option was not given (an empty list given is kept: it is a mistake that
+    the option's reader names, never a silent 'all')."""
     if value is None:
         return None
-    parts = tuple(p.strip() for p in value.split(",") if p.strip())
-    return parts or None
+    return tuple(p.strip() for p in value.split(",") if p.strip())
 
 
 @app.command()
 def run(
     model: Annotated[str, typer.Option("--model", "-m", help="random, replay/PATH, provider/model or a preset")],
-    data: Annotated[
-        str, typer.Option(help="sample, a local folder in the U2-Bench layout, hub, or hf:OWNER/NAME@REV")
-    ] = ("sample"),
-    tasks: Annotated[str | None, typer.Option(help="comma list of task keys, e.g. dd,ll (default: all 8)")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="at most N cases per source dataset")] = None,
-    seed: Annotated[int, typer.Option(help="seed for sampling and the random baseline")] = 0,
+    data: DataOpt = "sample",
+    tasks: TasksOpt = None,
+    limit: LimitOpt = None,
+    seed: SeedOpt = 0,
     out_dir: Annotated[Path | None, typer.Option("--out", help="run folder (re-running it resumes)")] = None,
-    revision: Annotated[str | None, typer.Option(help="dataset revision on the hub")] = None,
+    revision: RevisionOpt = None,
     prompt_source: Annotated[str, typer.Option(help="ours or dataset (the TSV's own prompt column)")] = "ours",
     no_anatomy: Annotated[bool, typer.Option("--no-anatomy", help="do not name the anatomy in prompts")] = False,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="requests in flight")] = None,
-    base_url: Annotated[
-        list[str] | None,
-        typer.Option(help="base URL of an OpenAI-compatible server; repeat it (or use commas) to balance over several"),
-    ] = None,
-    rpm: Annotated[float | None, typer.Option(min=0.001, help="at most this many requests a minute")] = None,
-    tpm: Annotated[float | None, typer.Option(min=1, help="at most this many tokens (in + out) a minute")] = None,
-    timeout: Annotated[float | None, typer.Option(min=0.001, help="seconds per attempt (default 180)")] = None,
-    max_attempts: Annotated[int | None, typer.Option(min=1, help="attempts per request (default 4)")] = None,
+    concurrency: ConcurrencyOpt = None,
+    base_url: BaseUrlOpt = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    timeout: TimeoutOpt = None,
+    max_attempts: AttemptsOpt = None,
     shard: Annotated[
         str | None, typer.Option(help="i/n: only the i-th of n deterministic shards (0-based); join with u2eval merge")
     ] = None,
@@ -140,19 +167,11 @@ def run(
     force: Annotated[
         bool, typer.Option("--force", help="start the --out folder afresh when it holds another run")
     ] = False,
-    temperature: Annotated[
-        float | None, typer.Option(min=0.0, help="sampling temperature (default: the preset's, else 0)")
-    ] = None,
-    top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="nucleus sampling (default 1)")] = None,
-    max_tokens: Annotated[int | None, typer.Option(min=1, help="the answer's token budget (default 1024)")] = None,
-    model_arg: Annotated[
-        list[str] | None,
-        typer.Option("--model-arg", "-M", help="provider argument key=value (JSON values; dotted keys nest); repeat"),
-    ] = None,
-    case_id: Annotated[
-        list[str] | None,
-        typer.Option("--case-id", help="only this case (repeat), or @FILE with one case id per line"),
-    ] = None,
+    temperature: TemperatureOpt = None,
+    top_p: TopPOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    model_arg: ModelArgOpt = None,
+    case_id: CaseIdOpt = None,
 ) -> None:
     """Evaluate a model; stored answers are reused, so an interrupted run resumes where it stopped."""
     if check_only:
@@ -407,21 +426,32 @@ def ablate(
     compare: Annotated[
         tuple[Path, Path] | None, typer.Option("--compare", help="compare two existing runs instead: RUN_A RUN_B")
     ] = None,
-    data: Annotated[str, typer.Option(help="sample, a local folder, hub, or hf:OWNER/NAME@REV")] = "sample",
-    tasks: Annotated[str | None, typer.Option(help="comma list of task keys (default: all 8)")] = None,
+    data: DataOpt = "sample",
+    tasks: TasksOpt = None,
     anatomy: Annotated[str | None, typer.Option(help="only cases of these anatomies, e.g. breast,thyroid")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="at most N cases per source dataset")] = None,
-    seed: Annotated[int, typer.Option(help="seed of the runs")] = 0,
+    limit: LimitOpt = None,
+    seed: SeedOpt = 0,
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for the variant runs and the report")] = None,
     mode: Annotated[str, typer.Option(help="strict (headline) or reference")] = "strict",
     bootstrap: Annotated[int, typer.Option(min=10, help="bootstrap resamples")] = 1000,
     bootstrap_seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="requests in flight")] = None,
-    base_url: Annotated[str | None, typer.Option(help="base URL of an OpenAI-compatible server")] = None,
+    revision: RevisionOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    base_url: BaseUrlOpt = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    timeout: TimeoutOpt = None,
+    max_attempts: AttemptsOpt = None,
+    temperature: TemperatureOpt = None,
+    top_p: TopPOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    model_arg: ModelArgOpt = None,
+    case_id: CaseIdOpt = None,
 ) -> None:
     """Run prompt variants on the same cases with one model (or compare two runs): McNemar per task."""
     from u2eval.ablation import PRESETS, AblationOptions, compare_folders, run_ablation
     from u2eval.ablation_report import render_markdown, write_report
+    from u2eval.adapters import parse_model_args
 
     _check_choice("--mode", mode, ("strict", "reference"))
     chosen = PRESETS.get(preset or "", {})
@@ -453,9 +483,34 @@ def ablate(
             resamples=bootstrap,
             bootstrap_seed=bootstrap_seed,
             concurrency=concurrency,
-            base_url=base_url,
+            base_url=",".join(u for value in base_url for u in _split(value) or ()) if base_url else None,
+            run_settings={
+                "revision": revision,
+                "rpm": rpm,
+                "tpm": tpm,
+                "timeout_s": timeout,
+                "max_attempts": max_attempts,
+                "temperature": temperature,
+                "top_p": top_p,
+                "max_tokens": max_tokens,
+                "model_args": parse_model_args(model_arg or []),
+                "case_ids": _case_ids(case_id),
+            },
         )
-        report, folder = run_ablation(options)
+        with _bar("cases", detailed=True) as (bar, job):
+
+            def show(variant: str, at: RunProgress) -> None:
+                extra = (
+                    f" · retries {at.retries} · infra errors {at.infra_errors}" if at.retries or at.infra_errors else ""
+                )
+                bar.update(
+                    job, completed=at.done, total=at.total, description=variant, info=f"variant {variant}{extra}"
+                )
+
+            try:
+                report, folder = run_ablation(options, progress=show)
+            except KeyboardInterrupt:
+                _interrupted(out_dir or Path("results"))
     written = write_report(report, folder)
     sys.stdout.write(render_markdown(report))  # raw Markdown: rich would wrap its table lines
     console.print(f"wrote {', '.join(str(p) for p in written)}")
@@ -491,31 +546,44 @@ def list_tasks(
 
 
 @app.command()
-def models() -> None:
-    """List the adapters and the model presets."""
-    from u2eval.adapters import ADAPTERS, list_presets
+def models(
+    name: Annotated[str | None, typer.Argument(help="a preset or adapter to show in full")] = None,
+    conventions: Annotated[
+        bool, typer.Option("--box-conventions", help="list the box conventions of grounded answers instead")
+    ] = False,
+) -> None:
+    """The model presets in a compact table (and the adapters); NAME shows one preset or adapter in full."""
+    from u2eval.adapters import ADAPTERS, list_presets, resolve_model
 
-    table = Table(title="adapters")
-    table.add_column("adapter")
-    table.add_column("module")
-    table.add_column("extra")
-    for name, (module, extra) in sorted(ADAPTERS.items()):
-        table.add_row(name, module, extra or "-")
-    out.print(table)
-    presets = Table(title="presets")
-    for column in ("preset", "adapter", "model", "description"):
-        presets.add_column(column)
+    if conventions:
+        from u2eval.box_parsing import CONVENTIONS
+
+        table = Table(title="box conventions (--box-convention, preset box_convention:)")
+        table.add_column("convention")
+        table.add_column("how boxes are written")
+        for key, entry in CONVENTIONS.items():
+            table.add_row(key, escape(entry.summary))  # the syntax has brackets rich would read as markup
+        out.print(table)
+        return
+    if name is not None:
+        if name in ADAPTERS:
+            module, extra = ADAPTERS[name]
+            install = f"pip install 'u2eval[{extra}]'" if extra else "built in"
+            out.print(escape(f"adapter {name}: module {module}; install: {install}"))
+            return
+        resolved = resolve_model(name)
+        if resolved.preset is None:
+            raise ConfigError(f"{name!r} is not a preset; `u2eval models` lists them")
+        for key, value in resolved.preset.model_dump(mode="json").items():
+            out.print(f"{key}: {escape(json.dumps(value) if isinstance(value, dict | list) else str(value))}")
+        return
+    table = Table(title="presets (u2eval models NAME for one in full)")
+    for column in ("preset", "adapter", "model"):
+        table.add_column(column, overflow="fold")
     for preset in list_presets():
-        presets.add_row(preset.name, preset.adapter, preset.model, preset.description)
-    out.print(presets)
-    from u2eval.box_parsing import CONVENTIONS
-
-    conventions = Table(title="box conventions (--box-convention, preset box_convention:)")
-    conventions.add_column("convention")
-    conventions.add_column("how boxes are written")
-    for name, entry in CONVENTIONS.items():
-        conventions.add_row(name, escape(entry.summary))  # the syntax has brackets rich would read as markup
-    out.print(conventions)
+        table.add_row(preset.name, preset.adapter, preset.model)
+    out.print(table)
+    out.print(f"adapters: {', '.join(sorted(ADAPTERS))} (--model ADAPTER/MODEL_ID, or a preset, or a preset file)")
 
 
 @data_app.command("synth")
@@ -563,10 +631,59 @@ def data_check(
     _check(data, revision, tasks, json_out)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from u2eval.provenance import version
+
+        out.print(f"u2eval {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print u2eval's version and exit"),
+    ] = False,
+) -> None:
+    """Evaluate vision-language models on U2-Bench (ultrasound)."""
+
+
+_METAVARS: dict[type, str] = {int: "N", float: "X", str: "TEXT", Path: "PATH"}
+
+
+def _tidy_help(command: object) -> None:
+    """Help without type noise: a flag shows no value, an option a short name for its value, an argument its
+    name alone (``<bool>``, ``<list[Path]>`` say nothing a user needs)."""
+    for param in getattr(command, "params", []):
+        if isinstance(param, TyperOption) and param.is_flag:
+            param.metavar = ""
+        elif isinstance(param, TyperOption) and param.metavar is None:
+            annotation: object = param.type_descriptor.annotation
+            inner = get_args(annotation)[0] if get_origin(annotation) is list else annotation
+            param.metavar = _METAVARS.get(inner, "TEXT") if isinstance(inner, type) else "TEXT"
+        elif isinstance(param, TyperArgument):
+            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+    made = getattr(command, "get_help_option", None)
+    if made is not None:  # --help is made when help is asked for, not listed among the params
+
+        def help_option(ctx: object, made: Callable[[object], object] = made) -> object:
+            option = made(ctx)
+            if option is not None:
+                option.metavar = ""  # type: ignore[attr-defined]
+            return option
+
+        command.get_help_option = help_option  # type: ignore[attr-defined]
+    for sub in getattr(command, "commands", {}).values():
+        _tidy_help(sub)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app()
+        command = typer.main.get_command(app)
+        _tidy_help(command)
+        command(standalone_mode=True)
     except U2EvalError as exc:
         # escape: paths and specs such as hf:OWNER/NAME[@REV] contain brackets rich would read as markup
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)

@@ -3,6 +3,9 @@ that goes wrong with one case becomes data on that case instead."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class U2EvalError(Exception):
     """Base of u2eval's own errors."""
@@ -29,3 +32,12 @@ class AdapterError(U2EvalError):
         self.kind = kind
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean X?)' for a near miss among ``choices``, else ''."""
+    close = difflib.get_close_matches(name.lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
+    if not close:
+        return ""
+    original = next(c for c in choices if c.lower() == close[0])
+    return f" (did you mean {original!r}?)"

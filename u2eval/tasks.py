@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from u2eval.errors import ConfigError
+from u2eval.errors import ConfigError, did_you_mean
 from u2eval.records import TASK_KEYS, TaskKey
 from u2eval.resources import resource_dir
 
@@ -141,7 +141,8 @@ def all_tasks() -> tuple[TaskSpec, ...]:
 def get_task(key: str) -> TaskSpec:
     specs = _load_all()
     if key not in specs:
-        raise ConfigError(f"unknown task {key!r}; choose from {', '.join(TASK_KEYS)}")
+        hint = did_you_mean(key, TASK_KEYS)
+        raise ConfigError(f"unknown task {key!r}{hint}; choose from {', '.join(TASK_KEYS)}")
     return specs[key][0]
 
 
@@ -156,6 +157,8 @@ def select_tasks(keys: Iterable[str] | None) -> tuple[TaskSpec, ...]:
     if keys is None:
         return all_tasks()
     wanted = {k.strip().lower() for k in keys if k.strip()}
+    if not wanted:
+        raise ConfigError("no task named: give task keys, e.g. --tasks dd,ll (or leave --tasks out for all 8)")
     for key in wanted:
         get_task(key)
     return tuple(t for t in all_tasks() if t.key in wanted)
