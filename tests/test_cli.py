@@ -166,3 +166,18 @@ def test_chosen_cases_by_id_and_from_a_file(tmp_path: Path) -> None:
     assert "1 chosen case id(s) match no case of the run: dd/nope/0/00000000" in done.stderr
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["status"] == "partial" and summary["subset"] == ["3 case id(s) chosen"]
+
+
+def test_piped_tables_never_wrap_a_label_mid_word(tmp_path: Path) -> None:
+    piped = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    folder = str(tmp_path / "a-rather-long-run-folder-name")
+    args = ["run", "--model", "random", "--tasks", "dd", "--limit", "1", "--out", folder]
+    run = subprocess.run(
+        [sys.executable, "-m", "u2eval", *args], capture_output=True, text=True, env=piped, timeout=120
+    )
+    assert run.returncode == 0 and "│ DD   │ accuracy │" in run.stdout
+    args = ["leaderboard", folder, "--out", str(tmp_path / "b"), "--no-plots", "--bootstrap", "20"]
+    board = subprocess.run(
+        [sys.executable, "-m", "u2eval", *args], capture_output=True, text=True, env=piped, timeout=120
+    )
+    assert board.returncode == 0 and "random/random-guess@seed-0" in board.stdout  # whole, on one line

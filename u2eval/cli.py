@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,8 +49,11 @@ app = typer.Typer(
 data_app = typer.Typer(no_args_is_help=True, help="Make or inspect U2-Bench data.")
 app.add_typer(data_app, name="data")
 
-console = Console(stderr=True)
-out = Console()
+# Piped or redirected output has no terminal to fit: tables are then drawn wide enough that a label is never
+# wrapped mid-word (rich would assume 80 columns); a terminal, or COLUMNS, keeps its own width.
+_PIPED_WIDTH = 220
+console = Console(stderr=True, width=None if sys.stderr.isatty() or "COLUMNS" in os.environ else _PIPED_WIDTH)
+out = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else _PIPED_WIDTH)
 
 # Options run and ablate share (ablate runs each variant as `run` would).
 DataOpt = Annotated[str, typer.Option(help="sample, a local folder in the U2-Bench layout, hub, or hf:OWNER/NAME@REV")]
