@@ -101,6 +101,11 @@ def test_persistent_failure_becomes_an_infra_error_after_bounded_attempts() -> N
     assert all(c.attempts == 3 for c in done)
     assert adapter.calls == {"k0": 3, "k1": 3}
     assert dispatcher.stats.infra_errors == 2
+    # Counted when they happen: two retries each, none after the last attempt (the manifest's counters agree).
+    assert dispatcher.stats.retries == 4 == sum(dispatcher.stats.retries_by_kind.values())
+    assert dispatcher.stats.retries_by_kind == {"rate_limit": 4}
+    manifest = dispatcher.stats.as_manifest()
+    assert manifest["retries"] == manifest["retries.rate_limit"] == 4
 
 
 def test_non_retryable_failure_is_not_retried() -> None:

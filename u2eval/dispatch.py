@@ -171,23 +171,38 @@ def _take(iterator: Iterator[ModelRequest], batch_size: int, batches: int = 1) -
 class _Wait:
     """Exponential backoff with jitter; when the server gave a Retry-After, exactly that (plus <= 5%)."""
 
-    def __init__(self, options: DispatchOptions, stats: DispatchStats) -> None:
+    def __init__(self, options: DispatchOptions) -> None:
         self._backoff = wait_random_exponential(multiplier=options.backoff_initial_s, max=options.backoff_max_s)
-        self._stats = stats
 
     def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        told = exc.retry_after_s if isinstance(exc, AdapterError) else None
+        told = _retry_after(state)
         if told is None:
-            wait = float(self._backoff(state))
-        else:
-            wait = told + random.uniform(0.0, RETRY_AFTER_JITTER * told)
+            return float(self._backoff(state))
+        return told + random.uniform(0.0, RETRY_AFTER_JITTER * told)
+
+
+def _retry_after(state: RetryCallState) -> float | None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    return exc.retry_after_s if isinstance(exc, AdapterError) else None
+
+
+class _CountRetry:
+    """Counts a retry when it happens - just before its wait - never when the wait is only computed: tenacity
+    computes one after the last attempt too, before it sees that it must stop. So ``retries`` is the sum of
+    ``retries_by_kind``, and the waits are the waits made."""
+
+    def __init__(self, stats: DispatchStats) -> None:
+        self._stats = stats
+
+    def __call__(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        kind = _failure_kind(exc) if exc is not None else "unknown"
+        self._stats.retries += 1
+        self._stats.retries_by_kind[kind] = self._stats.retries_by_kind.get(kind, 0) + 1
+        self._stats.retry_wait_s += state.upcoming_sleep
+        told = _retry_after(state)
+        if told is not None:
             self._stats.retry_after_s += told
-        self._stats.retry_wait_s += wait
-        if exc is not None:
-            kind = _failure_kind(exc)
-            self._stats.retries_by_kind[kind] = self._stats.retries_by_kind.get(kind, 0) + 1
-        return wait
 
 
 class _Writer:
@@ -331,8 +346,9 @@ class Dispatcher:
 
         return AsyncRetrying(
             stop=stop_after_attempt(self.options.max_attempts),
-            wait=_Wait(self.options, self.stats),
+            wait=_Wait(self.options),
             retry=retry_if_exception(retryable),
+            before_sleep=_CountRetry(self.stats),
             reraise=True,
         )
 
@@ -352,7 +368,6 @@ class Dispatcher:
             async for attempt in self._retrying():
                 with attempt:
                     attempts += 1
-                    self.stats.retries += attempts > 1
                     await self._throttle(1, 0)
                     await asyncio.wait_for(self.adapter.preflight(), timeout=self.options.timeout_s)
         except AdapterError as exc:
@@ -375,13 +390,10 @@ class Dispatcher:
                     await self._throttle(len(batch), estimate)
                     completions = await asyncio.wait_for(self.adapter.generate(batch), timeout=self.options.timeout_s)
         except (AdapterError, TimeoutError) as exc:
-            self.stats.retries += attempts - 1
             return self._failed(batch, exc, attempts, time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - a bug in an adapter must fail its cases, not hang the run
-            self.stats.retries += attempts - 1
             wrapped = AdapterError(f"adapter error: {type(exc).__name__}: {exc}", kind="server", retryable=False)
             return self._failed(batch, wrapped, attempts, time.perf_counter() - started)
-        self.stats.retries += attempts - 1
         if self._tpm is not None:
             used = _used_tokens(completions)
             if used is not None:
