@@ -14,7 +14,7 @@ import pytest
 from u2eval.data import iter_cases
 from u2eval.errors import DataError, U2EvalError
 from u2eval.reader_process import iter_cases_in_child
-from u2eval.runner import RunOptions, run
+from u2eval.runner import RunOptions, RunProgress, run
 from u2eval.sources import DataSource, resolve_source
 from u2eval.tasks import select_tasks
 
@@ -93,7 +93,7 @@ def test_a_run_reads_in_the_child_and_scores_byte_for_byte_the_same(sample_root:
     data = str(_corrupted_copy(sample_root, tmp_path))
     readers_seen: list[int] = []
 
-    def progress(done: int, total: int | None) -> None:
+    def progress(where: RunProgress) -> None:
         readers_seen.append(len(_reader_children()))
 
     child = run(RunOptions(model="random", data=data, tasks=("dd", "ll"), out=tmp_path / "child", seed=2), progress)
