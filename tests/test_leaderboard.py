@@ -170,16 +170,14 @@ def test_runs_share_a_ranking_exactly_when_they_were_scored_on_the_same_cases(re
     assert rows[str(results / "oracle")].rank == 1 and rows[str(moved)].rank == 2
     apart = rows[str(other)]
     assert apart.rank is None and apart.apart is not None
-    assert apart.apart.startswith(
-        "scored on other cases (36 cases of synthetic sample) than the ranked runs (200 cases"
-    )
+    assert apart.apart.startswith("scored on 36 of the ranked runs' 200 cases (tasks DD, LL)")  # a part, named
     done = subprocess.run(
         [sys.executable, "-m", "u2eval", "leaderboard", str(results / "oracle"), str(moved), str(other)]
         + ["--out", str(tmp_path / "b"), "--bootstrap", "20", "--no-plots"],
         capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"}, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "scored on other cases" in done.stdout
+    assert "scored on 36 of the ranked runs' 200 cases" in done.stdout
 
 
 def test_rows_are_labelled_by_what_tells_them_apart(results: Path, tmp_path: Path) -> None:
@@ -197,8 +195,10 @@ def test_rows_are_labelled_by_what_tells_them_apart(results: Path, tmp_path: Pat
 def test_unreadable_folders_are_skipped_with_why(results: Path, tmp_path: Path) -> None:
     broken = _copy_run(results, "random", tmp_path)
     (broken / "manifest.json").unlink()  # what an interrupted run leaves
-    board = build_board([results / "oracle", broken], BoardOptions(resamples=20))
+    steps: list[tuple[int, int]] = []
+    board = build_board([results / "oracle", broken], BoardOptions(resamples=20), progress=lambda *s: steps.append(s))
     assert [r.run for r in board.rows] == [str(results / "oracle")]
+    assert steps == [(1, 4), (2, 4), (3, 3)]  # two folders re-scored (one fails), then one run's intervals
     assert len(board.skipped) == 1 and str(broken) in board.skipped[0] and "unfinished run" in board.skipped[0]
     write_board(board, tmp_path / "out", plots=False)
     for name in ("leaderboard.md", "leaderboard.html"):

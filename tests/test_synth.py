@@ -78,6 +78,18 @@ def test_same_seed_same_bytes_other_seed_other_images(tmp_path: Path) -> None:
     assert a[EXPLANATION_FILE] == c[EXPLANATION_FILE]  # no randomness in the explanation file
 
 
+def test_workers_write_the_same_bytes_and_progress_counts_up_to_every_case(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    report = write_dataset(
+        tmp_path / "pool", seed=3, workers=2, progress=lambda done, total: seen.append((done, total))
+    )
+    write_dataset(tmp_path / "one", seed=3, workers=1)
+    assert _tree(tmp_path / "pool") == _tree(tmp_path / "one")  # files finish in any order, the bytes do not change
+    assert len(seen) == sum(len(t.datasets) for t in TASKS)  # one step per dataset file
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    assert seen[-1] == (report.n_cases, report.n_cases) and {total for _, total in seen} == {report.n_cases}
+
+
 def test_rewriting_its_own_folder_drops_stale_files_but_foreign_folders_are_refused(tmp_path: Path) -> None:
     root = tmp_path / "synth"
     write_dataset(root)

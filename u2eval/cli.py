@@ -390,7 +390,8 @@ def leaderboard(
         by=cast("SliceBy | None", by),
         grounded=grounded,
     )
-    board = build_board(runs, options)
+    with _bar("re-scoring runs, then intervals", detailed=True) as (bar, job):
+        board = build_board(runs, options, progress=lambda done, total: bar.update(job, completed=done, total=total))
     written = write_board(board, out_dir, plots=plots)
     for title, rows in (
         (f"U2-Bench leaderboard ({mode})", [r for r in board.rows if r.apart is None]),
@@ -599,7 +600,10 @@ def data_synth(
     """Write deterministic synthetic data in the exact U2-Bench layout."""
     from u2eval.synth import synth_command
 
-    report = synth_command(out_dir, full=full, seed=seed)
+    with _bar("cases", detailed=True) as (bar, job):
+        report = synth_command(
+            out_dir, full=full, seed=seed, progress=lambda done, total: bar.update(job, completed=done, total=total)
+        )
     out.print(report.summary())
 
 

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from u2eval.records import TASK_KEYS
 from u2eval.rundata import LoadedRun
 
 SYNTHETIC = (
@@ -41,6 +42,18 @@ def _case_set(run: LoadedRun) -> str:
     return f"{len(run.judgements):,} cases of {_data(run)}"
 
 
+def _other_cases(run: LoadedRun, ranked: LoadedRun) -> str:
+    mine = {j.case_id for j in run.judgements}
+    theirs = {j.case_id for j in ranked.judgements}
+    if mine < theirs:  # e.g. a run asked for some tasks only: say which part it is
+        tasks = sorted({j.task for j in run.judgements}, key=TASK_KEYS.index)
+        return (
+            f"scored on {len(mine):,} of the ranked runs' {len(theirs):,} cases "
+            f"(tasks {', '.join(t.upper() for t in tasks)})"
+        )
+    return f"scored on other cases ({_case_set(run)}) than the ranked runs ({_case_set(ranked)})"
+
+
 def placement(runs: Sequence[LoadedRun], published: bool) -> dict[Path, str | None]:
     """For each run folder: None when it is ranked, else why it is listed apart (in words)."""
     groups: dict[str, list[LoadedRun]] = defaultdict(list)
@@ -57,7 +70,7 @@ def placement(runs: Sequence[LoadedRun], published: bool) -> dict[Path, str | No
             reasons[run.folder] = SYNTHETIC
         elif run.manifest.case_ids_sha256 != ranked:
             other = groups[ranked][0] if ranked is not None else run
-            reasons[run.folder] = f"scored on other cases ({_case_set(run)}) than the ranked runs ({_case_set(other)})"
+            reasons[run.folder] = _other_cases(run, other)
         else:
             reasons[run.folder] = None
     return reasons
@@ -72,12 +85,13 @@ def _settings(run: LoadedRun) -> dict[str, str]:
         "temperature": f"{generation.temperature:g}",
         "top_p": f"{generation.top_p:g}",
         "max tokens": str(generation.max_tokens),
+        "on": _data(run),  # reads "on synthetic data", "on hf:DolphinAI/u2-bench@<rev>"
     }
 
 
 def row_labels(runs: Sequence[LoadedRun]) -> dict[Path, str]:
-    """The model, then the settings that differ between the runs (prompt variant, seed, generation settings),
-    then the folder where two rows would still read the same."""
+    """The model, then the settings that differ between the runs (prompt variant, seed, generation settings,
+    the data), then the folder where two rows would still read the same."""
     settings = {run.folder: _settings(run) for run in runs}
     differing = [k for k in next(iter(settings.values()), {}) if len({s[k] for s in settings.values()}) > 1]
     labels = {}

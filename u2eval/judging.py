@@ -288,6 +288,7 @@ def judge(
         strict=strict,
         reference=reference,
         error=completion.error,
+        error_message=(completion.error_message or None) if completion.error else None,
         source=f"{case.source_file}:{case.row_index}",
         image_sha256=case.image_sha256 or None,
         usage=completion.usage,

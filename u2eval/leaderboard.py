@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from u2eval.comparability import placement, row_labels
 from u2eval.errors import ConfigError
 from u2eval.grounded_board import GroundedCells, grounded_cells
+from u2eval.metrics import score_label
 from u2eval.records import TASK_KEYS, ScoringMode
 from u2eval.rundata import LoadedRun, find_runs, load_run
 from u2eval.scoring import clip01, task_score
@@ -82,10 +83,6 @@ class TaskColumn(_Frozen):
     weight: float
     metric: str
     label: str = ""  # what the column's number is: accuracy, 1 − RMSE, BLEU-4 / 100
-
-
-# What a task's score is, as its column says: the number that enters the U2-Score.
-SCORE_LABELS = {"accuracy": "accuracy", "rmse": "1 − RMSE", "bleu4": "BLEU-4 / 100"}
 
 
 class SliceEntry(_Frozen):
@@ -176,7 +173,7 @@ def _partial_reasons(run: LoadedRun, mode: ScoringMode) -> list[str]:
     return reasons
 
 
-def _load(folders: Sequence[Path]) -> tuple[list[LoadedRun], list[str]]:
+def _load(folders: Sequence[Path], step: Callable[[], None]) -> tuple[list[LoadedRun], list[str]]:
     """The runs that can be read, and a line for each folder that cannot (an unfinished run, a broken file)."""
     runs: list[LoadedRun] = []
     skipped: list[str] = []
@@ -185,6 +182,7 @@ def _load(folders: Sequence[Path]) -> tuple[list[LoadedRun], list[str]]:
             runs.append(load_run(folder))
         except ConfigError as exc:
             skipped.append(f"{_short(folder)}: skipped: {exc}")
+        step()
     return runs, skipped
 
 
@@ -310,9 +308,22 @@ def _notes(rows: Sequence[BoardRow], published: bool) -> list[str]:
     return notes
 
 
-def build_board(paths: Sequence[Path], options: BoardOptions) -> Board:
-    """Find, re-score, check and rank the runs under ``paths``; list apart what cannot share the ranking."""
-    runs, skipped = _load(find_runs(list(paths)))
+def build_board(
+    paths: Sequence[Path], options: BoardOptions, progress: Callable[[int, int], None] | None = None
+) -> Board:
+    """Find, re-score, check and rank the runs under ``paths``; list apart what cannot share the ranking.
+    ``progress(steps done, steps)``: one step per folder re-scored, then one per run's intervals."""
+    folders = find_runs(list(paths))
+    done, total = 0, 2 * len(folders)  # until a folder turns out unreadable (it has no intervals to compute)
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    runs, skipped = _load(folders, step)
+    total = len(folders) + len(runs)
     if not runs:
         raise ConfigError(f"no run folder could be read: {'; '.join(skipped)}")
     check_compatible(runs, options.mode)
@@ -321,6 +332,7 @@ def build_board(paths: Sequence[Path], options: BoardOptions) -> Board:
     slices: list[SliceEntry] = []
     for run in runs:
         row, cut = run_row(run, options)
+        step()
         row = row.model_copy(update={"label": labels[run.folder], "apart": apart[run.folder]})
         rows.append(row)
         slices += [SliceEntry(model=row.label, run=row.run or "", row=s) for s in cut]
@@ -339,7 +351,7 @@ def build_board(paths: Sequence[Path], options: BoardOptions) -> Board:
                 capability=t.capability,
                 weight=t.weight,
                 metric=t.primary_metric,
-                label=SCORE_LABELS.get(t.primary_metric, t.primary_metric),
+                label=score_label(t.primary_metric),
             )
             for t in all_tasks()
         ],

@@ -314,6 +314,15 @@ METRICS: Mapping[str, Metric[Any]] = MappingProxyType(
 )
 
 
+# What a task's [0, 1] score is, from its primary metric: the number shown and fed into the U2-Score.
+_SCORE_LABELS = {"rmse": "1 − RMSE", "bleu4": "BLEU-4 / 100"}
+
+
+def score_label(primary_metric: str) -> str:
+    """'1 − RMSE' for CVE, 'BLEU-4 / 100' for RG and CG, 'accuracy' as it is."""
+    return _SCORE_LABELS.get(primary_metric, primary_metric)
+
+
 def get_metric(name: str) -> Metric[Any]:
     try:
         return METRICS[name]

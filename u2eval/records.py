@@ -366,6 +366,7 @@ class Judgement(DiskRecord):
     strict: Verdict
     reference: Verdict
     error: ErrorKind | None = None  # the completion's error kind (an infra error's, or the model's refusal / empty)
+    error_message: str | None = None  # and its words (what the provider or the replay source said)
     source: str | None = None  # where the case's row is: "task_folder/file.tsv:row"
     image_sha256: str | None = None  # the image's bytes, as read from that row
     usage: Usage | None = None  # the tokens the answer cost, as the provider reported them

@@ -5,6 +5,8 @@ Both are pure renderings of ``summary.json``: nothing here computes a score.
 
 from __future__ import annotations
 
+import textwrap
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,17 +14,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from u2eval.metrics import get_metric
+from u2eval.metrics import get_metric, score_label
 from u2eval.records import TASK_KEYS
 from u2eval.summary import ModeSummary, Summary
 from u2eval.tasks import get_task
 
 SUMMARY_MD = "summary.md"
 MAX_LISTED = 50
-
-
-# How a task's primary metric becomes its [0, 1] score (the number shown and fed into the U2-Score).
-SCORE_LABELS = {"rmse": "1 - rmse", "bleu4": "bleu4 / 100"}
 
 
 def metric_label(name: str) -> str:
@@ -51,7 +49,7 @@ def _task_rows(summary: Summary) -> list[list[str]]:
             [
                 key.upper(),
                 spec.name,
-                SCORE_LABELS.get(spec.primary_metric, spec.primary_metric),
+                score_label(spec.primary_metric),
                 _fmt(s.score if s else None),
                 _fmt(r.score if r else None),
                 _fmt(parse.parse_rate if parse else None, 3),
@@ -97,6 +95,19 @@ def _u2_line(mode: ModeSummary) -> str:
 def infra_kinds(summary: Summary) -> str:
     """'12 rate_limit, 3 timeout': the infra errors by kind."""
     return ", ".join(f"{n} {kind}" for kind, n in summary.infra_errors_by_kind.items())
+
+
+def _short(text: str, width: int) -> str:
+    return textwrap.shorten(text, width, placeholder=" …")  # one line, whatever a provider's body held
+
+
+def infra_reason_lines(summary: Summary, most: int = 3) -> list[str]:
+    """The commonest words the infra errors were told, with how many cases each (summary.md lists them all)."""
+    counts = Counter(summary.infra_error_reasons.values())
+    lines = [f"{n} case(s): {_short(reason, 200)}" for reason, n in counts.most_common(most)]
+    if len(counts) > most:
+        lines.append(f"... and {len(counts) - most} other reason(s), listed in summary.md")
+    return lines
 
 
 def usage_line(summary: Summary) -> str | None:
@@ -192,7 +203,11 @@ def render_markdown(summary: Summary) -> str:
             f"By kind: {infra_kinds(summary)}.",
             "",
         ]
-        lines += [f"- `{case_id}`" for case_id in summary.infra_error_case_ids]
+        reasons = summary.infra_error_reasons
+        lines += [
+            f"- `{case_id}`" + (f": {_short(reasons[case_id], 300)}" if case_id in reasons else "")
+            for case_id in summary.infra_error_case_ids
+        ]
     if summary.usage:
         lines += ["", "## Tokens", "", "| task | input tokens | output tokens | answers reporting usage |"]
         lines.append("|---|---|---|---|")
@@ -244,5 +259,7 @@ def print_summary(summary: Summary, console: Console) -> None:
         console.print(f"[yellow]Partial: {summary.unreadable_rows} row(s) or file(s) could not be read[/yellow]")
     if summary.infra_errors_by_kind:
         console.print(f"infra errors by kind: {infra_kinds(summary)}")
+        for line in infra_reason_lines(summary):
+            console.print(f"  {escape(line)}")
     if (tokens := usage_line(summary)) is not None:
         console.print(tokens)

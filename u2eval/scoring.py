@@ -513,6 +513,14 @@ def summarise(
         modes=dict(modes),
         parse=_outcomes(groups, specs, decimals),
         infra_error_case_ids=infra,
+        infra_error_reasons=dict(
+            sorted(
+                (j.case_id, j.error_message)
+                for js in groups.values()
+                for j in js
+                if j.outcome == "infra_error" and j.error_message
+            )
+        ),
         sacrebleu_signature=sacrebleu_signature() if has_text else None,
         differences=differences(
             modes["strict"], modes["reference"], {k: t.primary_metric for k, t in specs.items()}, explained

@@ -138,6 +138,7 @@ class Summary(_Frozen):
     subset: list[str] = []
     unreadable_rows: int = 0  # rows or files the run could not read (their cases are lost): "partial" too
     infra_errors_by_kind: dict[str, int] = {}  # the infra errors' kinds (rate_limit, timeout, missing, ...)
+    infra_error_reasons: dict[str, str] = {}  # case id -> what its last attempt was told, in words
     usage: dict[str, TokenUsage] = {}  # per task and "total"
 
 

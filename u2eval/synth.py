@@ -20,8 +20,8 @@ import csv
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -181,16 +181,23 @@ def _execute(jobs: Sequence[_Job], workers: int) -> Iterator[tuple[TaskKey, str,
     # Biggest first keeps the workers evenly busy; results are keyed, so order does not matter.
     ordered = sorted(jobs, key=lambda j: -j.n_rows)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(_run_job, ordered)
+        yield from (done.result() for done in as_completed([pool.submit(_run_job, job) for job in ordered]))
 
 
 def write_dataset(
-    root: Path, *, size: Size = "sample", seed: int = 0, scale: int = 1, workers: int | None = None
+    root: Path,
+    *,
+    size: Size = "sample",
+    seed: int = 0,
+    scale: int = 1,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SynthReport:
     """Write the synthetic set under ``root``; the same (size, seed, scale) always gives the same bytes.
 
     ``scale`` multiplies the rows per dataset (x2 the full set for the memory-flatness benchmark); the first
     rows of a scaled set equal the unscaled set. ``workers`` defaults to 1 for the sample, all CPUs for full.
+    ``progress(cases written, cases planned)`` is called as each dataset's file is done.
     """
     if seed < 0 or scale < 1:
         raise ConfigError(f"seed must be >= 0 and scale >= 1 (got seed={seed}, scale={scale})")
@@ -201,7 +208,11 @@ def write_dataset(
     jobs = _plan(root, size, seed, scale)
     if workers is None:
         workers = 1 if size == "sample" else min(os.cpu_count() or 1, 8)
-    n_bytes = sum(nbytes for _, _, _, nbytes in _execute(jobs, workers))
+    planned, written, n_bytes = sum(job.n_rows for job in jobs), 0, 0
+    for _, _, n_rows, nbytes in _execute(jobs, workers):
+        written, n_bytes = written + n_rows, n_bytes + nbytes
+        if progress is not None:
+            progress(written, planned)
     _write_explanation(root)
     _write_card(root, size, seed, scale, counts)
     n_bytes += (root / EXPLANATION_FILE).stat().st_size + (root / CARD_FILE).stat().st_size
@@ -217,9 +228,16 @@ def write_dataset(
     )
 
 
-def synth_command(out: Path | str, *, full: bool = False, seed: int = 0, scale: int = 1) -> SynthReport:
+def synth_command(
+    out: Path | str,
+    *,
+    full: bool = False,
+    seed: int = 0,
+    scale: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> SynthReport:
     """What `u2eval data synth [--full] [--seed N] [--scale N] --out DIR` runs."""
-    return write_dataset(Path(out), size="full" if full else "sample", seed=seed, scale=scale)
+    return write_dataset(Path(out), size="full" if full else "sample", seed=seed, scale=scale, progress=progress)
 
 
 def regenerate_sample() -> SynthReport:
