@@ -81,6 +81,17 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
             yield number, record
 
 
+def _keep(answers: dict[str, tuple[str, JsonValue]], case_id: str, where: str, answer: JsonValue) -> None:
+    """One answer per case: a repeat of the same answer is harmless, two different ones cannot both count."""
+    earlier = answers.get(case_id)
+    if earlier is not None and earlier[1] != answer:
+        raise ConfigError(
+            f"{where}: case {case_id} is answered twice, differently ({earlier[0]}: {earlier[1]!r}; here: "
+            f"{answer!r}): keep one answer per case"
+        )
+    answers.setdefault(case_id, (where, answer))
+
+
 def load_keyed_answers(path: Path) -> dict[str, tuple[str, JsonValue]]:
     """case_id -> (file:line, answer) from a JSONL or CSV file."""
     answers: dict[str, tuple[str, JsonValue]] = {}
@@ -90,12 +101,12 @@ def load_keyed_answers(path: Path) -> dict[str, tuple[str, JsonValue]]:
             for number, row in enumerate(csv.DictReader(handle), start=2):
                 if "case_id" not in row:
                     raise ConfigError(f"{path}: no case_id column")
-                answers[row["case_id"]] = (f"{path}:{number}", _answer_field(row, f"{path}:{number}"))
+                _keep(answers, row["case_id"], f"{path}:{number}", _answer_field(row, f"{path}:{number}"))
         return answers
     for number, record in _jsonl_records(path):
         if "case_id" not in record:
             raise ConfigError(f"{path}:{number}: no case_id field")
-        answers[str(record["case_id"])] = (f"{path}:{number}", _answer_field(record, f"{path}:{number}"))
+        _keep(answers, str(record["case_id"]), f"{path}:{number}", _answer_field(record, f"{path}:{number}"))
     return answers
 
 

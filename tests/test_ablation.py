@@ -150,7 +150,7 @@ def test_cli_compare_two_runs_and_continuous_tasks(tmp_path: Path) -> None:
     assert kinds == {"dd": "binary", "cve": "continuous", "cg": "continuous"}
     cve = next(r for r in comparison.tasks if r.task == "cve")
     assert cve.p is None and cve.b is None and cve.difference is not None and cve.low is not None
-    assert "| DD | 52 |" in done.stdout and "| CVE | score (rmse) |" in done.stdout
+    assert "| DD | 52 |" in done.stdout and "| CVE | score (1 − RMSE) |" in done.stdout
     usage = subprocess.run(
         [sys.executable, "-m", "u2eval", "ablate", "--model", "random"], capture_output=True, text=True, timeout=120
     )

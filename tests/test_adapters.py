@@ -149,6 +149,19 @@ def test_replay_reads_a_spreadsheet_csv_with_a_byte_order_mark(tmp_path: Path) -
     assert asyncio.run(adapter.generate([_request(case)]))[0].text == "benign"
 
 
+def test_replay_refuses_a_case_answered_twice_differently_and_takes_a_repeat(tmp_path: Path) -> None:
+    case = _case("dd", "21", 0, ("benign", "malignant"))
+    repeated = tmp_path / "repeated.jsonl"
+    line = json.dumps({"case_id": case.case_id, "answer": "benign"})
+    repeated.write_text(f"{line}\n{line}\n")
+    adapter = create_adapter(resolve_model(f"replay/{repeated}"), AdapterOptions())
+    assert asyncio.run(adapter.generate([_request(case)]))[0].text == "benign"
+    conflicting = tmp_path / "conflicting.csv"
+    conflicting.write_text(f"case_id,answer\n{case.case_id},malignant\n{case.case_id},benign\n")
+    with pytest.raises(ConfigError, match=r"conflicting.csv:3: case dd/21/0/\w+ is answered twice, differently"):
+        create_adapter(resolve_model(f"replay/{conflicting}"), AdapterOptions())
+
+
 def test_replay_official_needs_a_folder(tmp_path: Path) -> None:
     lone = tmp_path / "preds.jsonl"
     lone.write_text('{"response": "center"}\n')

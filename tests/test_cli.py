@@ -165,7 +165,10 @@ def test_chosen_cases_by_id_and_from_a_file(tmp_path: Path) -> None:
     assert sorted(chosen) == sorted([ids[0], ids[-1]])
     assert "1 chosen case id(s) match no case of the run: dd/nope/0/00000000" in done.stderr
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
-    assert summary["status"] == "partial" and summary["subset"] == ["3 case id(s) chosen"]
+    assert summary["status"] == "partial" and summary["subset"] == ["2 of 3 chosen case ids"]  # what matched
+    none = u2eval("run", "--model", "random", "--case-id", "dd/21/0/269c39cX", "--out", str(tmp_path / "none"))
+    assert none.returncode == 2 and "none of the 1 chosen case id(s) is a case of this run" in none.stderr
+    assert not (tmp_path / "none" / "summary.json").exists()  # no score made of no case
 
 
 def test_piped_tables_never_wrap_a_label_mid_word(tmp_path: Path) -> None:

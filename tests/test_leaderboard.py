@@ -4,6 +4,7 @@ written in every format, and the HTML page opened in a real headless browser."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -15,9 +16,9 @@ import pytest
 from browser import needs_browser, open_page
 from fake_models import Oracle
 
-from u2eval.comparability import SYNTHETIC
+from u2eval.comparability import PUBLISHED_ON_STRICT, SYNTHETIC, placement
 from u2eval.errors import ConfigError
-from u2eval.leaderboard import Board, BoardOptions, build_board, published_rows
+from u2eval.leaderboard import Board, BoardOptions, Cell, build_board, published_rows
 from u2eval.leaderboard_files import write_board
 from u2eval.rundata import find_runs, load_run
 from u2eval.runner import RunOptions, run
@@ -37,7 +38,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def board(results: Path) -> Board:
-    return build_board([results], BoardOptions(published=True, by="anatomy", resamples=300))
+    # Reference mode: the published rows (the official scorer's numbers) rank on such a board only.
+    return build_board([results], BoardOptions(mode="reference", published=True, by="anatomy", resamples=300))
 
 
 def _copy_run(results: Path, name: str, destination: Path) -> Path:
@@ -97,14 +99,40 @@ def test_runs_on_synthetic_data_are_never_ranked_beside_the_published_rows(board
     assert any(SYNTHETIC in note for note in board.notes)  # the page says why, in words
 
 
-def test_a_real_data_run_shares_the_ranking_with_the_published_rows(results: Path, tmp_path: Path) -> None:
+HUB = {"kind": "hub", "repo": "DolphinAI/u2-bench", "revision": "main", "sha": "ab" * 20, "synthetic": None}
+
+
+def test_only_a_whole_run_on_the_7241_real_cases_ranks_beside_the_paper(results: Path) -> None:
+    oracle = load_run(results / "oracle")
+    on_hub = oracle.manifest.model_copy(update={"dataset": HUB})
+    whole = dataclasses.replace(oracle, manifest=on_hub, judgements=(oracle.judgements * 37)[:7241])
+    assert placement([whole], published=True, mode="reference") == {whole.folder: None}
+    few = dataclasses.replace(oracle, manifest=on_hub)  # real data, but 200 cases
+    assert placement([few], True, "reference")[few.folder] == (
+        "200 cases, not the 7,241 of U2-Bench the published rows were measured on"
+    )
+    failed = dataclasses.replace(whole, summary=whole.summary.model_copy(update={"infra_error_case_ids": ["x"]}))
+    assert placement([failed], True, "reference")[failed.folder] == (
+        "partial (1 infra errors), beside published rows that cover every task and case"
+    )
+    assert placement([oracle], True, "reference")[oracle.folder] == SYNTHETIC
+    # A strict board does not rank the paper's rows, so runs rank among themselves whatever their data.
+    assert placement([oracle, few], True, "strict") == {oracle.folder: None, few.folder: None}
+
+
+def test_a_real_data_run_shares_the_ranking_with_the_published_rows_only_in_reference_mode(
+    results: Path, tmp_path: Path
+) -> None:
     real = _copy_run(results, "oracle", tmp_path)
-    hub = {"kind": "hub", "repo": "DolphinAI/u2-bench", "revision": "main", "sha": "ab" * 20, "synthetic": None}
-    _edit_manifest(real, dataset=hub)
-    rows = build_board([real], BoardOptions(resamples=50, published=True)).rows
-    run_row = next(r for r in rows if r.source == "run")
-    assert run_row.rank is not None and run_row.apart is None
-    assert sorted(r.rank for r in rows if r.rank is not None) == sorted(r.rank for r in rows if r.rank is not None)
+    _edit_manifest(real, dataset=HUB)
+    strict = build_board([real], BoardOptions(resamples=50, published=True)).rows
+    assert [r.source for r in strict if r.rank is not None] == ["run"]  # the paper's 22 rows listed apart...
+    assert {r.apart for r in strict if r.source == "published"} == {PUBLISHED_ON_STRICT}  # ...saying why
+    reference = build_board([real], BoardOptions(mode="reference", resamples=50, published=True)).rows
+    ranked = [r for r in reference if r.rank is not None]
+    assert len(ranked) == 22 and all(r.source == "published" for r in ranked)
+    run_row = next(r for r in reference if r.source == "run")
+    assert run_row.rank is None and run_row.apart is not None and "not the 7,241" in run_row.apart
 
 
 def test_published_rows_ship_with_the_package_and_match_the_paper() -> None:
@@ -247,6 +275,15 @@ def test_every_format_is_written(board: Board, tmp_path: Path) -> None:
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (tmp_path / "leaderboard.html").read_text()
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html
+
+
+def test_an_interval_that_does_not_hold_its_estimate_is_still_drawn(board: Board, tmp_path: Path) -> None:
+    # A percentile interval need not hold the point estimate (rounding before averaging, a skewed statistic):
+    # the whiskers are drawn at the interval's own bounds, never as (negative) distances from the estimate.
+    first = board.rows[0].model_copy(update={"u2": Cell(score=0.5, low=0.55, high=0.6)})
+    odd = board.model_copy(update={"rows": [first, *board.rows[1:]]})
+    written = write_board(odd, tmp_path)
+    assert (tmp_path / "leaderboard_u2.png") in written
 
 
 def _chromium() -> str | None:

@@ -13,6 +13,7 @@ import pytest
 
 from u2eval.data import RowIdentity
 from u2eval.errors import ConfigError
+from u2eval.folder_scoring import read_run_cases
 from u2eval.official_files import (
     KitRecord,
     KitSource,
@@ -26,6 +27,7 @@ from u2eval.official_files import (
     read_records,
     report_crash,
 )
+from u2eval.report import render_markdown
 from u2eval.runner import RunOptions, run
 from u2eval.sources import resolve_source
 
@@ -330,6 +332,22 @@ def test_a_run_over_the_kits_files_scores_each_row_by_its_own_answer(sample_copy
         assert strict[name].metrics == keyed_strict[name].metrics, name  # type: ignore[attr-defined]
         assert reference[name].metrics == keyed_reference[name].metrics, name  # type: ignore[attr-defined]
     assert keyed_reference["dd/21"].quirk is None and keyed_strict["dd/21"].n_counted == len(rows[("dd", "21")])  # type: ignore[attr-defined]
+
+
+def test_a_limited_replay_is_laid_out_as_the_kit_run_on_the_rows_asked(sample_copy: Path, tmp_path: Path) -> None:
+    probe = run(RunOptions(model="random", data=str(sample_copy), tasks=("dd",), limit=1, out=tmp_path / "probe"))
+    first_rows = [c.case for c in read_run_cases(probe.folder)]
+    keyed = tmp_path / "first-rows.jsonl"
+    keyed.write_text("".join(json.dumps({"case_id": c.case_id, "answer": c.truth}) + "\n" for c in first_rows))
+    replay = f"replay/{keyed}"
+    limited = run(RunOptions(model=replay, data=str(sample_copy), tasks=("dd",), limit=1, out=tmp_path / "a"))
+    reference = _datasets(limited.summary.modes["reference"])
+    assert reference["dd/21"].n_counted == 1 and reference["dd/21"].metrics["accuracy"] == 1.0  # type: ignore[attr-defined]
+    whole = run(RunOptions(model=replay, data=str(sample_copy), tasks=("dd",), out=tmp_path / "b"))
+    assert _datasets(whole.summary.modes["reference"])["dd/21"].n_counted == 0  # type: ignore[attr-defined]
+    # (asked for every row, the kit's file would hold 1 record for 4 rows: the official scorer skips it)
+    assert whole.summary.modes["reference"].tasks["dd"].filled  # no DD result at all in reference mode...
+    assert "| DD | Disease Diagnosis | accuracy | 1.0000 | – (filled 0.0000) |" in render_markdown(whole.summary)
 
 
 def test_a_question_stored_as_the_whole_question_object_is_dropped_by_stage_a_but_read_by_strict() -> None:

@@ -191,14 +191,18 @@ def test_default_folders_keep_quick_runs_apart_from_full_ones(tmp_path: Path) ->
     assert default_folder(RunOptions(model="random", results_root=tmp_path, seed=2)) != full
 
 
-def test_a_folder_belongs_to_one_run_another_is_refused_in_one_line_unless_forced(tmp_path: Path) -> None:
+def test_a_folder_belongs_to_one_run_another_is_refused_in_one_line_unless_forced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import os
     import subprocess
     import sys
 
     folder = tmp_path / "run"
     run(RunOptions(model="random", tasks=("dd",), limit=1, out=folder, seed=1))
+    assert "the summary now covers" not in caplog.text
     run(RunOptions(model="random", tasks=("dd", "ll"), limit=2, out=folder, seed=1))  # extending it: the same run
+    assert "the summary now covers this command's 36 cases (it covered 13 before)" in caplog.text  # and said so
     expected = r"holds another run \(.*generation.seed 1 there, 2 now; seed 1 there, 2 now\); use another --out"
     with pytest.raises(ConfigError, match=expected):
         run(RunOptions(model="random", tasks=("dd",), limit=1, out=folder, seed=2))
@@ -209,6 +213,28 @@ def test_a_folder_belongs_to_one_run_another_is_refused_in_one_line_unless_force
     forced = run(RunOptions(model="random", tasks=("dd",), limit=1, out=folder, seed=2, force=True))
     assert forced.manifest.seed == 2 and forced.reused == 0  # afresh: nothing of the seed-1 run is left
     assert len(ResponseStore(folder)) == forced.requested
+
+
+class RefusedModel(FlakyRandom):
+    """A model name the provider does not know: its preflight is refused, so nothing is ever stored."""
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(adapter="flaky", model="a-typo")
+
+    async def preflight(self) -> None:
+        raise AdapterError("HTTP 404 model not found", kind="bad_request", retryable=False)
+
+
+def test_a_folder_whose_run_stored_nothing_is_taken_over_by_the_next_run(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    with pytest.raises(ConfigError, match="preflight call was refused"):
+        run(RunOptions(model="flaky", tasks=("dd",), limit=1, out=folder), adapter=RefusedModel(set()))
+    assert (folder / "identity.json").is_file()  # claimed when it started...
+    fixed = run(RunOptions(model="flaky", tasks=("dd",), limit=1, out=folder), adapter=FlakyRandom(set()))
+    assert fixed.manifest.model.model == "flaky-random" and fixed.infra_errors == 0  # ...but it held no answer
+    with pytest.raises(ConfigError, match="holds another run"):  # this one did
+        run(RunOptions(model="flaky", tasks=("dd",), limit=1, out=folder), adapter=RefusedModel(set()))
 
 
 def test_judgements_point_at_the_row_and_image_and_carry_text_metrics(tmp_path: Path) -> None:

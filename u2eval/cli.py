@@ -348,6 +348,8 @@ def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def _print_slices(rows: list[SliceRow], title: str) -> None:
+    from u2eval.metrics import score_label
+
     table = Table(title=title)
     for column in ("task", "slice", "n", "counted", "metric", "score (U2 scale)", "95% CI", "parse rate"):
         table.add_column(column, justify="left" if column in ("task", "slice", "metric") else "right")
@@ -355,7 +357,7 @@ def _print_slices(rows: list[SliceRow], title: str) -> None:
         ci = "–" if r.low is None or r.high is None else f"[{r.low:.3f}, {r.high:.3f}]"
         score = "–" if r.score is None else f"{r.score:.3f}"
         rate = "–" if r.parse_rate is None else f"{r.parse_rate:.3f}"
-        table.add_row(r.task.upper(), r.value, str(r.n_cases), str(r.n_counted), r.metric, score, ci, rate)
+        table.add_row(r.task.upper(), r.value, str(r.n_cases), str(r.n_counted), score_label(r.metric), score, ci, rate)
     out.print(table)
 
 
@@ -377,7 +379,7 @@ def leaderboard(
 ) -> None:
     """Rank run folders, re-scored from their stored answers, with bootstrap confidence intervals."""
     from u2eval.leaderboard import BoardOptions, build_board
-    from u2eval.leaderboard_files import fmt_cell, write_board
+    from u2eval.leaderboard_files import u2_text, write_board
 
     if by is not None:
         _check_choice("--by", by, ("task", "dataset", "anatomy", "scenario"))
@@ -407,7 +409,7 @@ def leaderboard(
             table.add_row(
                 "–" if row.rank is None else str(row.rank),
                 escape(row.label or row.model) + (" (published)" if row.source == "published" else ""),
-                fmt_cell(row.u2, 4),
+                u2_text(row),
                 "–" if row.parse_rate is None else f"{row.parse_rate:.3f}",
                 "–" if row.infra_errors is None else str(row.infra_errors),
                 escape("; ".join(row.partial_reasons) or "no"),

@@ -3,9 +3,10 @@
 One rule: rows are ranked together only when they were scored on the same cases (the manifest's hash of the
 case-id list, which names every case by its file, row and image hash, so two copies of the same data agree and
 two datasets never do). Runs asked on part of the cases (``--limit``, ``--anatomy``, a shard) are listed apart;
-so are runs on another case set than the ranked one, and - beside the paper's published rows, measured on the
-real 7,241 cases - runs on synthetic data (the bundled sample, ``u2eval data synth``). Every row listed apart
-says why in words.
+so are runs on another case set than the ranked one. The paper's published rows are the official scorer's
+numbers on the real 7,241 cases: they rank only on a reference-mode board (listed apart on a strict one), and
+a run ranks beside them only when it is on 7,241 real cases (not synthetic data such as the bundled sample or
+``u2eval data synth``) with nothing partial. Every row listed apart says why in words.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from u2eval.records import TASK_KEYS
+from u2eval.records import TASK_KEYS, ScoringMode
 from u2eval.rundata import LoadedRun
 
 SYNTHETIC = (
     "synthetic data (the bundled sample or u2eval data synth), not the real U2-Bench cases the published rows "
     "were measured on"
 )
+PUBLISHED_CASES = 7241  # the real U2-Bench, on which the paper's rows were measured
+PUBLISHED_ON_STRICT = "the official scorer's number: it ranks on a --mode reference board, not on a strict one"
 
 
 def is_synthetic(run: LoadedRun) -> bool:
@@ -54,25 +57,58 @@ def _other_cases(run: LoadedRun, ranked: LoadedRun) -> str:
     return f"scored on other cases ({_case_set(run)}) than the ranked runs ({_case_set(ranked)})"
 
 
-def placement(runs: Sequence[LoadedRun], published: bool) -> dict[Path, str | None]:
+def partial_reasons(run: LoadedRun, mode: ScoringMode) -> list[str]:
+    """Why a run's scores in ``mode`` do not cover all it should: tasks or datasets missing, part of the cases
+    asked, rows unreadable, infra errors (empty: nothing partial)."""
+    summary = run.summary.modes[mode]
+    reasons = []
+    if summary.missing_tasks:
+        reasons.append(f"missing {','.join(summary.missing_tasks)}")
+    lost = [f"{t}/{d}" for t, ids in summary.missing_datasets.items() for d in ids] + list(summary.uncounted_datasets)
+    if lost:
+        reasons.append(f"datasets lost: {','.join(lost)}")
+    reasons += run.summary.subset
+    if run.summary.unreadable_rows:
+        reasons.append(f"{run.summary.unreadable_rows} unreadable rows")
+    if run.summary.infra_error_case_ids:
+        reasons.append(f"{len(run.summary.infra_error_case_ids)} infra errors")
+    return reasons
+
+
+def _not_beside_published(run: LoadedRun, mode: ScoringMode) -> str | None:
+    """Why a run cannot rank beside the paper's rows (None: it can)."""
+    if is_synthetic(run):
+        return SYNTHETIC
+    if len(run.judgements) != PUBLISHED_CASES:
+        n = len(run.judgements)
+        return f"{n:,} cases, not the {PUBLISHED_CASES:,} of U2-Bench the published rows were measured on"
+    partial = partial_reasons(run, mode)
+    if partial:
+        return f"partial ({'; '.join(partial)}), beside published rows that cover every task and case"
+    return None
+
+
+def placement(runs: Sequence[LoadedRun], published: bool, mode: ScoringMode) -> dict[Path, str | None]:
     """For each run folder: None when it is ranked, else why it is listed apart (in words)."""
+    beside_paper = published and mode == "reference"  # the published rows rank on a reference board only
+
+    def alone(run: LoadedRun) -> str | None:  # a reason that does not depend on the other runs
+        if run.summary.subset:
+            return f"asked only part of the cases ({'; '.join(run.summary.subset)})"
+        return _not_beside_published(run, mode) if beside_paper else None
+
     groups: dict[str, list[LoadedRun]] = defaultdict(list)
     for run in runs:
-        if not run.summary.subset and not (published and is_synthetic(run)):
+        if alone(run) is None:
             groups[run.manifest.case_ids_sha256].append(run)
     # The ranked case set: the one most runs share (then the larger one, then a stable order).
     ranked = max(groups, key=lambda k: (len(groups[k]), len(groups[k][0].judgements), k), default=None)
     reasons: dict[Path, str | None] = {}
     for run in runs:
-        if run.summary.subset:
-            reasons[run.folder] = f"asked only part of the cases ({'; '.join(run.summary.subset)})"
-        elif published and is_synthetic(run):
-            reasons[run.folder] = SYNTHETIC
-        elif run.manifest.case_ids_sha256 != ranked:
+        reasons[run.folder] = alone(run)
+        if reasons[run.folder] is None and run.manifest.case_ids_sha256 != ranked:
             other = groups[ranked][0] if ranked is not None else run
             reasons[run.folder] = _other_cases(run, other)
-        else:
-            reasons[run.folder] = None
     return reasons
 
 

@@ -22,7 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from u2eval.comparability import placement, row_labels
+from u2eval.comparability import PUBLISHED_ON_STRICT, partial_reasons, placement, row_labels
 from u2eval.errors import ConfigError
 from u2eval.grounded_board import GroundedCells, grounded_cells
 from u2eval.metrics import score_label
@@ -157,22 +157,6 @@ def check_compatible(runs: Sequence[LoadedRun], mode: ScoringMode) -> None:
         raise ConfigError(f"cannot rank these runs in {mode} mode: not a scoring mode of {', '.join(unscored)}")
 
 
-def _partial_reasons(run: LoadedRun, mode: ScoringMode) -> list[str]:
-    summary = run.summary.modes[mode]
-    reasons = []
-    if summary.missing_tasks:
-        reasons.append(f"missing {','.join(summary.missing_tasks)}")
-    lost = [f"{t}/{d}" for t, ids in summary.missing_datasets.items() for d in ids] + list(summary.uncounted_datasets)
-    if lost:
-        reasons.append(f"datasets lost: {','.join(lost)}")
-    reasons += run.summary.subset
-    if run.summary.unreadable_rows:
-        reasons.append(f"{run.summary.unreadable_rows} unreadable rows")
-    if run.summary.infra_error_case_ids:
-        reasons.append(f"{len(run.summary.infra_error_case_ids)} infra errors")
-    return reasons
-
-
 def _load(folders: Sequence[Path], step: Callable[[], None]) -> tuple[list[LoadedRun], list[str]]:
     """The runs that can be read, and a line for each folder that cannot (an unfinished run, a broken file)."""
     runs: list[LoadedRun] = []
@@ -200,7 +184,7 @@ def run_row(run: LoadedRun, options: BoardOptions) -> tuple[BoardRow, list[Slice
     summary = run.summary.modes[options.mode]
     table = case_table(run.judgements, options.mode, run.scenarios)
     intervals = run_intervals(table, summary, options.resamples, options.seed)
-    reasons = _partial_reasons(run, options.mode)
+    reasons = partial_reasons(run, options.mode)
     total = run.summary.usage.get("total")
     row = BoardRow(
         rank=None,
@@ -297,8 +281,8 @@ def _notes(rows: Sequence[BoardRow], published: bool) -> list[str]:
     notes = [f"{n} row(s) listed apart, unranked: {why}." for why, n in sorted(apart.items())]
     if published:
         notes.append(
-            "Published rows are the paper's numbers from the official scorer on the real 7,241 cases; runs share "
-            "their ranking only when made on real U2-Bench data."
+            "Published rows are the paper's numbers from the official scorer on the real 7,241 cases; a run shares "
+            "their ranking only when scored on 7,241 real U2-Bench cases with nothing partial."
         )
     if any(r.u2.score is None and r.u2_over_present_tasks.score is not None for r in rows if r.source == "run"):
         notes.append(
@@ -327,7 +311,7 @@ def build_board(
     if not runs:
         raise ConfigError(f"no run folder could be read: {'; '.join(skipped)}")
     check_compatible(runs, options.mode)
-    labels, apart = row_labels(runs), placement(runs, options.published)
+    labels, apart = row_labels(runs), placement(runs, options.published, options.mode)
     rows: list[BoardRow] = []
     slices: list[SliceEntry] = []
     for run in runs:
@@ -337,7 +321,8 @@ def build_board(
         rows.append(row)
         slices += [SliceEntry(model=row.label, run=row.run or "", row=s) for s in cut]
     if options.published:
-        rows += [r.model_copy(update={"label": r.model}) for r in published_rows()]
+        apart_from_runs = None if options.mode == "reference" else PUBLISHED_ON_STRICT
+        rows += [r.model_copy(update={"label": r.model, "apart": apart_from_runs}) for r in published_rows()]
     return Board(
         mode=options.mode,
         resamples=options.resamples,
@@ -359,6 +344,6 @@ def build_board(
         by=options.by,
         slices=slices,
         grounded=options.grounded,
-        notes=_notes(rows, options.published),
+        notes=_notes(rows, options.published and options.mode == "reference"),
         skipped=skipped,
     )

@@ -326,15 +326,20 @@ def _header(board: Board) -> list[str]:
     return [*lines, ""]
 
 
+def u2_text(row: BoardRow) -> str:
+    """The U2-Score cell; a run without one (a task missing, strict) shows its score over the tasks present."""
+    if row.u2.score is None and row.u2_over_present_tasks.score is not None:
+        return f"– ({fmt_cell(row.u2_over_present_tasks, 4)} over present tasks)"
+    return fmt_cell(row.u2, 4)
+
+
 def _markdown_rows(board: Board, rows: list[BoardRow], apart: bool) -> list[str]:
     header = ["rank", "model", "U2-Score", *(_task_heading(t) for t in board.tasks), "parse rate", "infra"]
     header += ["tokens in / out", "partial", "prompt", "run"] + (["why apart"] if apart else [])
     header += list(GROUNDED_COLUMNS.values()) if board.grounded else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        u2 = fmt_cell(row.u2, 4)
-        if row.u2.score is None and row.u2_over_present_tasks.score is not None:
-            u2 = f"– ({fmt_cell(row.u2_over_present_tasks, 4)} over present tasks)"
+        u2 = u2_text(row)
         cells = [
             "–" if row.rank is None else str(row.rank),
             (row.label or row.model) + (" *(published)*" if row.source == "published" else ""),

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from u2eval.errors import ConfigError
+from u2eval.metrics import score_label
 from u2eval.records import ScoringMode
 from u2eval.rundata import LoadedRun
 from u2eval.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, FloatArray, holm, mcnemar_test, percentile_interval
@@ -122,7 +123,7 @@ def _continuous(ta: CaseTable, tb: CaseTable, key: str, refs: list[str], resampl
     return TaskComparison(
         task=key,
         kind="continuous",
-        metric=f"score ({task.primary_metric})",
+        metric=f"score ({score_label(task.primary_metric)})",
         n=n,
         value_a=report_float(full_a),
         value_b=report_float(full_b),

@@ -38,20 +38,25 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _whiskers(ax: Any, intervals: list[tuple[int, float | None, float | None]]) -> None:
+    """Each interval as a line with end caps at its own bounds. A percentile interval need not hold the point
+    estimate (rounding before averaging, a skewed statistic), so it is never drawn as distances from it."""
+    for y, low, high in intervals:
+        if low is not None and high is not None:
+            ax.hlines(y, low, high, color="black", linewidth=1)
+            ax.vlines([low, high], y - 0.2, y + 0.2, color="black", linewidth=1)
+
+
 def plot_leaderboard(board: Board, out: Path) -> list[Path]:
     """``leaderboard_u2.png`` (U2-Score bars with CI whiskers) and ``leaderboard_tasks.png`` (heat map)."""
     plt = _pyplot()
     rows = list(reversed(board.rows))  # barh draws bottom-up: best at the top
-    labels = [r.model + (" (published)" if r.source == "published" else "") for r in rows]
+    labels = [(r.label or r.model) + (" (published)" if r.source == "published" else "") for r in rows]
     cells = [r.u2 if r.u2.score is not None else r.u2_over_present_tasks for r in rows]
     scores = [c.score or 0.0 for c in cells]
     fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(rows) + 1.2))
     ax.barh(range(len(rows)), scores, color=[_RUN if r.source == "run" else _PUBLISHED for r in rows])
-    for i, cell in enumerate(cells):
-        if cell.score is not None and cell.low is not None and cell.high is not None:
-            ax.errorbar(
-                cell.score, i, xerr=[[cell.score - cell.low], [cell.high - cell.score]], fmt="none", ecolor="black"
-            )
+    _whiskers(ax, [(i, c.low, c.high) for i, c in enumerate(cells) if c.score is not None])
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"U2-Score ({board.mode}; whiskers: {board.confidence:.0%} bootstrap CI)")
@@ -64,7 +69,7 @@ def plot_leaderboard(board: Board, out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(0.7 * len(keys) + 3.5, 0.3 * len(board.rows) + 1.2))
     image = ax.imshow(values, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(keys)), [k.upper() for k in keys])
-    ax.set_yticks(range(len(board.rows)), [r.model for r in board.rows], fontsize=8)
+    ax.set_yticks(range(len(board.rows)), [r.label or r.model for r in board.rows], fontsize=8)
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
             if value is not None:
@@ -86,10 +91,9 @@ def plot_ablation(report: AblationReport, path: Path) -> Path:
         labels = [r.task.upper() if r.task != "pooled" else "pooled" for r in rows]
         ys = list(range(len(rows)))[::-1]
         diffs = [r.difference or 0.0 for r in rows]
-        low = [d - (r.low if r.low is not None else d) for d, r in zip(diffs, rows, strict=True)]
-        high = [(r.high if r.high is not None else d) - d for d, r in zip(diffs, rows, strict=True)]
         colours = ["#444" if r.task == "pooled" else (_RUN if r.kind == "binary" else "#d88b3b") for r in rows]
-        ax.barh(ys, diffs, color=colours, xerr=[low, high], ecolor="black", capsize=3)
+        ax.barh(ys, diffs, color=colours)
+        _whiskers(ax, [(y, r.low, r.high) for y, r in zip(ys, rows, strict=True)])
         ax.axvline(0, color="black", linewidth=0.8)
         ax.margins(x=0.08)  # keep the zero line off the frame when every difference has one sign
         ax.set_yticks(ys, labels)

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from u2eval.metrics import get_metric, score_label
 from u2eval.records import TASK_KEYS
-from u2eval.summary import ModeSummary, Summary
+from u2eval.summary import ModeSummary, Summary, TaskResult
 from u2eval.tasks import get_task
 
 SUMMARY_MD = "summary.md"
@@ -37,6 +37,13 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _task_score(task: TaskResult | None) -> str:
+    """A task's score; one with no result that the official table fills in says so (its number is no score)."""
+    if task is not None and task.filled:
+        return f"– (filled {_fmt(task.score)})"
+    return _fmt(task.score if task else None)
+
+
 def _task_rows(summary: Summary) -> list[list[str]]:
     strict, reference = summary.modes["strict"], summary.modes["reference"]
     rows = []
@@ -51,7 +58,7 @@ def _task_rows(summary: Summary) -> list[list[str]]:
                 spec.name,
                 score_label(spec.primary_metric),
                 _fmt(s.score if s else None),
-                _fmt(r.score if r else None),
+                _task_score(r),
                 _fmt(parse.parse_rate if parse else None, 3),
                 str(parse.n_cases if parse else 0),
                 str(infra),

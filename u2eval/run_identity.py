@@ -3,7 +3,8 @@ data. A second run with another identity on the same ``--out`` would leave a fol
 and stored answers come from two runs; it is refused with one line that says what differs, unless ``--force``
 starts the folder afresh. Extending a run (more tasks, a larger ``--limit``, another shard) keeps its identity.
 
-The identity is written (``identity.json``) when the run starts, so an interrupted run is claimed too.
+The identity is written (``identity.json``) when the run starts, so an interrupted run is claimed too; a
+folder whose run stored no answer (say a model name the provider refused at the preflight) is taken over.
 """
 
 from __future__ import annotations
@@ -109,13 +110,18 @@ def _recorded(folder: Path) -> dict[str, object] | None:
     return None
 
 
+def _holds_answers(folder: Path) -> bool:
+    responses = folder / RESPONSES_FILE
+    return (responses.is_file() and responses.stat().st_size > 0) or (folder / SUMMARY_FILE).is_file()
+
+
 def claim(folder: Path, identity: Mapping[str, object], force: bool) -> None:
     """Make ``folder`` this run's: check the identity it holds, or start it afresh (``force``), then record it."""
     path = folder / IDENTITY_FILE
     recorded = _recorded(folder)
     if recorded is not None:
         differs = _differences(recorded, identity)
-        if differs and not force:
+        if differs and not force and _holds_answers(folder):  # a run that stored nothing (a failed preflight) yields
             raise ConfigError(
                 f"{folder} holds another run ({differs}); use another --out, or --force to start the folder afresh"
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -26,7 +27,7 @@ from u2eval.adapters import (
     resolve_model,
 )
 from u2eval.box_parsing import get_convention
-from u2eval.data import estimate_rows, iter_cases, iter_row_identities
+from u2eval.data import RowIdentity, estimate_rows, iter_cases, iter_row_identities
 from u2eval.dispatch import Dispatcher, DispatchOptions
 from u2eval.errors import ConfigError, DataError
 from u2eval.folder_scoring import (
@@ -151,19 +152,45 @@ def default_folder(options: RunOptions) -> Path:
     return options.results_root / f"{slug}__{data}__{options.prompt.name}__seed{options.seed}{selection}"
 
 
-def _selection(options: RunOptions) -> dict[str, str | None]:
-    """The manifest's ``dataset.selection``: which part of the cases the run kept (none: all of them)."""
+def _selection(options: RunOptions, matched: int) -> dict[str, str | None]:
+    """The manifest's ``dataset.selection``: which part of the cases the run kept (none: all of them);
+    ``matched``: how many of the chosen case ids name a case of the run."""
     parts = [f"anatomy={','.join(options.anatomy)}"] if options.anatomy else []
     if options.shard is not None:
         parts.append(shard_label(options.shard))
     if options.case_ids is not None:
-        parts.append(f"{len(options.case_ids)} case id(s) chosen")
+        chosen = len(options.case_ids)
+        parts.append(f"{chosen} case id(s) chosen" if matched == chosen else f"{matched} of {chosen} chosen case ids")
     return {"selection": "; ".join(parts)} if parts else {}
 
 
-def _subset(options: RunOptions) -> list[str]:
+def _subset(options: RunOptions, matched: int) -> list[str]:
     """Why the run asks only part of its tasks' cases (summary.json's ``subset``), as its manifest will say."""
-    return subset_reasons(options.limit, _selection(options).get("selection"))
+    return subset_reasons(options.limit, _selection(options, matched).get("selection"))
+
+
+def _say_if_the_case_set_changed(folder: Path, manifest: Manifest) -> None:
+    """Another --tasks / --limit on the same folder is the same run, extended or narrowed: its stored answers
+    stay, but the summary now covers this command's cases. Say so when that changes what the summary covers."""
+    try:
+        before = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a first run (or an unreadable manifest, which this one replaces)
+    if isinstance(before, dict) and before.get("case_ids_sha256") not in (None, manifest.case_ids_sha256):
+        log.warning(
+            "%s: the summary now covers this command's %d cases (it covered %s before); the stored answers are kept",
+            folder,
+            manifest.n_cases,
+            before.get("n_cases", "?"),
+        )
+
+
+def _rows_asked(source: DataSource, tasks: Sequence[TaskSpec], limit: int | None) -> Iterator[RowIdentity]:
+    """The rows a replay lays out as the official kit would have written them: with ``--limit N``, the first N
+    of each dataset, as if the kit had been run on those (reading errors are the case reader's to report)."""
+    for row in iter_row_identities(source, tasks):
+        if limit is None or row.position < limit:
+            yield row
 
 
 def _generation(options: RunOptions, preset_generation: GenerationConfig | None) -> GenerationConfig:
@@ -389,7 +416,7 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
                 base_url=options.base_url or (preset.base_url if preset else None),
                 extra=merge_args(preset.extra if preset else {}, options.model_args),
                 timeout_s=dispatch_options.timeout_s,
-                rows=lambda keys: iter_row_identities(source, select_tasks(list(keys))),  # errors: the reader's
+                rows=lambda keys: _rows_asked(source, select_tasks(list(keys)), options.limit),
             ),
         )
     assert adapter is not None
@@ -421,8 +448,15 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
         reporter = _Reporter(progress, stream, dispatcher, _expected_cases(source, tasks, options))
         stream.on_case = reporter.report
         case_ids, reused, data_errors = _answer(folder, store, stream, dispatcher, stamp, reporter.stored)
-        if options.case_ids is not None and (unknown := sorted(options.case_ids - set(case_ids))):
+        unknown = sorted(options.case_ids - set(case_ids)) if options.case_ids is not None else []
+        if unknown and len(unknown) == len(options.case_ids or ()):
+            raise ConfigError(
+                f"none of the {len(unknown)} chosen case id(s) is a case of this run's tasks and data, e.g. "
+                f"{unknown[0]} (a run's cases.jsonl lists its case ids)"
+            )
+        if unknown:
             log.warning("%d chosen case id(s) match no case of the run: %s", len(unknown), ", ".join(unknown[:10]))
+        matched = len(options.case_ids or ()) - len(unknown)
         answered_at = time.perf_counter()
 
         grounded = GroundedOptions(enabled=grounded_on, convention=convention, source_root=source.root)
@@ -430,13 +464,14 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
         scoring: dict[str, object] = {"grounded": grounded_on, "convention": spec}
         summary = _summary_if_up_to_date(folder, scoring)  # a finished run resumed: nothing changed since
         if summary is None:
-            summary, _ = score_folder(folder, data_errors=data_errors, grounded=grounded, subset=_subset(options))
+            subset = _subset(options, matched)
+            summary, _ = score_folder(folder, data_errors=data_errors, grounded=grounded, subset=subset)
         sha, dirty = git_state()
         manifest = Manifest(
             u2eval_version=version(),
             git_sha=sha,
             git_dirty=dirty,
-            dataset=source.manifest() | _selection(options),
+            dataset=source.manifest() | _selection(options, matched),
             case_ids_sha256=ids_sha256(case_ids),
             n_cases=len(case_ids),
             tasks={t.key: task_sha256(t.key) for t in tasks},
@@ -459,6 +494,7 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
             grounded=grounded_on,
             box_convention=spec,
         )
+        _say_if_the_case_set_changed(folder, manifest)
         write_json(folder / MANIFEST_FILE, manifest.model_dump(mode="json"))
         # Last: it vouches for cases.jsonl, the manifest's data errors and the scores.
         write_stamp(folder, stamp, scoring_state(folder, scoring))

@@ -301,20 +301,29 @@ def task_replicates(
     task: TaskSpec,
     weights: Sequence[FloatArray] | None,
     masks: Mapping[str, FloatArray] | None = None,
+    reported: Mapping[str, float | None] | None = None,
 ) -> FloatArray:
     """The task score (clip(unit(mean over ``refs`` of the primary metric))) per resample; ``weights`` None
     gives the full-sample value as a 1-element array; ``masks`` (per ref) narrows the counted cases.
-    Datasets without a finite value are left out of the mean, as the scorer leaves them out."""
+    Datasets without a finite value are left out of the mean, as the scorer leaves them out, except those the
+    summary ``reported`` a value for without a counted case (the official scorer's 0.0 for a dataset whose
+    answers it all dropped): that value, in every resample, as in the score."""
+    n = 1 if weights is None else weights[0].shape[0]
     values = []
     for ref in refs:
         index = next((i for i, b in enumerate(table.blocks) if b.ref == ref), None)
-        if index is None:
-            continue
-        block = table.blocks[index]
-        w = _ones(block) if weights is None else weights[index]
-        values.append(block_metric(block, task.primary_metric, w, None if masks is None else masks.get(ref)))
+        mask = None if masks is None else masks.get(ref)
+        if index is not None:
+            block = table.blocks[index]
+            if np.isfinite(block_metric(block, task.primary_metric, _ones(block), mask)).all():
+                w = _ones(block) if weights is None else weights[index]
+                values.append(block_metric(block, task.primary_metric, w, mask))
+                continue
+        fixed = (reported or {}).get(ref)
+        if fixed is not None and np.isfinite(fixed):
+            values.append(np.full(n, fixed))
     if not values:
-        return np.full(1 if weights is None else weights[0].shape[0], np.nan)
+        return np.full(n, np.nan)
     stacked = np.vstack(values)
     stacked = np.where(np.isfinite(stacked), stacked, np.nan)
     with warnings.catch_warnings():
@@ -365,7 +374,8 @@ def run_intervals(table: CaseTable, summary: ModeSummary, resamples: int, seed: 
             replicates[key] = np.full(resamples, constant)
             tasks[key] = Interval(result.score, None, None)
             continue
-        replicates[key] = task_replicates(table, result.datasets, task, weights)
+        primary = {ref: metrics.get(task.primary_metric) for ref, metrics in reported.items()}
+        replicates[key] = task_replicates(table, result.datasets, task, weights, reported=primary)
         tasks[key] = percentile_interval(replicates[key], result.score)
     u2 = Interval(summary.u2_score, None, None)
     if summary.u2_score is not None:
