@@ -36,6 +36,15 @@ ANSWER_FAULTS = (None, "refusal", "empty_content", "content_filter", "no_choices
 DATA_ROOT = Path(os.environ.get("U2EVAL_BENCH_DATA", ROOT / "data"))  # where the synthetic sets are kept
 
 
+def full_set(data_root: Path = DATA_ROOT, scale: int = 1) -> Path:
+    """The full-size synthetic set (7,241 cases; ``scale`` times that), generated once under ./data."""
+    folder = data_root / ("full" if scale == 1 else f"full-x{scale}")
+    if not (folder / "an_explanation_of_the_columns.tsv").exists():
+        print(f"generating the full synthetic set x{scale} in {folder} ...", flush=True)
+        write_dataset(folder, size="full", seed=0, scale=scale)
+    return folder
+
+
 def synthetic_set(n_cases: int, data_root: Path = DATA_ROOT) -> Path:
     """The sample-sized synthetic set scaled to ``n_cases`` (a multiple of 200), generated once under ./data
     (or $U2EVAL_BENCH_DATA)."""

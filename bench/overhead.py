@@ -34,24 +34,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib import DATA_ROOT, descendants, load_average, synthetic_set, verdict, wait_for_idle
+from benchlib import DATA_ROOT, descendants, full_set, load_average, synthetic_set, verdict, wait_for_idle
 
 from u2eval.records import Completion
 from u2eval.store import ResponseStore
-from u2eval.synth import write_dataset
 
 RATIO_TARGET = 1.5
 RSS_TARGET_MB = 1024.0
 FLATNESS_TARGET = 1.25  # doubled set's peak RSS / single set's
 RESUME_TARGET = 0.10  # resume wall time / first run's
 SCORE_TARGET_S = 3.0
-
-
-def ensure_dataset(folder: Path, scale: int) -> Path:
-    if not (folder / "an_explanation_of_the_columns.tsv").exists():
-        print(f"generating the full synthetic set x{scale} in {folder} ...", flush=True)
-        write_dataset(folder, size="full", seed=0, scale=scale)
-    return folder
 
 
 def read_and_decode(folder: Path) -> tuple[float, int, int]:
@@ -140,7 +132,7 @@ def main() -> int:  # noqa: PLR0915 - measurements in order, printed as they com
     parser.add_argument("--skip-double", action="store_true", help="skip the doubled set (RSS flatness)")
     parser.add_argument("--quick", action="store_true", help="the 200-case sample; timing targets not judged")
     args = parser.parse_args()
-    folder = synthetic_set(200, args.data) if args.quick else ensure_dataset(args.data / "full", 1)
+    folder = synthetic_set(200, args.data) if args.quick else full_set(args.data, 1)
     settle: Callable[[], None] = (lambda: None) if args.quick else wait_for_idle  # quick: no timing is judged
     print(f"speed on {folder}; load {load_average()}")
     read_and_decode(folder)  # warm the page cache, so both timings read from memory
@@ -188,7 +180,7 @@ def main() -> int:  # noqa: PLR0915 - measurements in order, printed as they com
     else:
         checks += timing
     if not args.skip_double and not args.quick:
-        doubled = ensure_dataset(args.data / "full-x2", 2)
+        doubled = full_set(args.data, 2)
         read_and_decode(doubled)
         settle()
         floor2, rows2, _ = read_and_decode(doubled)
