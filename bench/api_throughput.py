@@ -47,10 +47,10 @@ from typing import Any
 
 from benchlib import wait_for_idle  # bench/ is the script's own folder: on sys.path
 
-from u2eval.data import count_cases
-from u2eval.sources import resolve_source
-from u2eval.synth import write_dataset
-from u2eval.tasks import all_tasks
+from u2eval.benchmark.tasks import all_tasks
+from u2eval.data.reader import count_cases
+from u2eval.data.sources import resolve_source
+from u2eval.data.synth.generate import write_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCY_S = 0.2
@@ -64,8 +64,8 @@ _RUN = """
 import json, resource, sys, time
 from pathlib import Path
 import model_adapters.openai
-from u2eval.runner import RunOptions, run
-from u2eval.folder_scoring import score_folder
+from u2eval.run.runner import RunOptions, run
+from u2eval.run.folder_scoring import score_folder
 def children_cpu():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -90,14 +90,15 @@ print(json.dumps({"requested": result.requested, "cpu_s": cpu_run, "cpu_answer_s
 _API = """
 import asyncio, json, sys, time
 from pathlib import Path
-from u2eval.adapters import AdapterOptions, ModelRequest, create_adapter, resolve_model
-from u2eval.data import iter_cases
-from u2eval.sources import resolve_source
-from u2eval.dispatch import Dispatcher, DispatchOptions
-from u2eval.prompts import render
+from u2eval.models.registry import create_adapter, resolve_model
+from u2eval.models.protocol import AdapterOptions, ModelRequest
+from u2eval.data.reader import iter_cases
+from u2eval.data.sources import resolve_source
+from u2eval.run.dispatch import Dispatcher, DispatchOptions
+from u2eval.benchmark.prompts import render
 from u2eval.records import GenerationConfig
-from u2eval.store import ResponseStore, request_key
-from u2eval.tasks import all_tasks, get_task
+from u2eval.run.store import ResponseStore, request_key
+from u2eval.benchmark.tasks import all_tasks, get_task
 args = json.loads(sys.argv[1])
 generation = GenerationConfig(seed=0)  # what `u2eval run` sends with no preset
 options = AdapterOptions(generation=generation, base_url=args["base_url"], timeout_s=120)

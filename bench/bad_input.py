@@ -41,11 +41,13 @@ from typing import Any
 
 from benchlib import load_average, run_u2eval, synthetic_set, verdict
 
-from u2eval.judging import judge
-from u2eval.metrics import bleu_stats, rouge_l_case
-from u2eval.parsing import Parsed, parse_location, parse_number, parse_option, parse_text
+from u2eval.benchmark.sectors import LOCATION_OPTIONS
+from u2eval.benchmark.tasks import DatasetSpec, TaskSpec, all_tasks
+from u2eval.data.synth.rows import JPEG_IDS
 from u2eval.records import CaseMeta, Completion
-from u2eval.reference_parsing import (
+from u2eval.scoring.judging import judge
+from u2eval.scoring.metrics import bleu_stats, rouge_l_case
+from u2eval.scoring.official import (
     reference_classification,
     reference_location_prediction,
     reference_number,
@@ -53,8 +55,7 @@ from u2eval.reference_parsing import (
     reference_stage_a_option,
     reference_text,
 )
-from u2eval.synth_rows import JPEG_IDS
-from u2eval.tasks import LOCATION_OPTIONS, DatasetSpec, TaskSpec, all_tasks
+from u2eval.scoring.strict import Parsed, parse_location, parse_number, parse_option, parse_text
 
 # ------------------------------------------------------------------------------------- 1. the fuzzer
 

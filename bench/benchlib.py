@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from u2eval.data.synth.generate import write_dataset
 from u2eval.records import INFRA_ERROR_KINDS
-from u2eval.store import RESPONSES_FILE
-from u2eval.synth import write_dataset
+from u2eval.run.store import RESPONSES_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gpt-4o-2024-08-06"

@@ -60,7 +60,7 @@ from benchlib import (
     verdict,
 )
 
-from u2eval.store import RESPONSES_FILE
+from u2eval.run.store import RESPONSES_FILE
 
 LATENCY_S = 0.02
 

@@ -3,7 +3,7 @@
     python bench/make_full.py --out /tmp/u2-full [--scale 2] [--workers 2] [--skip-generate]
 
 Prints: generation time and size; then, on a warm page cache, the throughput (MB of TSV per second) of
-(a) csv row by row + base64-decoding img_data, the floor any reader pays, and (b) u2eval.data.iter_cases,
+(a) csv row by row + base64-decoding img_data, the floor any reader pays, and (b) u2eval.data.reader.iter_cases,
 plus their ratio and the peak RSS. The target is ratio <= 1.5.
 """
 
@@ -17,11 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from u2eval.data import iter_cases
+from u2eval.benchmark.tasks import all_tasks
+from u2eval.data.reader import iter_cases
+from u2eval.data.sources import resolve_source
+from u2eval.data.synth.generate import write_dataset
 from u2eval.errors import DataError
-from u2eval.sources import resolve_source
-from u2eval.synth import write_dataset
-from u2eval.tasks import all_tasks
 
 
 def _tsv_bytes(root: Path) -> int:

@@ -37,7 +37,7 @@ from pathlib import Path
 from benchlib import DATA_ROOT, descendants, full_set, load_average, synthetic_set, verdict, wait_for_idle
 
 from u2eval.records import Completion
-from u2eval.store import ResponseStore
+from u2eval.run.store import ResponseStore
 
 RATIO_TARGET = 1.5
 RSS_TARGET_MB = 1024.0

@@ -49,8 +49,8 @@ def missing_prerequisite() -> str | None:
 def _settings(model: str, chunk: int | None) -> tuple[str, Any, Any]:
     """(model id, VLLMSettings, GenerationConfig) of a preset or ``vllm/<id>``."""
     from model_adapters.vllm import parse_settings
-    from u2eval.adapters import resolve_model
     from u2eval.errors import ConfigError
+    from u2eval.models.registry import resolve_model
     from u2eval.records import GenerationConfig
 
     resolved = resolve_model(model)
@@ -65,10 +65,10 @@ def _settings(model: str, chunk: int | None) -> tuple[str, Any, Any]:
 
 def phase_u2eval(args: argparse.Namespace) -> dict[str, Any]:
     from model_adapters.vllm import VLLMAdapter
-    from u2eval.adapters import AdapterOptions
-    from u2eval.folder_scoring import read_run_cases
-    from u2eval.runner import RunOptions, run
-    from u2eval.store import ResponseStore
+    from u2eval.models.protocol import AdapterOptions
+    from u2eval.run.folder_scoring import read_run_cases
+    from u2eval.run.runner import RunOptions, run
+    from u2eval.run.store import ResponseStore
 
     model, settings, generation = _settings(args.model, args.chunk)
     adapter = VLLMAdapter(model, AdapterOptions(generation=generation, seed=0), settings)
@@ -99,11 +99,11 @@ def phase_vllm(args: argparse.Namespace) -> dict[str, Any]:
         to_conversation,
         vllm_engine,
     )
-    from u2eval.data import iter_cases
-    from u2eval.prompts import PromptOptions, render
+    from u2eval.benchmark.prompts import PromptOptions, render
+    from u2eval.benchmark.tasks import get_task, select_tasks
+    from u2eval.data.reader import iter_cases
+    from u2eval.data.sources import resolve_source
     from u2eval.records import ImagePart, Prompt, TextPart
-    from u2eval.sources import resolve_source
-    from u2eval.tasks import get_task, select_tasks
 
     model, settings, generation = _settings(args.model, args.chunk)
     specs = select_tasks(tuple(args.tasks.split(",")) if args.tasks else None)

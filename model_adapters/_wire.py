@@ -10,9 +10,8 @@ import os
 import time
 from collections.abc import Mapping
 
-from u2eval.adapters import AdapterOptions
-from u2eval.dispatch import DispatchOptions
 from u2eval.errors import AdapterError, ConfigError
+from u2eval.models.protocol import AdapterOptions
 
 
 def api_key(provider: str, names: tuple[str, ...]) -> str:
@@ -27,7 +26,7 @@ def api_key(provider: str, names: tuple[str, ...]) -> str:
 def backstop_timeout_s(options: AdapterOptions) -> float:
     """The SDK's own timeout: a little past the dispatcher's per-attempt one, which is the one that counts
     (an SDK timeout firing first would only blur which of the two gave up)."""
-    return (options.timeout_s or DispatchOptions().timeout_s) + 5.0
+    return options.timeout_s + 5.0
 
 
 def retry_after_s(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:

@@ -6,7 +6,7 @@ SDK's own retries are off (``max_retries=0``): the dispatcher retries, and every
 ``AdapterError`` with a kind.
 
 Preset ``extra`` (all optional):
-    image_budget   the provider's image limits (u2eval.images.ImageBudget); none: images sent as they are
+    image_budget   the provider's image limits (u2eval.models.images.ImageBudget); none: images sent as they are
     api_version    the ``anthropic-version`` header; none: the SDK's default
     sampling       send ``temperature`` / ``top_p`` (default false: API version 2026-10-21, the SDK's
                    default, rejects them, and so do the newest models on any version)
@@ -30,9 +30,9 @@ from anthropic.types import Message
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from model_adapters._wire import api_key, backstop_timeout_s, one_line, preflight_message, redact, retry_after_s
-from u2eval.adapters import AdapterOptions, ModelRequest
 from u2eval.errors import AdapterError, ConfigError
-from u2eval.images import ImageBudget, fit
+from u2eval.models.images import ImageBudget, fit
+from u2eval.models.protocol import AdapterOptions, ModelRequest
 from u2eval.records import Completion, ErrorKind, GenerationConfig, ImagePart, ImageSent, ModelInfo, Prompt, Usage
 
 KEY_VARS = ("ANTHROPIC_API_KEY",)

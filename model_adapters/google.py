@@ -7,7 +7,7 @@ aiohttp connection errors): the dispatcher retries. A safety block or an answer 
 outcome of the case (``refused`` / ``empty``), never a crash.
 
 Preset ``extra`` (all optional):
-    image_budget     the provider's image limits (u2eval.images.ImageBudget); none: images sent as they are
+    image_budget     the provider's image limits (u2eval.models.images.ImageBudget); none: images sent as they are
     thinking_budget  ``ThinkingConfig.thinking_budget`` for thinking models (2.5 Pro cannot turn it off, and
                      thinking tokens count against ``max_output_tokens``)
     api_version      the API version in the path (``v1beta``, ``v1``); none: the SDK's default
@@ -33,9 +33,9 @@ from google.genai import types
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from model_adapters._wire import api_key, backstop_timeout_s, one_line, preflight_message, redact, retry_after_s
-from u2eval.adapters import AdapterOptions, ModelRequest
 from u2eval.errors import AdapterError, ConfigError
-from u2eval.images import ImageBudget, fit
+from u2eval.models.images import ImageBudget, fit
+from u2eval.models.protocol import AdapterOptions, ModelRequest
 from u2eval.records import (
     Completion,
     ErrorKind,

@@ -22,13 +22,13 @@ import random
 from collections.abc import Sequence
 
 from model_adapters.random import guess
-from u2eval.adapters import AdapterOptions, ModelRequest
-from u2eval.box_parsing import BoxConvention, format_regions, get_convention
+from u2eval.benchmark.tasks import get_task
 from u2eval.errors import ConfigError
-from u2eval.grounded import region_sector, truth_boxes, truth_points
+from u2eval.grounded.boxes import BoxConvention, format_regions, get_convention
+from u2eval.grounded.placement import region_sector, truth_boxes, truth_points
+from u2eval.grounded.regions import box_centre, ellipse_array, mask_from_array
+from u2eval.models.protocol import AdapterOptions, ModelRequest
 from u2eval.records import Box, Case, Completion, ModelInfo, Point, Regions
-from u2eval.regions import box_centre, ellipse_array, mask_from_array
-from u2eval.tasks import get_task
 
 MODES = ("oracle", "random")
 DEFAULT_NOISE = 0.1

@@ -30,7 +30,7 @@ Preset ``extra`` (all optional)::
     processor_kwargs   from_pretrained arguments of the processor / tokenizer (e.g. max_pixels)
     generate_kwargs    more generation settings (e.g. repetition_penalty), on top of the run's
     chat_template      a Jinja file used instead of the processor's own template (generate)
-    image_budget       u2eval.images.ImageBudget; none: every image goes in at its own size
+    image_budget       u2eval.models.images.ImageBudget; none: every image goes in at its own size
     image_placeholder  what marks the image in predict_forward's text (default "<image>")
     seg_token          the token each mask answers to (default "[SEG]")
     strip_tokens       strings removed from a predict_forward answer before it is stored (end-of-turn and
@@ -85,8 +85,8 @@ from model_adapters.hf_loading import (
     to_device,
 )
 from model_adapters.vllm import PROBE_PNG, EngineThread, input_failure, parse_settings, read_template
-from u2eval.adapters import AdapterOptions, ModelRequest
 from u2eval.errors import AdapterError, ConfigError
+from u2eval.models.protocol import AdapterOptions, ModelRequest
 from u2eval.records import (
     Completion,
     GenerationConfig,

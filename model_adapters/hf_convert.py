@@ -18,8 +18,9 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from model_adapters._wire import one_line
-from u2eval.adapters import ModelRequest
-from u2eval.images import ImageBudget, fit
+from u2eval.grounded.regions import mask_from_array
+from u2eval.models.images import ImageBudget, fit
+from u2eval.models.protocol import ModelRequest
 from u2eval.records import (
     Completion,
     GenerationConfig,
@@ -31,7 +32,6 @@ from u2eval.records import (
     TextPart,
     Usage,
 )
-from u2eval.regions import mask_from_array
 
 # from_pretrained arguments that change where or how fast weights load, never the answer.
 SPEED_ONLY = frozenset({"device_map", "low_cpu_mem_usage", "max_memory", "offload_folder", "offload_state_dict"})

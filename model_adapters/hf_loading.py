@@ -11,8 +11,8 @@ from typing import Any
 from model_adapters._wire import one_line
 from model_adapters.hf_convert import HFSettings
 from model_adapters.vllm import input_failure
-from u2eval.adapters import ModelRequest
 from u2eval.errors import ConfigError
+from u2eval.models.protocol import ModelRequest
 from u2eval.records import (
     Completion,
     GenerationConfig,

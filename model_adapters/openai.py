@@ -40,9 +40,9 @@ import openai
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from model_adapters._wire import one_line, retry_after_s
-from u2eval.adapters import AdapterOptions, ModelRequest
+from model_adapters._wire import backstop_timeout_s, one_line, retry_after_s
 from u2eval.errors import AdapterError, ConfigError
+from u2eval.models.protocol import AdapterOptions, ModelRequest
 from u2eval.records import (
     Completion,
     GenerationConfig,
@@ -352,9 +352,7 @@ class OpenAIAdapter:
                 )
             key = PLACEHOLDER_KEY
         self._key = key
-        # The SDK's own timeout is a backstop: the dispatcher's per-attempt timeout is the one that counts.
-        timeout_s = (options.timeout_s or 600.0) + 5.0
-        self._endpoints = [_Endpoint(public_url(u), _client(u, key, timeout_s)) for u in urls]
+        self._endpoints = [_Endpoint(public_url(u), _client(u, key, backstop_timeout_s(options))) for u in urls]
         self._turn = itertools.count()
         self._info = ModelInfo(adapter="openai", model=model, revision=settings.wire_identity())
 

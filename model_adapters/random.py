@@ -11,9 +11,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from u2eval.adapters import AdapterOptions, ModelRequest
+from u2eval.benchmark.sectors import LOCATION_OPTIONS
+from u2eval.benchmark.tasks import get_task
+from u2eval.models.protocol import AdapterOptions, ModelRequest
 from u2eval.records import Case, Completion, ModelInfo
-from u2eval.tasks import LOCATION_OPTIONS, get_task
 
 SECTORS: tuple[str, ...] = tuple(o for o in LOCATION_OPTIONS if o != "not visible")
 

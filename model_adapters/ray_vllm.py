@@ -15,7 +15,7 @@ Preset ``extra`` (all optional)::
     batch_size        conversations per batch handed to a replica (default 64)
     engine            vllm engine arguments, as for the vllm adapter (tensor_parallel_size per replica, ...)
     chat_template     a Jinja file used instead of the model's own template
-    image_budget      u2eval.images.ImageBudget; none: images go in their original bytes and encoding
+    image_budget      u2eval.models.images.ImageBudget; none: images go in their original bytes and encoding
     address           the Ray cluster (default: RAY_ADDRESS, else a local Ray started here)
     accelerator_type  the GPU type the replicas need (e.g. H100)
     processor         more ``vLLMEngineProcessorConfig`` fields, passed as they are
@@ -47,9 +47,9 @@ from model_adapters.vllm import (
     sampling_kwargs,
     to_conversation,
 )
-from u2eval.adapters import AdapterOptions, ModelRequest
 from u2eval.errors import AdapterError, ConfigError
-from u2eval.images import ImageBudget
+from u2eval.models.images import ImageBudget
+from u2eval.models.protocol import AdapterOptions, ModelRequest
 from u2eval.records import Completion, GenerationConfig, ImageSent, ModelInfo, Usage
 
 # Engine arguments that vLLM's multimodal input parser (Ray Data's CPU stage) needs to read the model's config.

@@ -9,7 +9,7 @@
   the older u2eval layout ``official:DIR`` with ``DIR/<task>/<dataset_id>/*.jsonl`` is read too.
 
 Strict reads each row's own answer (by case id; in the kit's files by the image and prompt each record shows,
-:mod:`u2eval.official_files`). For files and the kit's layout the reference also gets, per row, what the
+:mod:`u2eval.scoring.official_files`). For files and the kit's layout the reference also gets, per row, what the
 official pipeline pairs with it by row order (``Completion.official``). A case with no answer comes back as a
 ``missing`` infra error, a kit failure message as a ``recorded_failure``: never as a wrong answer.
 """
@@ -26,10 +26,11 @@ from pathlib import Path
 
 from pydantic import JsonValue
 
-from u2eval.adapters import AdapterOptions, ModelRequest
-from u2eval.data import RowIdentity
+from u2eval.data.reader import RowIdentity
 from u2eval.errors import ConfigError
-from u2eval.official_files import (
+from u2eval.models.protocol import AdapterOptions, ModelRequest
+from u2eval.records import Completion, ModelInfo, OfficialAnswer
+from u2eval.scoring.official_files import (
     KitSource,
     Ref,
     RowAnswer,
@@ -44,8 +45,6 @@ from u2eval.official_files import (
     kit_models,
     read_records,
 )
-from u2eval.records import Completion, ModelInfo, OfficialAnswer
-from u2eval.store import RESPONSES_FILE, ResponseStore
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +106,6 @@ def load_keyed_answers(path: Path) -> dict[str, tuple[str, JsonValue]]:
         if "case_id" not in record:
             raise ConfigError(f"{path}:{number}: no case_id field")
         _keep(answers, str(record["case_id"]), f"{path}:{number}", _answer_field(record, f"{path}:{number}"))
-    return answers
-
-
-def load_run_answers(folder: Path) -> dict[str, tuple[str, JsonValue]]:
-    """case_id -> answer text from a u2eval run folder (infra errors are not answers)."""
-    from u2eval.folder_scoring import read_run_cases  # it owns the run-folder layout
-
-    store = ResponseStore(folder)
-    answers: dict[str, tuple[str, JsonValue]] = {}
-    for run_case in read_run_cases(folder):
-        completion = store.get(run_case.key)
-        if completion is not None and not completion.is_infra_error:
-            answers[run_case.case.case_id] = (f"{folder}:{run_case.case.case_id}", completion.text)
     return answers
 
 
@@ -240,9 +226,9 @@ class ReplayAdapter:
         if not path.exists():
             raise ConfigError(f"replay source not found: {path}")
         if path.is_dir():
-            if not (path / RESPONSES_FILE).is_file():
-                raise ConfigError(f"{path} is not a u2eval run folder (no {RESPONSES_FILE})")
-            self._keyed = load_run_answers(path)
+            if options.run_answers is None:
+                raise ConfigError(f"replaying the run folder {path} needs the run layer to read it")
+            self._keyed = dict(options.run_answers(path))
             self._rows = None  # a run's own answers: no file order to reproduce
             revision = _digest([p for p in path.rglob("*") if p.is_file() and p.suffix in {".jsonl", ".csv"}])
         else:

@@ -17,7 +17,7 @@ Preset ``extra`` (all optional)::
                    instead of the template the model ships
     lora           {name, subfolder}: a LoRA inside the model repository sent with every conversation (the
                    vision tower of Phi-4-multimodal); needs ``enable_lora`` in ``engine``
-    image_budget   u2eval.images.ImageBudget; none: every image goes in its original bytes and encoding
+    image_budget   u2eval.models.images.ImageBudget; none: every image goes in its original bytes and encoding
 
 The model identity (``ModelInfo.revision``) holds the revision (the preset's ``engine.revision``, the local
 path, or ``unpinned``) and a hash of every engine argument that can change an answer (dtype, revision,
@@ -47,9 +47,10 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model_adapters._wire import one_line
-from u2eval.adapters import PRESETS_DIR, AdapterOptions, ModelRequest
 from u2eval.errors import AdapterError, ConfigError
-from u2eval.images import ImageBudget, fit
+from u2eval.models.images import ImageBudget, fit
+from u2eval.models.protocol import AdapterOptions, ModelRequest
+from u2eval.models.registry import PRESETS_DIR
 from u2eval.records import Completion, GenerationConfig, ImagePart, ImageSent, ModelInfo, Prompt, TextPart, Usage
 
 T = TypeVar("T")

@@ -7,11 +7,11 @@ import random
 from collections.abc import Sequence
 
 from model_adapters.random import guess
-from u2eval.adapters import ModelRequest
-from u2eval.judging import truth_cell
+from u2eval.benchmark.tasks import get_task
+from u2eval.data.truth import location_truth, measurement_truth
+from u2eval.models.protocol import ModelRequest
 from u2eval.records import Case, Completion, ModelInfo
-from u2eval.tasks import get_task
-from u2eval.truth import location_truth, measurement_truth
+from u2eval.scoring.judging import truth_cell
 
 
 def true_answer(case: Case) -> str:

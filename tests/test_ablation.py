@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from fake_models import Oracle
 
-from u2eval.ablation import (
+from u2eval.errors import ConfigError
+from u2eval.reports.ablation import (
     PRESETS,
     AblationOptions,
     AblationReport,
@@ -21,12 +22,11 @@ from u2eval.ablation import (
     run_ablation,
     share_answers,
 )
-from u2eval.ablation_report import render_markdown, write_report
-from u2eval.errors import ConfigError
-from u2eval.folder_scoring import read_run_cases
-from u2eval.rundata import load_run
-from u2eval.runner import RunOptions, run
-from u2eval.stats import mcnemar_test
+from u2eval.reports.ablation_report import render_markdown, write_report
+from u2eval.reports.rundata import load_run
+from u2eval.reports.stats import mcnemar_test
+from u2eval.run.folder_scoring import read_run_cases
+from u2eval.run.runner import RunOptions, run
 
 
 def test_variant_names_round_trip_and_bad_ones_are_refused() -> None:

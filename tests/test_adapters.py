@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from model_adapters.random import SECTORS, guess
-from u2eval.adapters import AdapterOptions, ModelRequest, create_adapter, resolve_model
-from u2eval.data import RowIdentity
+from u2eval.benchmark.sectors import LOCATION_OPTIONS
+from u2eval.data.reader import RowIdentity
 from u2eval.errors import ConfigError
+from u2eval.models.protocol import AdapterOptions, ModelRequest
+from u2eval.models.registry import create_adapter, resolve_model
 from u2eval.records import Case, Completion, Prompt, TextPart
-from u2eval.tasks import LOCATION_OPTIONS
 
 
 def _case(task: str, dataset_id: str, i: int = 0, options: tuple[str, ...] = ()) -> Case:

@@ -31,12 +31,13 @@ from wire_server import Fault
 from model_adapters import anthropic as adapter_module
 from model_adapters._wire import retry_after_s
 from model_adapters.anthropic import AnthropicAdapter, classify, from_response, to_request
-from u2eval.adapters import AdapterOptions, create_adapter, list_presets, resolve_model
-from u2eval.dispatch import DispatchOptions
 from u2eval.errors import AdapterError, ConfigError
-from u2eval.images import ImageBudget, image_size
+from u2eval.models.images import ImageBudget, image_size
+from u2eval.models.protocol import AdapterOptions
+from u2eval.models.registry import create_adapter, list_presets, resolve_model
 from u2eval.records import GenerationConfig, ImagePart, Prompt, TextPart
-from u2eval.runner import RunOptions, RunResult, run
+from u2eval.run.dispatch import DispatchOptions
+from u2eval.run.runner import RunOptions, RunResult, run
 
 KEY = "sk-ant-api03-u2eval-TEST-KEY-do-not-log-0123456789"
 TASKS = ("dd", "ll")

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from u2eval.adapters import load_preset
-from u2eval.box_parsing import (
+from u2eval.errors import ConfigError
+from u2eval.grounded.boxes import (
     CONVENTIONS,
     Ungroundable,
     format_regions,
@@ -27,9 +27,9 @@ from u2eval.box_parsing import (
     parse_regions,
     smart_resize,
 )
-from u2eval.errors import ConfigError
+from u2eval.grounded.regions import mask_to_array
+from u2eval.models.registry import load_preset
 from u2eval.records import Box, Point, Regions
-from u2eval.regions import mask_to_array
 
 FRAME = (800, 600)
 

@@ -130,7 +130,7 @@ def test_grounded_usage_mistakes_are_one_line(tmp_path: Path) -> None:
 
 
 def test_generation_settings_and_provider_arguments_from_the_command_line(tmp_path: Path) -> None:
-    from u2eval.adapters import merge_args, parse_model_args
+    from u2eval.models.registry import merge_args, parse_model_args
 
     args = parse_model_args(
         ["image_detail=low", "extra_body.reasoning_effort=high", "extra_body.n=2", 'omit=["top_p"]']

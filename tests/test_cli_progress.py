@@ -13,7 +13,7 @@ from pathlib import Path
 from openai_server import OpenAIServer
 from test_runner import FlakyRandom
 
-from u2eval.runner import RunOptions, RunProgress, run
+from u2eval.run.runner import RunOptions, RunProgress, run
 
 KEY = "sk-test-not-a-real-key"
 MODEL = "gpt-4o-2024-08-06"
@@ -50,7 +50,7 @@ def test_the_progress_hook_knows_the_total_and_counts_retries_and_infra_errors(t
 
 def test_infra_errors_show_in_the_progress_as_they_happen(tmp_path: Path) -> None:
     probe = run(RunOptions(model="flaky", tasks=("dd",), limit=1, out=tmp_path / "p"), adapter=FlakyRandom(set()))
-    from u2eval.folder_scoring import read_run_cases
+    from u2eval.run.folder_scoring import read_run_cases
 
     failing = {rc.case.case_id for rc in read_run_cases(probe.folder)[:2]}
     seen: list[RunProgress] = []

@@ -23,16 +23,17 @@ from hub_server import HubServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from u2eval.data import count_cases, iter_cases, resolve_dataset_id
+from u2eval.benchmark.prompts import render
+from u2eval.benchmark.sectors import LOCATION_OPTIONS
+from u2eval.benchmark.tasks import all_tasks, get_task, select_tasks
+from u2eval.data.image_cells import check_image, strict_b64decode
+from u2eval.data.reader import count_cases, iter_cases, resolve_dataset_id
+from u2eval.data.sources import DEFAULT_REPO, EXPLANATION_FILE, DataSource, resolve_source
+from u2eval.data.synth.generate import EXPLANATION_ROW
+from u2eval.data.synth.images import encode_png
+from u2eval.data.synth.rows import COLUMNS, JPEG_IDS, SAMPLE_ROWS
 from u2eval.errors import ConfigError, DataError
-from u2eval.image_cells import check_image, strict_b64decode
-from u2eval.prompts import render
 from u2eval.records import Case, ImagePart
-from u2eval.sources import DEFAULT_REPO, EXPLANATION_FILE, DataSource, resolve_source
-from u2eval.synth import EXPLANATION_ROW
-from u2eval.synth_images import encode_png
-from u2eval.synth_rows import COLUMNS, JPEG_IDS, SAMPLE_ROWS
-from u2eval.tasks import LOCATION_OPTIONS, all_tasks, get_task, select_tasks
 
 TASKS = all_tasks()
 N_SAMPLE = SAMPLE_ROWS * sum(len(t.datasets) for t in TASKS)
@@ -450,8 +451,8 @@ def test_offline_from_a_fresh_process_makes_no_request(hf_env: Path, hub_server:
     hub_server.reset()
     script = (
         "import json\n"
-        "from u2eval.data import iter_cases\nfrom u2eval.sources import resolve_source\n"
-        "from u2eval.tasks import all_tasks\n"
+        "from u2eval.data.reader import iter_cases\nfrom u2eval.data.sources import resolve_source\n"
+        "from u2eval.benchmark.tasks import all_tasks\n"
         "source = resolve_source('hub')\n"
         "ids = [c.case_id for c in iter_cases(source, all_tasks(), on_error=print)]\n"
         "print(json.dumps({'sha': source.commit_sha, 'ids': ids}))\n"

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from u2eval.adapters import ModelAdapter, ModelRequest
-from u2eval.dispatch import Dispatcher, DispatchOptions, TokenBucket
 from u2eval.errors import AdapterError, ConfigError
+from u2eval.models.protocol import ModelAdapter, ModelRequest
 from u2eval.records import Case, Completion, ModelInfo, Prompt, TextPart, Usage
+from u2eval.run.dispatch import Dispatcher, DispatchOptions, TokenBucket
 
 
 def _request(i: int) -> ModelRequest:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from fake_models import Oracle
 
-from u2eval.runner import RunOptions, run
-from u2eval.sources import resolve_source
+from u2eval.data.sources import resolve_source
+from u2eval.run.runner import RunOptions, run
 
 
 def _rewrite(path: Path, column: str, change: object) -> None:

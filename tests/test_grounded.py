@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from u2eval.grounded import (
+from u2eval.grounded.placement import (
     box_iou,
     mask_overlap,
     point_distance,
@@ -28,8 +28,8 @@ from u2eval.grounded import (
     truth_mask,
     truth_points,
 )
+from u2eval.grounded.regions import mask_from_array
 from u2eval.records import Box, CaseMeta, Point, Regions
-from u2eval.regions import mask_from_array
 
 
 def box_at(cx: float, cy: float, w: float = 0.1, h: float = 0.1) -> Box:

@@ -18,20 +18,20 @@ import numpy as np
 import pytest
 
 from model_adapters.grounded_standin import GroundedStandIn, create
-from u2eval.adapters import AdapterOptions, ModelRequest
-from u2eval.box_parsing import CONVENTIONS, get_convention
+from u2eval.benchmark.tasks import get_task
 from u2eval.errors import ConfigError
-from u2eval.folder_scoring import read_run_cases, score_folder
-from u2eval.grounded import GroundTruth, truth_from_cells
-from u2eval.grounded_run import GROUNDED_CASES_FILE, GROUNDED_FILE, GroundedOptions, answer_regions, grounded_cases
-from u2eval.grounded_stats import GroundedCase, summarise_grounded
-from u2eval.grounded_truth import TRUTH_FILE, read_truths
-from u2eval.judging import judge
+from u2eval.grounded.boxes import CONVENTIONS, get_convention
+from u2eval.grounded.placement import GroundTruth, truth_from_cells
+from u2eval.grounded.regions import mask_from_array
+from u2eval.grounded.scorer import GROUNDED_CASES_FILE, GROUNDED_FILE, GroundedOptions, answer_regions, grounded_cases
+from u2eval.grounded.stats import GroundedCase, summarise_grounded
+from u2eval.grounded.truth import TRUTH_FILE, read_truths
+from u2eval.models.protocol import AdapterOptions, ModelRequest
 from u2eval.records import Box, CaseMeta, Completion, ImageSent, Point, Regions
-from u2eval.regions import mask_from_array
 from u2eval.resources import sample_dir
-from u2eval.runner import RunOptions, run
-from u2eval.tasks import get_task
+from u2eval.run.folder_scoring import read_run_cases, score_folder
+from u2eval.run.runner import RunOptions, run
+from u2eval.scoring.judging import judge
 
 DETECTION = ("ll", "od", "kd")
 
@@ -353,8 +353,8 @@ def test_an_unknown_convention_stops_the_run_before_any_answer(tmp_path: Path) -
 
 
 def test_stand_in_modes_noise_and_determinism(sample_root: Path) -> None:
-    from u2eval.data import iter_cases
-    from u2eval.sources import resolve_source
+    from u2eval.data.reader import iter_cases
+    from u2eval.data.sources import resolve_source
 
     cases = [c for c in iter_cases(resolve_source("sample"), [get_task("od")], on_error=print)][:6]
     requests = [ModelRequest(key=c.case_id, case=c, prompt=None) for c in cases]  # type: ignore[arg-type]
@@ -434,7 +434,7 @@ def test_bad_stored_regions_are_ungroundable_and_never_stop_scoring(tmp_path: Pa
     done = _u2eval("score", str(folder))
     assert done.returncode == 0, done.stderr
     assert (folder / "summary.json").read_bytes() == summary  # every answer loaded; the U2-Score as it was
-    from u2eval.store import ResponseStore
+    from u2eval.run.store import ResponseStore
 
     assert ResponseStore(folder).skipped_lines == []
     records = _case_lines(folder)
@@ -456,8 +456,8 @@ def test_bad_stored_regions_are_ungroundable_and_never_stop_scoring(tmp_path: Pa
 
 
 def test_a_grounded_failure_never_aborts_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import u2eval.folder_scoring as folder_scoring
-    import u2eval.grounded_run as grounded_run
+    import u2eval.grounded.scorer as grounded_run
+    import u2eval.run.folder_scoring as folder_scoring
 
     real = grounded_run._metrics
 
@@ -507,10 +507,10 @@ def test_a_perfect_mask_only_model_places_rows_of_several_structures(tmp_path: P
 
 
 def test_a_run_without_any_region_gets_no_region_scores(tmp_path: Path) -> None:
-    from u2eval.grounded_board import grounded_cells
-    from u2eval.grounded_report import render_grounded_markdown
-    from u2eval.grounded_run import NO_REGIONS_WARNING, read_grounded
-    from u2eval.scoring import Summary
+    from u2eval.grounded.report import render_grounded_markdown
+    from u2eval.grounded.scorer import NO_REGIONS_WARNING, read_grounded
+    from u2eval.reports.grounded_board import grounded_cells
+    from u2eval.scoring.aggregate import Summary
 
     folder = tmp_path / "text"
     run(RunOptions(model="random", out=folder, tasks=DETECTION, grounded=True))
@@ -528,8 +528,8 @@ def test_a_run_without_any_region_gets_no_region_scores(tmp_path: Path) -> None:
 
 
 def test_grounded_settings_given_to_score_are_recorded_and_redone(tmp_path: Path) -> None:
-    from u2eval.grounded_board import grounded_cells
-    from u2eval.scoring import Summary
+    from u2eval.reports.grounded_board import grounded_cells
+    from u2eval.scoring.aggregate import Summary
 
     model = GroundedStandIn("oracle", get_convention("internvl"), 0.0, 0)
     folder = stand_in_run(tmp_path / "run", model, grounded=True, box_convention="relative")  # the wrong one
@@ -559,8 +559,8 @@ def test_grounded_settings_given_to_score_are_recorded_and_redone(tmp_path: Path
 
 
 def test_the_sector_table_is_in_task_order(tmp_path: Path) -> None:
-    from u2eval.grounded_report import render_grounded_markdown
-    from u2eval.grounded_run import read_grounded
+    from u2eval.grounded.report import render_grounded_markdown
+    from u2eval.grounded.scorer import read_grounded
 
     report = read_grounded(stand_in_run(tmp_path / "run", grounded=True))  # read back: keys sorted kd, ll, od
     assert report is not None

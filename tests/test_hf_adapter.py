@@ -35,12 +35,13 @@ from model_adapters.hf_convert import (
 )
 from model_adapters.hf_loading import Loaded, case_failure, is_fatal, is_oom, load_model
 from model_adapters.vllm import parse_settings
-from u2eval.adapters import AdapterOptions, ModelRequest, create_adapter, list_presets, resolve_model
 from u2eval.errors import AdapterError, ConfigError
-from u2eval.images import ImageBudget
+from u2eval.grounded.regions import mask_to_array
+from u2eval.models.images import ImageBudget
+from u2eval.models.protocol import AdapterOptions, ModelRequest
+from u2eval.models.registry import create_adapter, list_presets, resolve_model
 from u2eval.records import Completion, GenerationConfig, ImagePart, ImageSent, Prompt, TextPart
-from u2eval.regions import mask_to_array
-from u2eval.runner import RunOptions, RunResult, run
+from u2eval.run.runner import RunOptions, RunResult, run
 
 CASE = "ll/04/0/14e6a24e"  # a 112x82 grayscale PNG of the bundled sample
 TASKS = ("dd", "ll")  # with limit 1: one case per dataset, 18 in the bundled sample

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from u2eval.errors import ConfigError
-from u2eval.images import ImageBudget, fit, image_size
+from u2eval.models.images import ImageBudget, fit, image_size
 
 
 def _encode(img: Image.Image, fmt: str = "PNG") -> bytes:

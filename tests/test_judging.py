@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from u2eval.judging import farthest_in_range, judge, judge_many
+from u2eval.benchmark.sectors import LOCATION_OPTIONS
+from u2eval.benchmark.tasks import all_tasks, get_task
 from u2eval.records import INFRA_ERROR_KINDS, CaseMeta, Completion, ErrorKind, Judgement
-from u2eval.reference_parsing import ReferenceQuirks
-from u2eval.tasks import LOCATION_OPTIONS, all_tasks, get_task
+from u2eval.scoring.judging import farthest_in_range, judge, judge_many
+from u2eval.scoring.official import ReferenceQuirks
 
 BBOX_LOWER_CENTER = "{'lesion': [0.5, 0.8, 0.2, 0.2]}"
 

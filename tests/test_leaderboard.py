@@ -16,12 +16,12 @@ import pytest
 from browser import needs_browser, open_page
 from fake_models import Oracle
 
-from u2eval.comparability import PUBLISHED_ON_STRICT, SYNTHETIC, placement
 from u2eval.errors import ConfigError
-from u2eval.leaderboard import Board, BoardOptions, Cell, build_board, published_rows
-from u2eval.leaderboard_files import write_board
-from u2eval.rundata import find_runs, load_run
-from u2eval.runner import RunOptions, run
+from u2eval.reports.comparability import PUBLISHED_ON_STRICT, SYNTHETIC, placement
+from u2eval.reports.leaderboard import Board, BoardOptions, Cell, build_board, published_rows
+from u2eval.reports.leaderboard_files import write_board
+from u2eval.reports.rundata import find_runs, load_run
+from u2eval.run.runner import RunOptions, run
 
 TESTS = Path(__file__).parent
 
@@ -136,7 +136,7 @@ def test_a_real_data_run_shares_the_ranking_with_the_published_rows_only_in_refe
 
 
 def test_published_rows_ship_with_the_package_and_match_the_paper() -> None:
-    shipped = (Path(__file__).parents[1] / "u2eval" / "published.csv").read_text()
+    shipped = (Path(__file__).parents[1] / "u2eval" / "benchmark" / "published.csv").read_text()
     assert shipped == (TESTS / "data" / "leaderboard.csv").read_text()
     rows = {r.model: r for r in published_rows()}
     dolphin = rows["Dolphin-V1-Preview"]

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.metrics import f1_score
 
-from u2eval import metrics as m
+from u2eval.benchmark.tasks import get_task
 from u2eval.records import Verdict
-from u2eval.tasks import get_task
+from u2eval.scoring import metrics as m
 
 # Computed once with pycocoevalcap 1.2 (Bleu(4).compute_score, Rouge().compute_score; BLEU-4 and ROUGE-L
 # x 100), ids "0", "1", ... in list order. pycocoevalcap is not a dependency: these are its outputs.

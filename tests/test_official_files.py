@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from u2eval.data import RowIdentity
+from u2eval.data.reader import RowIdentity
+from u2eval.data.sources import resolve_source
 from u2eval.errors import ConfigError
-from u2eval.folder_scoring import read_run_cases
-from u2eval.official_files import (
+from u2eval.run.folder_scoring import read_run_cases
+from u2eval.run.runner import RunOptions, run
+from u2eval.scoring.official_files import (
     KitRecord,
     KitSource,
     Scorer,
@@ -27,9 +29,7 @@ from u2eval.official_files import (
     read_records,
     report_crash,
 )
-from u2eval.report import render_markdown
-from u2eval.runner import RunOptions, run
-from u2eval.sources import resolve_source
+from u2eval.scoring.summary_report import render_markdown
 
 # --------------------------------------------------------------------------------- failure messages
 
@@ -430,9 +430,9 @@ def test_questions_stage_a_cannot_iterate_drop_the_line(question: object) -> Non
 
 
 def test_the_llava_answers_lose_their_first_space_in_the_official_scorers() -> None:
-    from u2eval.judging import judge
+    from u2eval.benchmark.tasks import get_task
     from u2eval.records import CaseMeta, Completion
-    from u2eval.tasks import get_task
+    from u2eval.scoring.judging import judge
 
     spec = get_task("vra")
     meta = CaseMeta(
@@ -488,8 +488,8 @@ def test_strict_refuses_to_guess_between_rows_it_cannot_tell_apart() -> None:
 
 def test_a_failure_record_without_an_answer_is_a_recorded_failure() -> None:
     from model_adapters.replay import _strict_completion
-    from u2eval.official_files import StrictAnswer
     from u2eval.records import Completion
+    from u2eval.scoring.official_files import StrictAnswer
 
     record = kit_record("f.jsonl:1", json.dumps({"id": "0", "success": False, "error": "API请求失败"}))
     assert record.failed

@@ -27,12 +27,13 @@ from model_adapters.openai import (
     from_response,
     to_request,
 )
-from u2eval.adapters import AdapterOptions, ModelAdapter, ModelRequest, create_adapter, list_presets, resolve_model
-from u2eval.dispatch import Dispatcher, DispatchOptions
+from u2eval.data.image_cells import sniff_image_format
 from u2eval.errors import AdapterError, ConfigError
-from u2eval.image_cells import sniff_image_format
+from u2eval.models.protocol import AdapterOptions, ModelAdapter, ModelRequest
+from u2eval.models.registry import create_adapter, list_presets, resolve_model
 from u2eval.records import Completion, GenerationConfig, ImagePart, ImageSent, Prompt, TextPart, Usage
-from u2eval.runner import RunOptions, run
+from u2eval.run.dispatch import Dispatcher, DispatchOptions
+from u2eval.run.runner import RunOptions, run
 
 KEY = "sk-fake-0123456789abcdefSECRET"
 MODEL = "gpt-4o-2024-08-06"

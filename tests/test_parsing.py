@@ -12,8 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from u2eval.parsing import parse_location, parse_number, parse_option, parse_text, sector_from_centre
-from u2eval.reference_parsing import (
+from u2eval.benchmark.sectors import LOCATION_OPTIONS, sector_from_centre
+from u2eval.benchmark.tasks import DatasetSpec, get_task
+from u2eval.data.truth import Unread, label_truth, location_truth, measurement_truth, read_location, read_measurement
+from u2eval.scoring.official import (
     REFERENCE_ERROR_TEXT,
     ReferenceQuirks,
     reference_classification,
@@ -27,8 +29,7 @@ from u2eval.reference_parsing import (
     reference_stage_a_option,
     reference_text,
 )
-from u2eval.tasks import LOCATION_OPTIONS, DatasetSpec, get_task
-from u2eval.truth import Unread, label_truth, location_truth, measurement_truth, read_location, read_measurement
+from u2eval.scoring.strict import parse_location, parse_number, parse_option, parse_text
 
 ALL_OFF = ReferenceQuirks(**{name: False for name in ReferenceQuirks.__dataclass_fields__})
 
@@ -638,7 +639,7 @@ def test_the_number_patterns_find_what_the_official_ones_find(text: str) -> None
     """Rewritten for linear time; the first match of each must equal the official pattern's."""
     import re
 
-    from u2eval.reference_parsing import _GENERIC_NUMBER_PATTERNS, _NUMBER_PATTERNS
+    from u2eval.scoring.official import _GENERIC_NUMBER_PATTERNS, _NUMBER_PATTERNS
 
     ours_by_source = {"generic": _GENERIC_NUMBER_PATTERNS, **_NUMBER_PATTERNS}
     for source, officials in _OFFICIAL_NUMBER_PATTERNS.items():

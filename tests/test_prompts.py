@@ -19,8 +19,7 @@ import jinja2
 import pytest
 from PIL import Image
 
-from u2eval.errors import ConfigError, DataError
-from u2eval.prompts import (
+from u2eval.benchmark.prompts import (
     DATASET_TEMPLATE,
     DEFAULT_OPTIONS,
     PromptLibrary,
@@ -30,9 +29,11 @@ from u2eval.prompts import (
     template_hashes,
     validate_templates,
 )
+from u2eval.benchmark.sectors import LOCATION_OPTIONS
+from u2eval.benchmark.tasks import DatasetSpec, TaskSpec, TemplateNames, all_tasks, get_task
+from u2eval.errors import ConfigError, DataError
 from u2eval.records import Case, ImagePart, TextPart
 from u2eval.resources import resource_dir
-from u2eval.tasks import LOCATION_OPTIONS, DatasetSpec, TaskSpec, TemplateNames, all_tasks, get_task
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "prompts"
 UPDATE_GOLDEN = os.environ.get("U2EVAL_UPDATE_GOLDEN") == "1"

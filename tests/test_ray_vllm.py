@@ -31,11 +31,11 @@ from model_adapters.ray_vllm import (  # noqa: E402
     vllm_stage,
 )
 from model_adapters.vllm import parse_settings, to_conversation  # noqa: E402
-from u2eval.adapters import AdapterOptions  # noqa: E402
 from u2eval.errors import ConfigError  # noqa: E402
-from u2eval.images import ImageBudget  # noqa: E402
+from u2eval.models.images import ImageBudget  # noqa: E402
+from u2eval.models.protocol import AdapterOptions  # noqa: E402
 from u2eval.records import GenerationConfig, ImageSent, Usage  # noqa: E402
-from u2eval.runner import RunOptions, RunResult, run  # noqa: E402
+from u2eval.run.runner import RunOptions, RunResult, run  # noqa: E402
 
 MODEL = "standin/vlm-7b"
 CASE = "ll/04/0/14e6a24e"

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from u2eval.data import iter_cases
+from u2eval.benchmark.tasks import select_tasks
+from u2eval.data.reader import iter_cases
+from u2eval.data.reader_process import iter_cases_in_child
+from u2eval.data.sources import DataSource, resolve_source
 from u2eval.errors import DataError, U2EvalError
-from u2eval.reader_process import iter_cases_in_child
-from u2eval.runner import RunOptions, RunProgress, run
-from u2eval.sources import DataSource, resolve_source
-from u2eval.tasks import select_tasks
+from u2eval.run.runner import RunOptions, RunProgress, run
 
 
 def _corrupted_copy(sample_root: Path, tmp_path: Path) -> Path:
@@ -69,7 +69,7 @@ def _reader_children() -> list[int]:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"u2eval.reader_process" in cmdline:
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"u2eval.data.reader_process" in cmdline:
             found.append(int(stat.parent.name))
     return found
 

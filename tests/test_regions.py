@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from u2eval.records import Box, Mask, Point, Regions
-from u2eval.regions import (
+from u2eval.grounded.regions import (
     array_extent,
     box_from_centre,
     box_from_pixels,
@@ -28,6 +27,7 @@ from u2eval.regions import (
     resize_nearest,
     union_array,
 )
+from u2eval.records import Box, Mask, Point, Regions
 
 
 def _png(array: np.ndarray, mode: str | None = None) -> bytes:

@@ -16,9 +16,9 @@ from openai_server import OpenAIServer
 
 from u2eval.errors import ConfigError
 from u2eval.resources import sample_dir
-from u2eval.runfolder import STAMP_FILE, exclusive
-from u2eval.runner import RunOptions, run
-from u2eval.store import RESPONSES_FILE
+from u2eval.run.folder import STAMP_FILE, exclusive
+from u2eval.run.runner import RunOptions, run
+from u2eval.run.store import RESPONSES_FILE
 
 KEY = "sk-test-key-runfolder"
 MODEL = "gpt-4o-2024-08-06"
@@ -40,7 +40,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_the_lock_goes_with_its_p
     assert not (folder / RESPONSES_FILE).exists()  # refused before anything was asked or written
     # A holder killed with SIGKILL leaves the lock file behind, but not the lock.
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from u2eval.runfolder import exclusive\n"
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from u2eval.run.folder import exclusive\n"
          "with exclusive(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)", str(folder)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -64,7 +64,7 @@ def test_a_folder_that_cannot_hold_a_lock_is_one_line(tmp_path: Path) -> None:
 def _holder(folder: Path, how: str) -> subprocess.Popen[str]:
     """Another process holding ``folder`` with ``exclusive`` (as a run does) or ``reading`` (as a merge does)."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sys, time; from pathlib import Path; from u2eval.runfolder import {how}\n"
+        [sys.executable, "-c", f"import sys, time; from pathlib import Path; from u2eval.run.folder import {how}\n"
          f"with {how}(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)", str(folder)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -78,7 +78,7 @@ def _released(holder: subprocess.Popen[str]) -> None:
 
 
 def test_score_and_merge_wait_for_no_run_and_merges_do_not_block_each_other(tmp_path: Path) -> None:
-    from u2eval.merge import merge_runs
+    from u2eval.run.merge import merge_runs
 
     shards = [tmp_path / f"s{i}" for i in range(2)]
     for i, folder in enumerate(shards):
@@ -221,7 +221,7 @@ def test_the_case_list_meets_a_full_disk_at_a_write_and_never_at_its_close() -> 
     """What a run writes its case list with: on a full device the write raises (and names the disk's
     error), and closing raises nothing, so a case list left half-written by a full disk is not reported
     a second time, as an ignored exception, when the generator holding it is collected."""
-    from u2eval.runfolder import LineFile
+    from u2eval.run.folder import LineFile
 
     with LineFile(Path("/dev/full")) as out, pytest.raises(OSError) as info:
         out.write('{"case": 1}\n')

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from model_adapters.random import guess
-from u2eval.adapters import ModelRequest
 from u2eval.errors import AdapterError, ConfigError
-from u2eval.folder_scoring import read_run_cases, score_folder
+from u2eval.models.protocol import ModelRequest
 from u2eval.records import Completion, ModelInfo
-from u2eval.runner import RunOptions, run
-from u2eval.store import ResponseStore
+from u2eval.run.folder_scoring import read_run_cases, score_folder
+from u2eval.run.runner import RunOptions, run
+from u2eval.run.store import ResponseStore
 
 
 def test_same_seed_gives_byte_identical_summaries_and_score_reproduces_them(tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ def test_a_lost_dataset_makes_the_run_partial_and_is_listed(tmp_path: Path) -> N
 
 
 def test_default_folders_keep_quick_runs_apart_from_full_ones(tmp_path: Path) -> None:
-    from u2eval.runner import default_folder
+    from u2eval.run.runner import default_folder
 
     full = default_folder(RunOptions(model="random", results_root=tmp_path))
     quick = default_folder(RunOptions(model="random", results_root=tmp_path, tasks=("ll", "dd"), limit=1))

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from u2eval.benchmark.tasks import TaskSpec, all_tasks, get_task
 from u2eval.records import TASK_KEYS, Judgement, Outcome, Value, Verdict
-from u2eval.scoring import (
+from u2eval.scoring.aggregate import (
     REFERENCE_QUIRKS,
     STRICT_QUIRKS,
     ScoringQuirks,
@@ -25,8 +26,7 @@ from u2eval.scoring import (
     task_score,
     u2_score,
 )
-from u2eval.summary import DatasetResult, ModeSummary, Summary
-from u2eval.tasks import TaskSpec, all_tasks, get_task
+from u2eval.scoring.summary import DatasetResult, ModeSummary, Summary
 
 TASKS = all_tasks()
 LEADERBOARD = Path(__file__).parent / "data" / "leaderboard.csv"
@@ -435,8 +435,8 @@ def test_all_correct_complete_run_scores_one() -> None:
 
 
 def _judged(task: str, dataset_id: str, truth: str, answers: list[str], **columns: str) -> list[Judgement]:
-    from u2eval.judging import judge
     from u2eval.records import CaseMeta, Completion
+    from u2eval.scoring.judging import judge
 
     spec = get_task(task)
     ds = spec.dataset(dataset_id)

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from fake_models import Oracle
 
-from u2eval.adapters import ModelRequest
-from u2eval.folder_scoring import read_run_cases
-from u2eval.prompts import PromptOptions
+from u2eval.benchmark.prompts import PromptOptions
+from u2eval.models.protocol import ModelRequest
 from u2eval.records import Completion
-from u2eval.runner import RunOptions, run
-from u2eval.sent_prompts import prompt_text, read_texts
+from u2eval.run.folder_scoring import read_run_cases
+from u2eval.run.runner import RunOptions, run
+from u2eval.run.sent_prompts import prompt_text, read_texts
 
 
 class Recorder(Oracle):

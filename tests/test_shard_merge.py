@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from model_adapters.random import RandomAdapter, guess
-from u2eval.adapters import ModelRequest
+from u2eval.benchmark.prompts import PromptOptions
 from u2eval.errors import ConfigError
-from u2eval.folder_scoring import read_run_cases
-from u2eval.merge import merge_runs
-from u2eval.prompts import PromptOptions
+from u2eval.models.protocol import ModelRequest
 from u2eval.records import Completion, ModelInfo
-from u2eval.runner import RunOptions, default_folder, run
-from u2eval.shards import in_shard, parse_shard, selection_parts
+from u2eval.run.folder_scoring import read_run_cases
+from u2eval.run.merge import merge_runs
+from u2eval.run.runner import RunOptions, default_folder, run
+from u2eval.run.shards import in_shard, parse_shard, selection_parts
 
 
 def _ids(folder: Path) -> list[str]:

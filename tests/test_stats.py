@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from fake_models import Oracle
 
-from u2eval.folder_scoring import judge_folder
-from u2eval.metrics import BleuStats, corpus_bleu
+from u2eval.benchmark.tasks import select_tasks
 from u2eval.records import Judgement
-from u2eval.runner import RunOptions, run
-from u2eval.scoring import summarise
-from u2eval.stats import holm, mcnemar_test, percentile_interval, stratum_weights
-from u2eval.tasks import select_tasks
-from u2eval.uncertainty import bleu_from_sums, block_metric, case_table, run_intervals
+from u2eval.reports.stats import holm, mcnemar_test, percentile_interval, stratum_weights
+from u2eval.reports.uncertainty import bleu_from_sums, block_metric, case_table, run_intervals
+from u2eval.run.folder_scoring import judge_folder
+from u2eval.run.runner import RunOptions, run
+from u2eval.scoring.aggregate import summarise
+from u2eval.scoring.metrics import BleuStats, corpus_bleu
 
 # ---------------------------------------------------------------------------------------------- McNemar
 
@@ -167,7 +167,7 @@ def test_a_paired_comparison_resamples_both_runs_identically(tmp_path: Path) -> 
 
 
 def test_a_dataset_the_official_scores_0_without_a_counted_case_is_0_in_every_resample(tmp_path: Path) -> None:
-    from u2eval.folder_scoring import read_run_cases
+    from u2eval.run.folder_scoring import read_run_cases
 
     probe = run(RunOptions(model="random", out=tmp_path / "probe", tasks=("dd",)))
     answers = tmp_path / "answers.jsonl"

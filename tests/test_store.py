@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from u2eval.records import Completion, GenerationConfig, ImagePart, ModelInfo, Prompt, TextPart
-from u2eval.store import RESPONSES_FILE, ResponseStore, request_key
+from u2eval.run.store import RESPONSES_FILE, ResponseStore, request_key
 
 
 def _prompt(text: str = "which sector?", image: bytes = b"\x89PNG fake") -> Prompt:
@@ -90,7 +90,7 @@ def test_an_append_that_fails_is_cut_back_and_counts_as_nothing(tmp_path: Path) 
         "import resource, sys\n"
         "from pathlib import Path\n"
         "from u2eval.records import Completion\n"
-        "from u2eval.store import ResponseStore\n"
+        "from u2eval.run.store import ResponseStore\n"
         "store = ResponseStore(Path(sys.argv[1]))\n"
         "store.append([Completion(case_id='a', key='k1', text='x' * 100)])\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))\n"

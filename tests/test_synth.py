@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from u2eval.benchmark.sectors import LOCATION_OPTIONS
+from u2eval.benchmark.tasks import TaskSpec, all_tasks
+from u2eval.data.synth.generate import CARD_FILE, EXPLANATION_FILE, EXPLANATION_ROW, write_dataset
+from u2eval.data.synth.rows import COLUMNS, JPEG_IDS, SAMPLE_ROWS, make_row, planned_counts
 from u2eval.errors import ConfigError
-from u2eval.synth import CARD_FILE, EXPLANATION_FILE, EXPLANATION_ROW, write_dataset
-from u2eval.synth_rows import COLUMNS, JPEG_IDS, SAMPLE_ROWS, make_row, planned_counts
-from u2eval.tasks import LOCATION_OPTIONS, TaskSpec, all_tasks
 
 TASKS = all_tasks()
 TASK_BY_FOLDER = {t.folder: t for t in TASKS}
@@ -62,7 +63,9 @@ def test_bundled_sample_equals_a_fresh_generation(sample_root: Path, tmp_path: P
     fresh, bundled = _tree(tmp_path / "fresh"), _tree(sample_root)
     assert sorted(fresh) == sorted(bundled)
     changed = [name for name in fresh if fresh[name] != bundled[name]]
-    assert not changed, f"bundled sample is stale in {changed[:5]}: regenerate with `python -m u2eval.synth`"
+    assert not changed, (
+        f"bundled sample is stale in {changed[:5]}: regenerate with `python -m u2eval.data.synth.generate`"
+    )
 
 
 def test_same_seed_same_bytes_other_seed_other_images(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from u2eval.benchmark.tasks import TaskSpec, all_tasks, get_task, select_tasks, tasks_dir
 from u2eval.errors import ConfigError
-from u2eval.tasks import TaskSpec, all_tasks, get_task, select_tasks, tasks_dir
 
 OFFICIAL_WEIGHTS = {
     "dd": 0.20,

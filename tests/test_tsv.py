@@ -1,4 +1,4 @@
-"""u2eval.tsv reads every text exactly as csv.reader(dialect="excel-tab") does, errors included."""
+"""u2eval.data.tsv reads every text exactly as csv.reader(dialect="excel-tab") does, errors included."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import io
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from u2eval.tsv import FIELD_LIMIT, records, text_lines
+from u2eval.data.tsv import FIELD_LIMIT, records, text_lines
 
 
 def _csv_module(text: str) -> list[list[str] | str]:

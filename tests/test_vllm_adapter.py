@@ -39,12 +39,13 @@ from model_adapters.vllm import (
     sampling_kwargs,
     to_conversation,
 )
-from u2eval.adapters import AdapterOptions, ModelRequest, create_adapter, list_presets, resolve_model
 from u2eval.errors import ConfigError
-from u2eval.folder_scoring import read_run_cases
-from u2eval.images import ImageBudget
+from u2eval.models.images import ImageBudget
+from u2eval.models.protocol import AdapterOptions, ModelRequest
+from u2eval.models.registry import create_adapter, list_presets, resolve_model
 from u2eval.records import GenerationConfig, ImagePart, Prompt, TextPart, Usage
-from u2eval.runner import RunOptions, run
+from u2eval.run.folder_scoring import read_run_cases
+from u2eval.run.runner import RunOptions, run
 
 CASE = "ll/04/0/14e6a24e"  # a 112x82 grayscale PNG of the bundled sample
 N_SAMPLE = 200  # cases in the bundled sample

@@ -33,9 +33,9 @@ from typing import Any
 from PIL import Image
 
 from model_adapters.vllm import Engine, LoraSettings, VLLMAdapter, parse_settings
-from u2eval.adapters import AdapterOptions
+from u2eval.models.protocol import AdapterOptions
 from u2eval.records import GenerationConfig
-from u2eval.runner import RunOptions, RunResult, run
+from u2eval.run.runner import RunOptions, RunResult, run
 
 MODEL = "standin/vlm-7b"
 

@@ -9,13 +9,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from u2eval.adapters import ModelAdapter, ModelRequest
-from u2eval.data import iter_cases
-from u2eval.dispatch import Dispatcher, DispatchOptions
-from u2eval.prompts import render
+from u2eval.benchmark.prompts import render
+from u2eval.benchmark.tasks import get_task, select_tasks
+from u2eval.data.reader import iter_cases
+from u2eval.data.sources import resolve_source
+from u2eval.models.protocol import ModelAdapter, ModelRequest
 from u2eval.records import Completion, Judgement
-from u2eval.sources import resolve_source
-from u2eval.tasks import get_task, select_tasks
+from u2eval.run.dispatch import Dispatcher, DispatchOptions
 
 
 def case_images(tasks: tuple[str, ...], limit: int | None) -> dict[str, bytes]:

@@ -1,5 +1,5 @@
 """``python -m u2eval`` runs the CLI."""
 
-from u2eval.cli import main
+from u2eval.cli.app import main
 
 main()

@@ -213,7 +213,7 @@ class ImageSent(DiskRecord):
 
 # Regions are typed here, not checked: a model's region may be anything (NaN, outside the image, a mask whose
 # runs do not add up), and a stored answer must always load, its text scored as it was. Whether a region can
-# be placed is decided by the grounded scorer (``u2eval.regions.region_problem``), per case.
+# be placed is decided by the grounded scorer (``u2eval.grounded.regions.region_problem``), per case.
 # Non-finite numbers are written as NaN / Infinity, which read back as they were (``null`` would not).
 _REGION_CONFIG = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
 
@@ -245,7 +245,7 @@ class Mask(DiskRecord):
     """A binary mask as run lengths over its row-major pixels, the first run counting zeros (may be 0).
 
     Stored this way so a 1-megapixel mask is a few hundred integers, never a giant list of pixels;
-    ``u2eval.regions`` converts to and from arrays.
+    ``u2eval.grounded.regions`` converts to and from arrays.
     """
 
     width: int
@@ -276,7 +276,7 @@ class Regions(DiskRecord):
 
 class OfficialAnswer(DiskRecord):
     """What the official pipeline reads for this row from replayed prediction files, joined by position as its
-    scorers join them (``u2eval.official_files``). The reference mode scores this instead of the completion's
+    scorers join them (``u2eval.scoring.official_files``). The reference mode scores this instead of the completion's
     own answer, which strict reads (joined by what identifies the row)."""
 
     answer: JsonValue = None  # the record's `response`, as the file holds it (a JSON number stays a number)
@@ -396,7 +396,7 @@ class Manifest(DiskRecord):
     dispatch: dict[str, int] = {}
     data_errors: list[str] = []
     grounded: bool = False  # grounded scoring is part of the run (grounded.json): `u2eval score` redoes it
-    box_convention: str | None = None  # how answers write boxes (u2eval.box_parsing), so re-scoring reads them alike
+    box_convention: str | None = None  # how answers write boxes (u2eval.grounded.boxes), so re-scoring reads them alike
 
 
 class SentPart(DiskRecord):

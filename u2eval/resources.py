@@ -19,3 +19,8 @@ def resource_dir(name: str) -> Path:
 def sample_dir() -> Path:
     """The bundled synthetic sample, in the exact U2-Bench folder layout."""
     return _PACKAGE / "sample"
+
+
+def published_table() -> Path:
+    """The paper's leaderboard (22 rows, the official scorer's numbers), as shipped with u2eval."""
+    return _PACKAGE / "benchmark" / "published.csv"

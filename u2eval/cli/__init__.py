@@ -1,0 +1,1 @@
+"""The u2eval command line. Imports anything; nothing imports it."""

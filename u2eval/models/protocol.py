@@ -1,0 +1,67 @@
+"""The adapter protocol: what an adapter is given (a request, its options) and what it must do. Adapters never
+retry and never schedule: the dispatcher does both, and the run layer owns every file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import JsonValue
+
+from u2eval.data.reader import RowIdentity
+from u2eval.records import Case, Completion, GenerationConfig, ModelInfo, Prompt
+
+DEFAULT_TIMEOUT_S = 180.0  # seconds per attempt unless the run says otherwise (the dispatcher's default too)
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """One case to answer: the rendered prompt, the case it came from, and its store key."""
+
+    key: str
+    case: Case
+    prompt: Prompt
+
+
+@dataclass(frozen=True)
+class AdapterOptions:
+    """What the run tells an adapter beyond its model name."""
+
+    generation: GenerationConfig = GenerationConfig()
+    seed: int = 0
+    base_url: str | None = None  # several, comma-separated, where an adapter balances over them (openai)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    timeout_s: float = DEFAULT_TIMEOUT_S  # the dispatcher's per-attempt timeout, for an SDK's own backstop
+    # The dataset's rows of the tasks named, read on demand, for adapters that join answers made elsewhere to
+    # them (replay: the official report scorer reads RG and CG files together, whichever tasks a run asks for).
+    rows: Callable[[Sequence[str]], Iterable[RowIdentity]] | None = None
+    # The answers a u2eval run folder holds, by case id (where, answer), for replaying a run: read by the run
+    # layer, which owns the folder's files (an adapter knows nothing of runs).
+    run_answers: Callable[[Path], Mapping[str, tuple[str, JsonValue]]] | None = None
+
+
+@runtime_checkable
+class ModelAdapter(Protocol):
+    """A model back-end. ``generate`` answers a batch; per-request failures come back as Completions with
+    an ``error`` kind, and a whole-batch failure raises ``AdapterError`` for the dispatcher to classify."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    @property
+    def max_batch_size(self) -> int: ...
+
+    async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsPreflight(Protocol):
+    """Optional for an adapter: one tiny call the dispatcher makes before the first request. It raises
+    ``ConfigError`` (or a non-retryable ``AdapterError``) for a wrong key, an unknown model or a rejected
+    parameter, which stops the run before any case is spent; a retryable ``AdapterError`` is retried."""
+
+    async def preflight(self) -> None: ...

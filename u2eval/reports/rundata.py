@@ -1,0 +1,103 @@
+"""A run folder read back for ranking, slicing and comparing: re-judged from its stored answers.
+
+Nothing here trusts ``summary.json``: the judgements come from the runner's own judging of
+``cases.jsonl`` + ``responses.jsonl`` (``judge_folder``), and the summary is recomputed from them, so a
+stale or hand-edited summary cannot leak into a leaderboard. Nothing is written to the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from u2eval.benchmark.tasks import select_tasks
+from u2eval.errors import ConfigError
+from u2eval.records import CaseMeta, Judgement, Manifest
+from u2eval.run.folder_scoring import CASES_FILE, MANIFEST_FILE, SUMMARY_FILE, judge_folder, read_run_cases
+from u2eval.scoring.aggregate import Summary, summarise
+from u2eval.scoring.summary import subset_reasons
+
+__all__ = ["LoadedRun", "find_runs", "load_run"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    folder: Path
+    manifest: Manifest
+    cases: dict[str, CaseMeta]
+    judgements: tuple[Judgement, ...]
+    summary: Summary
+    stale_summary: bool  # the folder's summary.json differs from the re-scored one (or is missing)
+
+    @property
+    def scenarios(self) -> dict[str, str]:
+        return {case_id: meta.scenario for case_id, meta in self.cases.items()}
+
+    @property
+    def label(self) -> str:
+        info = self.manifest.model
+        return f"{info.adapter}/{info.model}" + (f"@{info.revision}" if info.revision else "")
+
+
+def _manifest(folder: Path) -> Manifest:
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        raise ConfigError(f"{folder} has no {MANIFEST_FILE} (an unfinished run?): resume it with u2eval run first")
+    try:
+        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: unreadable manifest ({exc.error_count()} errors)") from exc
+
+
+def _scores(summary: dict[str, object]) -> dict[str, object]:
+    # An empty ``subset`` is what summaries written before that field existed meant too.
+    return {k: v for k, v in summary.items() if k != "scored_with" and not (k == "subset" and v == [])}
+
+
+def load_run(folder: Path) -> LoadedRun:
+    """Re-judge and re-score a run folder from its stored answers, without any model call or write."""
+    manifest = _manifest(folder)
+    cases = {c.case.case_id: c.case for c in read_run_cases(folder)}
+    judgements = judge_folder(folder)
+    keys = {j.task for j in judgements}
+    subset = subset_reasons(manifest.limit, manifest.dataset.get("selection"))
+    tasks = tuple(t for t in select_tasks(None) if t.key in keys)
+    summary = summarise(judgements, tasks, subset=subset, unreadable_rows=len(manifest.data_errors))
+    stored = folder / SUMMARY_FILE
+    try:
+        recorded = json.loads(stored.read_text(encoding="utf-8"))
+        # What scored it (u2eval version, task hashes) is provenance, not a score: not compared.
+        stale = _scores(recorded) != _scores(summary.model_dump(mode="json"))
+    except (OSError, ValueError, AttributeError):
+        stale = True
+    if stale:
+        log.warning("%s: summary.json is stale or missing; using the re-scored numbers", folder)
+    return LoadedRun(folder, manifest, cases, tuple(judgements), summary, stale)
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run folders (folders holding cases.jsonl) named directly or found under the given folders, in a
+    stable order; a run folder's own subfolders are not searched."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            raise ConfigError(f"no such run folder or directory: {path}")
+        if (path / CASES_FILE).is_file():
+            found.append(path)
+            continue
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            if CASES_FILE in files:
+                found.append(Path(root))
+                dirs.clear()
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    if not unique:
+        raise ConfigError(f"no run folders (folders with {CASES_FILE}) under {', '.join(map(str, paths))}")
+    return unique
