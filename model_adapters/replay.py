@@ -26,6 +26,8 @@ from pathlib import Path
 
 from pydantic import JsonValue
 
+from u2eval.benchmark.tasks import OfficialScorer as Scorer
+from u2eval.benchmark.tasks import all_tasks
 from u2eval.data.reader import RowIdentity
 from u2eval.errors import ConfigError
 from u2eval.models.protocol import AdapterOptions, ModelRequest
@@ -34,7 +36,6 @@ from u2eval.scoring.official_files import (
     KitSource,
     Ref,
     RowAnswer,
-    Scorer,
     StrictAnswer,
     case_prefix,
     is_kit_failure,
@@ -50,13 +51,16 @@ log = logging.getLogger(__name__)
 
 ANSWER_COLUMNS = ("answer", "response", "prediction", "text")
 OFFICIAL_PREFIX = "official:"
-# Which official scorer reads a task's files in the older u2eval layout DIR/<task>/<dataset_id>/.
-_SCORER_OF_TASK: Mapping[str, Scorer] = {
-    **dict.fromkeys(("dd", "vra"), "cla"),
-    **dict.fromkeys(("ll", "od", "kd"), "seg"),
-    "cve": "measurement",
-    **dict.fromkeys(("rg", "cg"), "report"),
-}
+
+
+def _scorer_of_task() -> dict[str, Scorer]:
+    """Which official scorer reads each task's files (the task files' ``official.scorer``)."""
+    return {task.key: task.official.scorer for task in all_tasks() if task.official is not None}
+
+
+def _report_tasks() -> set[str]:
+    """The tasks the official report scorer reads together (one crash of it loses all of them)."""
+    return {key for key, scorer in _scorer_of_task().items() if scorer == "report"}
 
 
 def _answer_field(row: Mapping[str, object], where: str) -> JsonValue:
@@ -112,13 +116,14 @@ def load_keyed_answers(path: Path) -> dict[str, tuple[str, JsonValue]]:
 def _older_layout_files(root: Path) -> list[tuple[Scorer, str, Path]]:
     """DIR/<task>/<dataset_id>/*.jsonl, one file per dataset: (scorer, its key, file)."""
     files: list[tuple[Scorer, str, Path]] = []
-    for task_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name in _SCORER_OF_TASK):
+    scorers = _scorer_of_task()
+    for task_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name in scorers):
         for dataset_dir in sorted(p for p in task_dir.iterdir() if p.is_dir()):
             found = sorted(dataset_dir.glob("*.jsonl"))
             if len(found) > 1:
                 # The kit averages one results row per file; which file answers row i would be a guess.
                 raise ConfigError(f"{dataset_dir}: {len(found)} prediction files; keep one per dataset")
-            scorer = _SCORER_OF_TASK[task_dir.name]
+            scorer = scorers[task_dir.name]
             key = kit_key(scorer, (task_dir.name, dataset_dir.name))
             if found and key is not None:
                 files.append((scorer, key, found[0]))
@@ -126,11 +131,11 @@ def _older_layout_files(root: Path) -> list[tuple[Scorer, str, Path]]:
 
 
 def _tasks_read(sources: Sequence[KitSource]) -> list[str]:
-    """The tasks whose rows the joins need: those with files, and RG and CG together when any report file is
-    there (one crash of the report scorer loses both)."""
+    """The tasks whose rows the joins need: those with files, and all the report scorer's (RG and CG) together
+    when any report file is there (one crash of the report scorer loses them all)."""
     tasks = {s.ref[0] for s in sources if s.ref is not None}
     if any(s.scorer == "report" for s in sources):
-        tasks |= {"rg", "cg"}
+        tasks |= _report_tasks()
     return sorted(tasks)
 
 
@@ -257,7 +262,7 @@ class ReplayAdapter:
             by_prefix: dict[str, tuple[str, JsonValue]] = {}
             for case_id, found in self._keyed.items():
                 by_prefix[case_id.rsplit("/", 1)[0]] = found
-            tasks = sorted({case_id.split("/", 1)[0] for case_id in self._keyed} | {"rg", "cg"})
+            tasks = sorted({case_id.split("/", 1)[0] for case_id in self._keyed} | _report_tasks())
             datasets: dict[Ref, list[RowIdentity]] = defaultdict(list)
             for row in self._rows(tasks):
                 datasets[(row.task, row.dataset_id)].append(row)
@@ -271,8 +276,11 @@ class ReplayAdapter:
                     ", ".join(stray[:5]),
                 )
             sources = []
+            scorers = _scorer_of_task()
             for ref, rows in datasets.items():
-                scorer = _SCORER_OF_TASK[ref[0]]
+                scorer = scorers.get(ref[0])
+                if scorer is None:
+                    continue  # a task the official kit never had: no file of its to lay out
                 key, records = kit_key(scorer, ref), keyed_records(rows, by_prefix)
                 if key is not None and records:  # a dataset without answers would have had no file
                     sources.append(KitSource(scorer, key, str(self._info.model), records, ""))

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from u2eval.benchmark.tasks import TaskSpec, all_tasks, get_task
-from u2eval.records import TASK_KEYS, Judgement, Outcome, Value, Verdict
+from u2eval.benchmark.tasks import TaskSpec, all_tasks, get_task, task_keys
+from u2eval.records import Judgement, Outcome, Value, Verdict
 from u2eval.scoring.aggregate import (
     REFERENCE_QUIRKS,
     STRICT_QUIRKS,
@@ -297,7 +297,7 @@ def test_missing_tasks_in_reference_are_filled_as_the_table_does() -> None:
     assert on.tasks["cve"].filled and on.tasks["cve"].score == 1.0  # RMSE filled with 0.0: full credit
     assert on.tasks["ll"].filled and on.tasks["ll"].score == 0.0
     assert on.u2_score == pytest.approx(0.20 + 0.07)
-    assert on.status == "partial" and on.missing_tasks == [k for k in TASK_KEYS if k != "dd"]
+    assert on.status == "partial" and on.missing_tasks == [k for k in task_keys() if k != "dd"]
     assert run(js, off("missing_cve_full_credit")).u2_score == pytest.approx(0.20)
     no_fill = run(js, off("missing_task_as_zero"))
     assert no_fill.u2_score is None and no_fill.u2_over_present_tasks == 1.0

@@ -28,7 +28,7 @@ import jinja2
 from jinja2 import meta
 
 from u2eval.benchmark.sectors import LOCATION_OPTIONS
-from u2eval.benchmark.tasks import Capability, DatasetSpec, TaskSpec
+from u2eval.benchmark.tasks import Capability, DatasetSpec, TaskSpec, tasks_dir
 from u2eval.errors import ConfigError, DataError
 from u2eval.records import Case, ImagePart, Prompt, TextPart
 from u2eval.resources import resource_dir
@@ -125,8 +125,8 @@ class _Plan:
 class _CachingLoader(jinja2.BaseLoader):
     """Reads each template file once. The sources it keeps are also what the fingerprints hash."""
 
-    def __init__(self, root: Path) -> None:
-        self._files = jinja2.FileSystemLoader(root, encoding="utf-8")
+    def __init__(self, roots: Sequence[Path]) -> None:
+        self._files = jinja2.FileSystemLoader(list(roots), encoding="utf-8")
         self.sources: dict[str, tuple[str, str | None]] = {}
 
     def get_source(
@@ -147,14 +147,15 @@ class PromptLibrary:
     """The templates of one folder: a strict jinja2 Environment, compiled plans, and their fingerprints.
 
     The process uses one, over the shipped ``prompts/`` folder (``default_library``); tests build their own
-    over a temporary folder.
+    over a temporary folder. ``extra`` folders are searched first (a task folder's own templates).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, extra: Sequence[Path] = ()) -> None:
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise ConfigError(f"prompt template folder not found: {self.root}")
-        self._loader = _CachingLoader(self.root)
+        for folder in (*extra, self.root):
+            if not Path(folder).is_dir():
+                raise ConfigError(f"prompt template folder not found: {folder}")
+        self._loader = _CachingLoader([*map(Path, extra), self.root])
         self._env = jinja2.Environment(
             loader=self._loader,
             undefined=jinja2.StrictUndefined,
@@ -195,7 +196,7 @@ class PromptLibrary:
         for (name, compiled), section in zip(plan.parts, plan.sections, strict=True):
             try:
                 text = compiled.render(context).strip()
-            except jinja2.TemplateError as exc:
+            except (jinja2.TemplateError, TypeError) as exc:  # TypeError: a macro called with other arguments
                 raise ConfigError(f"prompt template {name!r} failed for {case.case_id}: {exc}") from exc
             if text:
                 sections.append((section, text))
@@ -278,14 +279,20 @@ class PromptLibrary:
         return sorted(seen)
 
 
-@cache
 def default_library() -> PromptLibrary:
-    """The library over the shipped ``prompts/`` folder, built on first use."""
+    """The library over the shipped ``prompts/`` folder, and first over the task folder when it is not the
+    shipped one (``$U2EVAL_TASKS_DIR``: a new task brings its templates beside its file)."""
     try:
         root = resource_dir("prompts")
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from exc
-    return PromptLibrary(root)
+    folder = tasks_dir()
+    return _library(root, () if folder == resource_dir("tasks") else (folder,))
+
+
+@cache
+def _library(root: Path, extra: tuple[Path, ...]) -> PromptLibrary:
+    return PromptLibrary(root, extra)
 
 
 def render(case: Case, task: TaskSpec, options: PromptOptions = DEFAULT_OPTIONS) -> Prompt:

@@ -57,7 +57,7 @@ out = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 
 
 # Options run and ablate share (ablate runs each variant as `run` would).
 DataOpt = Annotated[str, typer.Option(help="sample, a local folder in the U2-Bench layout, hub, or hf:OWNER/NAME@REV")]
-TasksOpt = Annotated[str | None, typer.Option(help="comma list of task keys, e.g. dd,ll (default: all 8)")]
+TasksOpt = Annotated[str | None, typer.Option(help="comma list of task keys, e.g. dd,ll (default: all of them)")]
 LimitOpt = Annotated[int | None, typer.Option(min=1, help="at most N cases per source dataset")]
 SeedOpt = Annotated[int, typer.Option(help="seed for sampling and the random baseline")]
 RevisionOpt = Annotated[str | None, typer.Option(help="dataset revision on the hub")]
@@ -530,7 +530,7 @@ def ablate(
 def list_tasks(
     data: Annotated[str, typer.Option(help="count cases in this source")] = "sample",
 ) -> None:
-    """List the eight tasks with their datasets, weights and case counts."""
+    """List the tasks with their datasets, weights and case counts."""
     from u2eval.benchmark.tasks import all_tasks
     from u2eval.data.reader import count_cases
     from u2eval.data.sources import resolve_source
@@ -632,7 +632,7 @@ def data_check(
     data: Annotated[
         str, typer.Argument(help="a local folder in the U2-Bench layout, hub, hf:OWNER/NAME@REV or sample")
     ],
-    tasks: Annotated[str | None, typer.Option(help="comma list of task keys (default: all 8)")] = None,
+    tasks: Annotated[str | None, typer.Option(help="comma list of task keys (default: all of them)")] = None,
     revision: Annotated[str | None, typer.Option(help="dataset revision on the hub")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON to this file")] = None,
 ) -> None:

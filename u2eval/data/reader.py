@@ -265,11 +265,12 @@ def _first_key(cell: str | None) -> str | None:
 
 
 def _scenario(task: TaskSpec, spec: DatasetSpec, layout: _Layout, cells: list[str]) -> str:
-    if task.key == "kd":
+    source = task.scenario_source  # the task file says where a case's scenario comes from
+    if source == "keypoints":
         return _first_key(_cell(cells, layout.keypoints)) or spec.keypoint or ""
-    if task.capability == "regression":
+    if source == "measurement":
         return spec.measurement_key or ""
-    if task.capability == "generation":
+    if source == "none":
         return ""
     fallback = spec.classification_task if task.capability == "classification" else spec.channel
     return (_cell(cells, layout.scenario) or fallback or "").strip()
@@ -473,7 +474,8 @@ def iter_row_identities(
                 cells = row.cells
                 # OD rows that share an image differ by the structure the prompt names (the kit's KD prompt names
                 # a fixed fallback, never the row's keypoint, so KD has none).
-                channel = _cell(cells, layout.scenario) if task.key == "od" else None
+                by_scenario = task.official is not None and task.official.join_by_scenario
+                channel = _cell(cells, layout.scenario) if by_scenario else None
                 hints = (channel.strip(),) if channel and channel.strip() else ()
                 yield RowIdentity(
                     task=task.key,

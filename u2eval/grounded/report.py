@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from u2eval.benchmark.tasks import task_keys
 from u2eval.grounded.stats import BoxStats, GroundedStats, GroundedSummary, MaskStats, PointStats
-from u2eval.records import TASK_KEYS
 
 __all__ = ["print_grounded", "render_grounded_markdown"]
 
@@ -24,7 +24,7 @@ METRIC_HEADER += ["point n", "dist / diag", "in mask"]
 
 def _in_order(keys: Iterable[str]) -> list[str]:
     """Task keys in official order (grounded.json is written with sorted keys)."""
-    return sorted(keys, key=lambda k: TASK_KEYS.index(k) if k in TASK_KEYS else len(TASK_KEYS))
+    return sorted(keys, key=lambda k: task_keys().index(k) if k in task_keys() else len(task_keys()))
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

@@ -13,10 +13,10 @@ from typing import Literal
 
 import numpy as np
 
-from u2eval.benchmark.tasks import TaskSpec, get_task
+from u2eval.benchmark.tasks import TaskSpec, get_task, task_keys
 from u2eval.grounded.boxes import BoxConvention
 from u2eval.grounded.placement import IOU_HIT, GroundTruth, RegionKind
-from u2eval.records import TASK_KEYS, DiskRecord, Judgement, ScoringMode
+from u2eval.records import DiskRecord, Judgement, ScoringMode
 from u2eval.scoring.aggregate import score_mode
 from u2eval.scoring.summary import Summary, report_float
 
@@ -260,7 +260,7 @@ def summarise_grounded(
     groups: dict[tuple[str, str], list[GroundedCase]] = defaultdict(list)
     for case in cases:
         groups[(case.task, case.dataset_id)].append(case)
-    order: dict[str, int] = {t: i for i, t in enumerate(TASK_KEYS)}
+    order: dict[str, int] = {t: i for i, t in enumerate(task_keys())}
     datasets = [
         GroundedDataset(task=t, dataset_id=d, stats=_dataset_stats(groups[(t, d)]))
         for t, d in sorted(groups, key=lambda ref: (order[ref[0]], _dataset_position(ref)))

@@ -15,7 +15,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from u2eval.records import TASK_KEYS, ScoringMode
+from u2eval.benchmark.tasks import task_keys
+from u2eval.records import ScoringMode
 from u2eval.reports.rundata import LoadedRun
 
 SYNTHETIC = (
@@ -49,7 +50,7 @@ def _other_cases(run: LoadedRun, ranked: LoadedRun) -> str:
     mine = {j.case_id for j in run.judgements}
     theirs = {j.case_id for j in ranked.judgements}
     if mine < theirs:  # e.g. a run asked for some tasks only: say which part it is
-        tasks = sorted({j.task for j in run.judgements}, key=TASK_KEYS.index)
+        tasks = sorted({j.task for j in run.judgements}, key=task_keys().index)
         return (
             f"scored on {len(mine):,} of the ranked runs' {len(theirs):,} cases "
             f"(tasks {', '.join(t.upper() for t in tasks)})"

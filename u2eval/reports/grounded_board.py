@@ -10,20 +10,17 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from u2eval.benchmark.tasks import all_tasks
 from u2eval.grounded.scorer import score_grounded
 from u2eval.grounded.stats import GroundedSummary
 from u2eval.records import DiskRecord, ScoringMode
 from u2eval.run.folder_scoring import grounded_options, stored_answers
 from u2eval.scoring.summary import Summary
 
-__all__ = ["GROUNDED_COLUMNS", "GroundedCells", "grounded_cells"]
+__all__ = ["GroundedCells", "grounded_cells", "grounded_columns"]
 
-SECTOR_TASKS = ("ll", "od", "kd")
-# column key -> header, in the order the files show them
-GROUNDED_COLUMNS = {
-    "ll_regions": "LL (regions)",
-    "od_regions": "OD (regions)",
-    "kd_regions": "KD (regions)",
+# column key -> header, in the order the files show them, after a column per sector task (grounded_columns)
+_METRIC_COLUMNS = {
     "box_acc50": "box acc@0.5",
     "box_iou": "box IoU",
     "dice": "Dice",
@@ -31,6 +28,16 @@ GROUNDED_COLUMNS = {
     "point_distance": "point dist / diag",
     "point_in_mask": "point in mask",
 }
+
+
+def _sector_tasks() -> tuple[str, ...]:
+    """The tasks answered with a sector (detection), whose sector a region gives."""
+    return tuple(task.key for task in all_tasks() if task.capability == "detection")
+
+
+def grounded_columns() -> dict[str, str]:
+    """Column key -> header: each sector task's score from regions, then the grounded metrics."""
+    return {f"{key}_regions": f"{key.upper()} (regions)" for key in _sector_tasks()} | _METRIC_COLUMNS
 
 
 class GroundedCells(DiskRecord):
@@ -44,7 +51,9 @@ class GroundedCells(DiskRecord):
 def cells_from(summary: GroundedSummary, mode: ScoringMode) -> GroundedCells:
     sectors = summary.sectors.get(mode)
     overall = summary.overall
-    values: dict[str, float | None] = {f"{t}_regions": sectors.tasks.get(t) if sectors else None for t in SECTOR_TASKS}
+    values: dict[str, float | None] = {
+        f"{t}_regions": sectors.tasks.get(t) if sectors else None for t in _sector_tasks()
+    }
     values |= {
         "box_acc50": overall.box.acc_at_50 if overall.box else None,
         "box_iou": overall.box.mean_iou if overall.box else None,

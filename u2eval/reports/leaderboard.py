@@ -22,9 +22,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from u2eval.benchmark.tasks import all_tasks, get_task
+from u2eval.benchmark.tasks import all_tasks, task_keys
 from u2eval.errors import ConfigError
-from u2eval.records import TASK_KEYS, ScoringMode
+from u2eval.records import ScoringMode
 from u2eval.reports.comparability import PUBLISHED_ON_STRICT, partial_reasons, placement, row_labels
 from u2eval.reports.grounded_board import GroundedCells, grounded_cells
 from u2eval.reports.rundata import LoadedRun, find_runs, load_run
@@ -39,8 +39,6 @@ from u2eval.scoring.summary import report_float
 __all__ = ["Board", "BoardOptions", "BoardRow", "Cell", "build_board", "published_rows"]
 
 PUBLISHED_CSV = published_table()
-_PUBLISHED_COLUMNS = {"dd": "dd_acc", "vra": "vra_acc", "ll": "ll_acc", "od": "od_acc", "kd": "kd_acc"}
-_PUBLISHED_COLUMNS |= {"cve": "cve_rmse", "rg": "rg_bleu", "cg": "cg_bleu"}
 
 
 class _Frozen(BaseModel):
@@ -143,7 +141,7 @@ def _groups_line(groups: dict[str, list[str]]) -> str:
 def check_compatible(runs: Sequence[LoadedRun], mode: ScoringMode) -> None:
     """Refuse, in one line, runs whose numbers cannot share a board: other task definitions, another mode.
     (Other cases are not refused: those runs are listed apart, ``u2eval.reports.comparability``.)"""
-    for key in TASK_KEYS:
+    for key in task_keys():
         versions: dict[str, list[str]] = defaultdict(list)
         for run in runs:
             if key in run.manifest.tasks:
@@ -221,10 +219,12 @@ def published_rows(path: Path = PUBLISHED_CSV) -> list[BoardRow]:
     rows = []
     for record in records:
         tasks = {}
-        for key, column in _PUBLISHED_COLUMNS.items():
-            raw = record[column]
+        for task in all_tasks():
+            if task.official is None or task.official.published_column not in record:
+                continue  # a task the paper never had: no published number
+            key, raw = task.key, record[task.official.published_column]
             value = 0.0 if raw == "-" else float(raw)  # '-' (not computed) counts 0, as in the paper's U2
-            tasks[key] = Cell(score=report_float(clip01(task_score(get_task(key), value))))
+            tasks[key] = Cell(score=report_float(clip01(task_score(task, value))))
         u2 = float(record["u2_published"])
         rows.append(
             BoardRow(

@@ -17,7 +17,7 @@ import json
 import logging
 from pathlib import Path
 
-from u2eval.reports.grounded_board import GROUNDED_COLUMNS
+from u2eval.reports.grounded_board import grounded_columns
 from u2eval.reports.leaderboard import Board, BoardRow, Cell, TaskColumn
 
 __all__ = ["fmt", "fmt_cell", "render_csv", "render_html", "render_markdown", "write_board"]
@@ -204,7 +204,7 @@ def _table(board: Board, rows: list[BoardRow], table_id: str) -> str:
     head = ["rank", "model", "U2-Score", *(_task_heading(t) for t in board.tasks), "parse rate", "infra errors"]
     head += ["tokens in / out", "partial", "prompt", "dataset", "run"]
     head += ["why apart"] if any(r.apart for r in rows) else []
-    head += list(GROUNDED_COLUMNS.values()) if board.grounded else []
+    head += list(grounded_columns().values()) if board.grounded else []
     text_columns = {"model", "partial", "prompt", "dataset", "run", "why apart"}
     sticky = {"rank": "rank", "model": "model text"}
     cells = "".join(
@@ -298,7 +298,7 @@ _GROUNDED_NOTE = (
 
 def _grounded_values(row: BoardRow) -> list[float | None]:
     values = row.grounded.values if row.grounded is not None else {}
-    return [values.get(key) for key in GROUNDED_COLUMNS]
+    return [values.get(key) for key in grounded_columns()]
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -336,7 +336,7 @@ def u2_text(row: BoardRow) -> str:
 def _markdown_rows(board: Board, rows: list[BoardRow], apart: bool) -> list[str]:
     header = ["rank", "model", "U2-Score", *(_task_heading(t) for t in board.tasks), "parse rate", "infra"]
     header += ["tokens in / out", "partial", "prompt", "run"] + (["why apart"] if apart else [])
-    header += list(GROUNDED_COLUMNS.values()) if board.grounded else []
+    header += list(grounded_columns().values()) if board.grounded else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         u2 = u2_text(row)
@@ -389,7 +389,7 @@ def render_csv(board: Board) -> str:
         + task_columns
         + ["parse_rate", "infra_errors", "partial", "partial_reasons", "n_cases", "dataset", "prompt_variant", "run"]
         + ["apart", "input_tokens", "output_tokens"]
-        + ([f"grounded_{k}" for k in GROUNDED_COLUMNS] + ["box_convention"] if board.grounded else [])
+        + ([f"grounded_{k}" for k in grounded_columns()] + ["box_convention"] if board.grounded else [])
     )
 
     def number(value: float | int | None) -> str:

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from u2eval.benchmark.tasks import DatasetSpec, TaskSpec, get_task
-from u2eval.records import TASK_KEYS, Judgement, ScoringMode, Verdict
+from u2eval.benchmark.tasks import DatasetSpec, TaskSpec, get_task, task_keys
+from u2eval.records import Judgement, ScoringMode, Verdict
 from u2eval.reports.stats import FloatArray, Interval, percentile_interval, stratum_weights
 from u2eval.scoring.metrics import _SMALL, _TINY, TOLERANCE, get_metric  # BleuScorer's constants: the formulas agree
 from u2eval.scoring.summary import ModeSummary
@@ -158,7 +158,7 @@ def case_table(
     for j in judgements:
         if only is None or j.case_id in only:
             groups[(j.task, j.dataset_id)].append(j)
-    order: dict[str, int] = {k: i for i, k in enumerate(TASK_KEYS)}
+    order: dict[str, int] = {k: i for i, k in enumerate(task_keys())}
 
     def position(key: tuple[str, str]) -> tuple[int, int]:
         task = get_task(key[0])
@@ -379,7 +379,7 @@ def run_intervals(table: CaseTable, summary: ModeSummary, resamples: int, seed: 
         tasks[key] = percentile_interval(replicates[key], result.score)
     u2 = Interval(summary.u2_score, None, None)
     if summary.u2_score is not None:
-        total = sum(summary.tasks[k].weight * replicates[k] for k in TASK_KEYS)  # NaN: resample dropped
+        total = sum(summary.tasks[k].weight * replicates[k] for k in task_keys())  # NaN: resample dropped
         u2 = percentile_interval(np.asarray(total, dtype=np.float64), summary.u2_score)
     present = [k for k, r in summary.tasks.items() if r.score is not None and not r.filled]
     over_present = Interval(summary.u2_over_present_tasks, None, None)

@@ -19,8 +19,9 @@ from functools import partial
 
 import numpy as np
 
-from u2eval.benchmark.tasks import DatasetSpec, TaskSpec, all_tasks
-from u2eval.records import TASK_KEYS, Judgement, ScoringMode, Verdict
+from u2eval.benchmark.tasks import DatasetSpec, TaskSpec, all_tasks, task_keys
+from u2eval.errors import ConfigError
+from u2eval.records import Judgement, ScoringMode, Verdict
 from u2eval.scoring.attribution import case_reasons, dataset_reasons
 from u2eval.scoring.metrics import get_metric, sacrebleu_signature
 from u2eval.scoring.summary import (
@@ -78,6 +79,7 @@ class ScoringQuirks:
         return asdict(self)
 
 
+_QUIRK_NAMES = frozenset(f.name for f in fields(ScoringQuirks))
 STRICT_QUIRKS = ScoringQuirks()
 REFERENCE_QUIRKS = ScoringQuirks(**{f.name: True for f in fields(ScoringQuirks)})
 MODE_QUIRKS: Mapping[ScoringMode, ScoringQuirks] = {"strict": STRICT_QUIRKS, "reference": REFERENCE_QUIRKS}
@@ -119,34 +121,40 @@ def reference_drops_dataset(judgement: Judgement, task: TaskSpec) -> bool:
 
 
 def dataset_plan(task: TaskSpec, quirks: ScoringQuirks) -> tuple[list[Ref], dict[Ref, str]]:
-    """The (task, dataset) results averaged into ``task``, and those of its own left out, with the quirk."""
+    """The (task, dataset) results averaged into ``task``, and those of its own left out, with the quirk.
+    Which datasets a quirk moves is the task files' data (``official.left_out_by`` / ``taken_by``)."""
     plan: list[Ref] = []
     left_out: dict[Ref, str] = {}
     for ds in task.datasets:
         ref = (task.key, ds.id)
-        quirk = _excluding_quirk(task, ds.id, quirks)
+        quirk = _excluding_quirk(task, ds, quirks)
+        taken_by = ds.official.taken_by
         if quirk is not None:
             left_out[ref] = quirk
-        elif task.key == "vra" and ds.id == "28" and quirks.knee_28_swap:
-            plan.append(("dd", "28_1"))  # the scorer files KL grade under '28', which the table reads as VRA
-            left_out[ref] = "knee_28_swap"
+        elif taken_by is not None and quirk_on(quirks, taken_by.quirk, f"{task.key}/{ds.id}"):
+            plan.append((taken_by.task, taken_by.dataset))  # e.g. the KL grade, filed under '28', read as VRA
+            left_out[ref] = taken_by.quirk
         else:
             plan.append(ref)
     return plan, left_out
 
 
-def _excluding_quirk(task: TaskSpec, dataset_id: str, quirks: ScoringQuirks) -> str | None:
-    if quirks.knee_28_swap and task.key == "dd" and dataset_id == "28_1":
-        return "knee_28_swap"
+def quirk_on(quirks: ScoringQuirks, name: str, where: str) -> bool:
+    """Whether the quirk a task file names is on; a name that is no quirk is a task-file error."""
+    if name not in _QUIRK_NAMES:
+        raise ConfigError(f"task file, {where}: {name!r} is not a scoring quirk ({', '.join(sorted(_QUIRK_NAMES))})")
+    return bool(getattr(quirks, name))
+
+
+def _excluding_quirk(task: TaskSpec, ds: DatasetSpec, quirks: ScoringQuirks) -> str | None:
+    named = ds.official.left_out_by
+    if named is not None and quirk_on(quirks, named, f"{task.key}/{ds.id}"):
+        return named
     # Only the classification results file keeps string ids (it also holds 'anatomy'); pandas reads every
     # other one as integers, so '04' becomes '4' and no longer matches the table's list.
-    numeric_ids = task.capability != "classification" and dataset_id.isdigit()
-    if quirks.drop_leading_zero_ids and numeric_ids and str(int(dataset_id)) != dataset_id:
+    numeric_ids = task.capability != "classification" and ds.id.isdigit()
+    if quirks.drop_leading_zero_ids and numeric_ids and str(int(ds.id)) != ds.id:
         return "drop_leading_zero_ids"
-    if quirks.cg_dataset_10_only and task.key == "cg" and dataset_id != "10":
-        return "cg_dataset_10_only"
-    if quirks.cve_without_31 and task.key == "cve" and dataset_id == "31":
-        return "cve_without_31"
     return None
 
 
@@ -355,21 +363,21 @@ def _mode_summary(
     """Task scores (filled where the mode fills), the U2-Score and its two companion figures."""
     present = {k: t.score for k, t in measured.items() if t.score is not None}
     task_scores: dict[str, _TaskScore] = {}
-    for key in TASK_KEYS:
+    for key in task_keys():
         chosen = measured.get(key) if key in present else (_filled(official[key], quirks) or measured.get(key))
         if chosen is not None:
             task_scores[key] = chosen
     weights = {k: t.weight for k, t in official.items()}
-    missing = [k for k in TASK_KEYS if k not in present]
+    missing = [k for k in task_keys() if k not in present]
     # A task whose run lost whole datasets (corrupt files, bad rows) averages fewer datasets: say so.
     missing_datasets = {
-        k: [d for d in official[k].dataset_ids if (k, d) not in groups] for k in TASK_KEYS if k in present
+        k: [d for d in official[k].dataset_ids if (k, d) not in groups] for k in task_keys() if k in present
     }
     missing_datasets = {k: ids for k, ids in missing_datasets.items() if ids}
     uncounted = _uncounted_datasets(datasets)
     scored = {k: t.score for k, t in task_scores.items() if t.score is not None}
     u2: float | None = None
-    if len(scored) == len(TASK_KEYS):
+    if len(scored) == len(task_keys()):
         u2 = u2_score(scored, weights)
         u2 = round(u2, 4) if quirks.round_4dp else u2
     over_present = None
@@ -436,7 +444,7 @@ def _outcomes(
 
 
 def _official_specs(tasks: Sequence[TaskSpec]) -> tuple[dict[str, TaskSpec], dict[str, TaskSpec]]:
-    order = {k: i for i, k in enumerate(TASK_KEYS)}
+    order = {k: i for i, k in enumerate(task_keys())}
     specs: dict[str, TaskSpec] = {t.key: t for t in sorted(tasks, key=lambda t: order[t.key])}
     return specs, {**{t.key: t for t in all_tasks()}, **specs}
 

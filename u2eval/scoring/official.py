@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from u2eval.benchmark.sectors import LOCATION_OPTIONS, sector_from_centre
-from u2eval.benchmark.tasks import DatasetSpec
+from u2eval.benchmark.tasks import DatasetSpec, get_task
 from u2eval.data.truth import literal_cell
+from u2eval.errors import ConfigError
 from u2eval.records import Verdict
 
 
@@ -79,61 +80,8 @@ QUIRKS_BY_CAPABILITY: dict[str, tuple[str, ...]] = {
 # <status>"). Its digits matter: on 44/57 it becomes label 0, on 40 BI-RADS 5, on CVE the value 500.
 REFERENCE_ERROR_TEXT = "API调用失败: 500"
 
-# The options stage (a) extracts from each official DD/VRA prompt ([EK] cla_prompt.json), in its order,
-# then the extra options its substring rule adds although they are not labels of the dataset.
-_CLASSIFICATION_OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "03": (("fetal abdomen", "fetal femur", "fetal brain", "maternal cervix", "fetal thorax", "other"), ()),
-    "10": (("hdvb", "hdvf", "huvb", "huvf"), ()),
-    "18": (("2CH", " 4CH"), ()),
-    "21": (("benign", " malignant"), ()),
-    "23": (("normal", " benign", " malignant"), ()),
-    "25": (("benign", " malignant"), ()),
-    "28": (("Mild OA", "Moderate OA", "No OA", "Questionable OA", "Severe OA", "Total joint replacement"), ()),
-    "28_class": (
-        tuple(
-            f"{side} {view}"
-            for side in ("left", "right")
-            for view in (
-                "anterior suprapatellar longitudinal",
-                "anterior suprapatellar longitudinal with power Doppler",
-                "anterior suprapatellar transverse in 30 degrees flexion",
-                "anterior suprapatellar transverse in maximal flexion",
-                "lateral longitudinal",
-                "medial longitudinal",
-                "posterior medial transverse",
-            )
-        ),
-        ("other",),
-    ),
-    "32": (("benign", " malignant"), ()),
-    "37": (("Axial/Transverse Plane", "Coronal Plane", "Sagittal Plane"), ()),
-    "40": (("2", "3", "4A", "4B", "4C", "5"), ()),  # the fixed BI-RADS list (the prompt mentions bi-rads)
-    "42": (("non-pancreas cancer", " pancreas cancer"), ("other",)),
-    "44": (("0", " 1", " 2", " 3"), ()),
-    "50": (("none", "optimal", "suboptimal"), ("fetal abdomen",)),
-    "53": (("None", "OnlyFetalHead", "OnlySymphysisPubis", "SymphysisPubis+FetalHead"), ("other",)),
-    "57": (("0", " 1"), ()),
-    "66": (("benign", " malignant"), ()),
-    "69": (("external carotid", "left carotid", "right carotid"), ("other",)),
-    "70": (("normal thyroid", " benign", " malignant"), ()),
-    "74is_normal": (("Appears abnormal", "Appears normal"), ("other",)),
-    "74is_visible": (("Not-visible", "Visible"), ()),
-    "75": (("infected", "noninfected"), ("other",)),
-    "anatomy": (
-        ("fetal", "thyroid", "heart", "lung", "liver", "carotid", "kidney", "prostate", "breast", "other"),
-        (),
-    ),
-}
-# Our dataset ids where the official prompt keys differ (facts §9.1): KL grade is '28', knee view '28_class'.
-_PROMPT_KEYS = {("dd", "28_1"): "28", ("vra", "28"): "28_class"}
 # The options branch appends these when the prompt text contains them, 'fetal brain' checked first.
 _MENTIONED_OPTIONS = ("fetal brain", "maternal cervix", "fetal abdomen", "fetal femur", "fetal thorax", "other")
-
-
-def official_prompt_key(task_key: str, dataset_id: str) -> str | None:
-    """The key of the dataset's official DD/VRA prompt, or None if it has none."""
-    key = _PROMPT_KEYS.get((task_key, dataset_id), dataset_id)
-    return key if key in _CLASSIFICATION_OPTIONS else None
 
 
 def _od_options(anatomy: str, channel: str, quirks: ReferenceQuirks) -> tuple[str, ...]:
@@ -155,19 +103,25 @@ def _od_options(anatomy: str, channel: str, quirks: ReferenceQuirks) -> tuple[st
 def reference_options(
     task_key: str, dataset_id: str, anatomy: str = "", channel: str = "", quirks: ReferenceQuirks | None = None
 ) -> tuple[str, ...]:
-    """The option list stage (a) extracts from the official prompt of a dataset. LL and KD prompts say
-    "following list:", which gives the 10 clean location words; OD prompts (every other detection set)
-    embed the row's ``anatomy`` and ``channel``, which may add options. Empty for an unknown dataset:
+    """The option list stage (a) extracts from the official prompt of a dataset, as the task file says
+    (``official.options``): LL and KD prompts say "following list:", which gives the 10 clean location words;
+    OD prompts embed the row's ``anatomy`` and ``channel``, which may add options; a DD / VRA prompt lists its
+    dataset's own (``official.options`` of the dataset). Empty for a dataset the kit has no prompt for:
     stage (a) then leaves the answer unchanged."""
     quirks = quirks or ReferenceQuirks()
-    if task_key in ("ll", "kd"):
-        return LOCATION_OPTIONS
-    if task_key == "od":
-        return _od_options(anatomy, channel, quirks)
-    key = official_prompt_key(task_key, dataset_id)
-    if key is None:
+    try:
+        task = get_task(task_key)
+    except ConfigError:
         return ()
-    base, extras = _CLASSIFICATION_OPTIONS[key]
+    how = task.official.options if task.official is not None else "none"
+    if how == "location_list":
+        return LOCATION_OPTIONS
+    if how == "location_with_target":
+        return _od_options(anatomy, channel, quirks)
+    dataset = next((d for d in task.datasets if d.id == dataset_id), None)
+    if how != "dataset_prompt" or dataset is None or not dataset.official.options:
+        return ()
+    base, extras = dataset.official.options, dataset.official.extra_options
     if not quirks.leading_space_options:
         base = tuple(o.strip() for o in base)
     kept = tuple(e for e in extras if (quirks.other_option if e == "other" else quirks.prompt_mention_options))

@@ -31,37 +31,32 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
 from pydantic import JsonValue
 
+from u2eval.benchmark.tasks import OfficialScorer as Scorer
+from u2eval.benchmark.tasks import all_tasks
 from u2eval.data.reader import RowIdentity
 from u2eval.errors import ConfigError
 from u2eval.records import OfficialAnswer
 from u2eval.scoring.official import PANDAS_NA
 
-Scorer = Literal["cla", "seg", "measurement", "report"]
 Ref = tuple[str, str]  # (task key, dataset id)
 
-# The official scorers' keys (their TSV_PATH dicts) -> our (task, dataset). '28' is the KL grade (our DD 28_1)
-# and '28_class' the knee view (our VRA 28); several internal files serve two tasks (23, 32, 50, 57, 18, 37, 53).
-_CLA = {
-    **{k: ("dd", k) for k in ("21", "23", "25", "32", "40", "42", "44", "57", "66", "70", "74is_normal", "75")},
-    **{k: ("vra", k) for k in ("03", "10", "18", "37", "50", "53", "69", "74is_visible", "anatomy")},
-    "28": ("dd", "28_1"),
-    "28_class": ("vra", "28"),
-}
-_SEG = {
-    **{k: ("ll", k) for k in ("04", "17", "23", "32", "64")},
-    "48": ("kd", "48"),
-    **{k: ("od", k) for k in ("09", "13", "16", "18", "31", "37", "38", "47", "49", "50", "52", "53", "67")},
-}
-KIT_KEYS: Mapping[Scorer, Mapping[str, Ref]] = {
-    "cla": _CLA,
-    "seg": _SEG,
-    "measurement": {k: ("cve", k) for k in ("18", "27", "31", "50", "57")},
-    "report": {"39": ("rg", "39"), "10": ("cg", "10"), "44": ("cg", "44")},
-}
+
+def kit_keys() -> dict[Scorer, dict[str, Ref]]:
+    """The official scorers' keys (their TSV_PATH dicts) -> our (task, dataset), from the task files: a task's
+    ``official.scorer``, a dataset's ``official.key`` where it differs from its id ('28' is the KL grade, our DD
+    28_1; '28_class' the knee view, our VRA 28). Several internal files serve two tasks (23, 32, 50, 57, ...)."""
+    keys: dict[Scorer, dict[str, Ref]] = {scorer: {} for scorer in get_args(Scorer)}
+    for task in all_tasks():
+        if task.official is not None:
+            for dataset in task.datasets:
+                keys[task.official.scorer][dataset.official_key] = (task.key, dataset.id)
+    return keys
+
+
 # Folder names the kit's scorers read: measurement answers after stage (a) sit in measurement_processed.
 _FOLDERS: Mapping[str, Scorer] = {
     "cla": "cla",
@@ -247,7 +242,7 @@ def kit_files(base: Path, model: str) -> tuple[list[KitFile], list[str]]:
                 continue
             if (scorer, key_dir.name) in _NOT_IN_U2:
                 notes.append(f"{found[0]}: {_NOT_IN_U2[(scorer, key_dir.name)]}; not used")
-            elif key_dir.name not in KIT_KEYS[scorer]:
+            elif key_dir.name not in kit_keys()[scorer]:
                 notes.append(f"{found[0]}: {scorer}/{key_dir.name} is not a key of the official {scorer} scorer")
                 continue
             files.append(KitFile(scorer, key_dir.name, found[0]))
@@ -277,7 +272,7 @@ class KitSource:
     @property
     def ref(self) -> Ref | None:
         """Our (task, dataset), or None for a file the scorer reads that is in no U2-Bench task (report/11)."""
-        return KIT_KEYS[self.scorer].get(self.key)
+        return kit_keys()[self.scorer].get(self.key)
 
     @property
     def first_space_dropped(self) -> bool:
@@ -288,7 +283,7 @@ class KitSource:
 
 def kit_key(scorer: Scorer, ref: Ref) -> str | None:
     """The official scorer's key for our (task, dataset)."""
-    return next((key for key, found in KIT_KEYS[scorer].items() if found == ref), None)
+    return next((key for key, found in kit_keys()[scorer].items() if found == ref), None)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from u2eval.benchmark.tasks import get_task
-from u2eval.records import TASK_KEYS
+from u2eval.benchmark.tasks import get_task, task_keys
 from u2eval.scoring.metrics import get_metric, score_label
 from u2eval.scoring.summary import ModeSummary, Summary, TaskResult
 
@@ -89,7 +88,7 @@ def _u2_line(mode: ModeSummary) -> str:
         parts.append(f"partial: no cases for datasets {lost}")
     if mode.uncounted_datasets:
         parts.append(f"partial: no case counted in {', '.join(mode.uncounted_datasets)}")
-    filled = [t.upper() for t in TASK_KEYS if t in mode.tasks and mode.tasks[t].filled]
+    filled = [t.upper() for t in task_keys() if t in mode.tasks and mode.tasks[t].filled]
     if filled:
         parts.append(
             f"tasks without results filled as the official table script does ({', '.join(filled)}: a missing task "

@@ -68,6 +68,10 @@ def _options_cell(spec: DatasetSpec) -> str:
     return repr(merged)
 
 
+# The classification tasks whose synthetic images show a lesion (a diagnosis needs one; a view does not).
+_LESION_TASKS = frozenset({"dd"})
+
+
 def _classification(ctx: _Ctx, row: int, rng: Rng, cells: dict[str, str]) -> list[Blob]:
     labels = ctx.spec.labels
     # Sample: cycle so each dataset shows several labels; full: random like a real label mix.
@@ -75,7 +79,7 @@ def _classification(ctx: _Ctx, row: int, rng: Rng, cells: dict[str, str]) -> lis
     cells["classification_task"] = ctx.spec.classification_task or ""
     cells["class_label"] = repr({"Anatomy": label.title()}) if ctx.spec.truth_format == "anatomy_dict" else label
     cells["options"] = _options_cell(ctx.spec)
-    if ctx.task.key != "dd":
+    if ctx.task.key not in _LESION_TASKS:
         return []
     return [Blob(rng.uniform(0.3, 0.7), rng.uniform(0.35, 0.75), 0.15, 0.12, rng.choice((-80, 90)))]
 
@@ -174,13 +178,13 @@ def row_cells(ctx: _Ctx, row: int) -> list[str]:
     blobs: list[Blob] = []
     if task.capability == "classification":
         blobs = _classification(ctx, row, rng, cells)
-    elif task.key == "kd":
+    elif task.scenario_source == "keypoints":
         blobs = _keypoint(ctx, row, rng, cells)
     elif task.capability == "detection":
         blobs = _detection(ctx, row, rng, cells)
     elif task.capability == "regression":
         cells["measurement"] = _measurement(ctx, row, rng)
-    elif task.key == "rg":
+    elif task.truth_column == "report":
         # The report text is in `report`; `caption` stays empty on RG rows, as it may on the real ones.
         cells["report"] = report_text(rng)
     else:
@@ -190,15 +194,20 @@ def row_cells(ctx: _Ctx, row: int) -> list[str]:
     return [cells[c] for c in COLUMNS]
 
 
+def _region_task(task: TaskSpec) -> bool:
+    """A detection task whose truth is a region (box and mask), not a keypoint: LL and OD."""
+    return task.capability == "detection" and task.scenario_source != "keypoints"
+
+
 def _sector_offset(task: TaskSpec, spec: DatasetSpec, size: Size) -> int:
     """Where a dataset starts in the cycle of location answers: LL and OD datasets continue one another's
     cycle so every sector occurs even with 4 rows each. Unscaled counts: scaling only appends rows."""
-    if task.key not in ("ll", "od"):
+    if not _region_task(task):
         return 0
     base = planned_counts(size)
     offset = 0
     for other in all_tasks():
-        for d in other.datasets if other.key in ("ll", "od") else ():
+        for d in other.datasets if _region_task(other) else ():
             if (other.key, d.id) == (task.key, spec.id):
                 return offset
             offset += base[other.key][d.id]

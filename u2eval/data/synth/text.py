@@ -112,7 +112,7 @@ def prompt_text(task: TaskSpec, spec: DatasetSpec) -> str:
         topic = (spec.classification_task or "class").replace("_", " ")
         reply = "the single number" if spec.int_labels else "the chosen option exactly as written"
         body = f"Which {topic} does it show? Options: {', '.join(spec.labels)}.\n\nReply with {reply} only."
-    elif task.key == "kd":
+    elif task.scenario_source == "keypoints":
         body = f"Where is the {spec.keypoint} in the image? Choose from: {where}.\n\nReply with the location only."
     elif task.capability == "detection":
         thing = spec.channel or "structure"
@@ -124,7 +124,7 @@ def prompt_text(task: TaskSpec, spec: DatasetSpec) -> str:
         body = (
             f"Estimate the {spec.quantity}{unit}: a number from {lo:g} to {hi:g}.{null}\n\nReply with the number only."
         )
-    elif task.key == "rg":
+    elif task.truth_column == "report":
         body = (
             "Write a short report on the liver, gallbladder, pancreas and spleen: size, contour, "
             "echotexture and any abnormal finding.\n\nReply with the report text only."
