@@ -46,7 +46,6 @@ from u2eval.benchmark.tasks import DatasetSpec, TaskSpec, all_tasks
 from u2eval.data.synth.rows import JPEG_IDS
 from u2eval.records import CaseMeta, Completion
 from u2eval.scoring.judging import judge
-from u2eval.scoring.metrics import bleu_stats, rouge_l_case
 from u2eval.scoring.official import (
     reference_classification,
     reference_location_prediction,
@@ -56,6 +55,7 @@ from u2eval.scoring.official import (
     reference_text,
 )
 from u2eval.scoring.strict import Parsed, parse_location, parse_number, parse_option, parse_text
+from u2eval.scoring.text_metrics import bleu_stats, rouge_l_case
 
 # ------------------------------------------------------------------------------------- 1. the fuzzer
 

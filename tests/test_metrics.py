@@ -14,6 +14,42 @@ from sklearn.metrics import f1_score
 from u2eval.benchmark.tasks import get_task
 from u2eval.records import Verdict
 from u2eval.scoring import metrics as m
+from u2eval.scoring import text_metrics as t
+
+# The metrics are defined once, on verdicts (metrics.METRICS); these give them plain values to check against
+# pycocoevalcap's and sklearn's outputs.
+_LABELLED = get_task("dd").dataset("23")
+_UNIT_RANGE = get_task("cve").dataset("18").model_copy(update={"value_range": (0.0, 1.0)})
+
+
+def _on(name: str, truths: list[str], predictions: list[str]) -> float:
+    pairs = zip(truths, predictions, strict=True)
+    verdicts = [Verdict(prediction=p, truth=r, counted=True, correct=p == r) for r, p in pairs]
+    return m.METRICS[name].compute(verdicts, _LABELLED)
+
+
+def bleu4(hyps: list[str], refs: list[str]) -> float:
+    return _on("bleu4", refs, hyps)
+
+
+def rouge_l(hyps: list[str], refs: list[str]) -> float:
+    return _on("rouge_l", refs, hyps)
+
+
+def macro_f1(truth: list[str], pred: list[str], truth_classes: bool = False) -> float:
+    return _on("macro_f1_truth_classes" if truth_classes else "macro_f1", truth, pred)
+
+
+def accuracy(flags: list[bool]) -> float:
+    verdicts = [Verdict(prediction="a", truth="a", counted=True, correct=f) for f in flags]
+    return m.METRICS["accuracy"].compute(verdicts, _LABELLED)
+
+
+def on_errors(name: str, errors: list[float]) -> float:
+    """The CVE metric over these normalised errors (truth e, prediction 0, range [0, 1])."""
+    verdicts = [Verdict(prediction=0.0, truth=e, counted=True) for e in errors]
+    return m.METRICS[name].compute(verdicts, _UNIT_RANGE)
+
 
 # Computed once with pycocoevalcap 1.2 (Bleu(4).compute_score, Rouge().compute_score; BLEU-4 and ROUGE-L
 # x 100), ids "0", "1", ... in list order. pycocoevalcap is not a dependency: these are its outputs.
@@ -69,56 +105,56 @@ PYCOCO_GOLDEN = {
 @pytest.mark.parametrize("name", sorted(PYCOCO_GOLDEN))
 def test_bleu4_and_rouge_l_match_pycocoevalcap(name: str) -> None:
     hyps, refs, bleu, rouge = PYCOCO_GOLDEN[name]
-    assert m.bleu4(hyps, refs) == pytest.approx(bleu, rel=1e-12)
-    assert m.rouge_l(hyps, refs) == pytest.approx(rouge, rel=1e-12)
+    assert bleu4(hyps, refs) == pytest.approx(bleu, rel=1e-12)
+    assert rouge_l(hyps, refs) == pytest.approx(rouge, rel=1e-12)
 
 
 def test_bleu_closest_reference_length_breaks_ties_towards_the_shorter() -> None:
     # 4 tokens against references of 7, 3 and 5: 3 and 5 are both 1 away; pycocoevalcap picks 3, so no
     # brevity penalty (golden 99.99999994791672). Picking 5 would give exp(1 - 5/4) ~ 0.78.
-    stats = m.bleu_stats("a b c d", ["a b c d e f g", "a b c", "a b c d e"])
+    stats = t.bleu_stats("a b c d", ["a b c d e f g", "a b c", "a b c d e"])
     assert stats.ref_len == 3
-    assert m.corpus_bleu([stats]) == pytest.approx(99.99999994791672, rel=1e-12)
-    assert m.rouge_l_case("a b c d", ["a b c d e f g", "a b c", "a b c d e"]) == 1.0
+    assert t.corpus_bleu([stats]) == pytest.approx(99.99999994791672, rel=1e-12)
+    assert t.rouge_l_case("a b c d", ["a b c d e f g", "a b c", "a b c d e"]) == 1.0
 
 
 def test_bleu_is_corpus_level_not_a_mean_of_sentences() -> None:
     hyps = ["a b c d e f", "x y"]
     refs = ["a b c d e f", "p q"]
-    per_sentence_mean = (m.bleu4(hyps[:1], refs[:1]) + m.bleu4(hyps[1:], refs[1:])) / 2
-    stats = [m.bleu_stats(h, [r]) for h, r in zip(hyps, refs, strict=True)]
+    per_sentence_mean = (bleu4(hyps[:1], refs[:1]) + bleu4(hyps[1:], refs[1:])) / 2
+    stats = [t.bleu_stats(h, [r]) for h, r in zip(hyps, refs, strict=True)]
     assert sum(s.correct[0] for s in stats) == 6 and sum(s.guess[0] for s in stats) == 8
     # summed clipped matches / guesses per order: 6/8, 5/6, 4/4, 3/3; lengths 8 = 8 so no brevity penalty
-    assert m.bleu4(hyps, refs) == pytest.approx(100 * (6 / 8 * 5 / 6 * 4 / 4 * 3 / 3) ** 0.25, rel=1e-8)
+    assert bleu4(hyps, refs) == pytest.approx(100 * (6 / 8 * 5 / 6 * 4 / 4 * 3 / 3) ** 0.25, rel=1e-8)
     assert per_sentence_mean == pytest.approx(50.0, abs=1e-3)
 
 
 def test_rouge_uses_single_space_tokens_and_beta_1_2() -> None:
     # "a b c" vs "a  b" : split(" ") gives ["a", "", "b"], LCS with ["a", "b", "c"] = 2.
     p, r = 2 / 3, 2 / 3
-    assert m.rouge_l_case("a  b", ["a b c"]) == pytest.approx(((1 + 1.44) * p * r) / (r + 1.44 * p))
+    assert t.rouge_l_case("a  b", ["a b c"]) == pytest.approx(((1 + 1.44) * p * r) / (r + 1.44 * p))
     # Not F1: precision 1, recall 1/2 gives 0.5 * 2.44 / (0.5 + 1.44) ~ 0.6289, F1 would be 0.6667.
-    assert m.rouge_l_case("a b", ["a b c d"]) == pytest.approx(2.44 * 0.5 / (0.5 + 1.44))
-    assert m.rouge_l_case("x", ["a b"]) == 0.0
+    assert t.rouge_l_case("a b", ["a b c d"]) == pytest.approx(2.44 * 0.5 / (0.5 + 1.44))
+    assert t.rouge_l_case("x", ["a b"]) == 0.0
 
 
 def test_sacrebleu_extra_column_and_signature() -> None:
     hyps = ["the liver is normal in size", "no focal lesion"]
-    assert m.sacrebleu_corpus(hyps, hyps) == pytest.approx(100.0)
-    assert m.sacrebleu_corpus(["completely different words here"], ["the liver is normal in size"]) < 5
-    assert m.sacrebleu_signature().startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
-    assert math.isnan(m.sacrebleu_corpus([], []))
+    assert t.sacrebleu_corpus(hyps, hyps) == pytest.approx(100.0)
+    assert t.sacrebleu_corpus(["completely different words here"], ["the liver is normal in size"]) < 5
+    assert t.sacrebleu_signature().startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
+    assert math.isnan(t.sacrebleu_corpus([], []))
 
 
 def test_macro_f1_counts_each_garbage_string_as_a_class() -> None:
     truth = ["a", "a", "b", "b"]
     pred = ["a", "", "b", "garbage"]
     # classes a, b (F1 2/3 each), "" and garbage (F1 0): union mean 1/3; over truth classes only 2/3.
-    assert m.macro_f1(truth, pred) == pytest.approx(1 / 3)
-    assert m.macro_f1(truth, pred, labels=["a", "b"]) == pytest.approx(2 / 3)
+    assert macro_f1(truth, pred) == pytest.approx(1 / 3)
+    assert macro_f1(truth, pred, truth_classes=True) == pytest.approx(2 / 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert m.macro_f1(truth, pred) == pytest.approx(f1_score(truth, pred, average="macro"))
+        assert macro_f1(truth, pred) == pytest.approx(f1_score(truth, pred, average="macro"))
 
 
 def test_macro_f1_metric_collapses_missing_predictions_into_one_class() -> None:
@@ -136,11 +172,11 @@ def test_macro_f1_metric_collapses_missing_predictions_into_one_class() -> None:
 
 def test_cve_errors_on_min_max_normalised_values() -> None:
     errors = [0.1, 0.3]
-    assert m.rmse(errors) == pytest.approx(math.sqrt(0.05))
-    assert m.mae(errors) == pytest.approx(0.2)
-    assert m.std(errors) == pytest.approx(0.1)  # population std of signed errors, not RMSE
-    assert m.within_tolerance(errors) == 50.0  # |0.1| <= 0.1 is inside: inclusive
-    assert m.std([0.5, 0.5]) == 0.0 and m.rmse([0.5, 0.5]) == 0.5
+    assert on_errors("rmse", errors) == pytest.approx(math.sqrt(0.05))
+    assert on_errors("mae", errors) == pytest.approx(0.2)
+    assert on_errors("std", errors) == pytest.approx(0.1)  # population std of signed errors, not RMSE
+    assert on_errors("within_tolerance", errors) == 50.0  # |0.1| <= 0.1 is inside: inclusive
+    assert on_errors("std", [0.5, 0.5]) == 0.0 and on_errors("rmse", [0.5, 0.5]) == 0.5
 
 
 def test_cve_normalisation_without_clipping() -> None:
@@ -182,56 +218,56 @@ words = st.lists(st.sampled_from(["the", "liver", "is", "normal", "size", "."]),
 
 @given(st.lists(st.booleans(), min_size=1))
 def test_accuracy_is_a_proportion(flags: list[bool]) -> None:
-    value = m.accuracy(flags)
+    value = accuracy(flags)
     assert 0.0 <= value <= 1.0
-    assert value == m.accuracy(list(reversed(flags)))
+    assert value == accuracy(list(reversed(flags)))
 
 
 @given(st.lists(st.tuples(labels, labels), min_size=1), st.randoms(use_true_random=False))
 def test_f1_in_unit_interval_and_order_invariant(pairs: list[tuple[str, str]], rnd: random.Random) -> None:
     truth, pred = [t for t, _ in pairs], [p for _, p in pairs]
-    value = m.macro_f1(truth, pred)
+    value = macro_f1(truth, pred)
     assert 0.0 <= value <= 1.0
     rnd.shuffle(pairs)
-    assert m.macro_f1([t for t, _ in pairs], [p for _, p in pairs]) == pytest.approx(value)
+    assert macro_f1([t for t, _ in pairs], [p for _, p in pairs]) == pytest.approx(value)
 
 
-@given(
-    st.lists(st.tuples(labels, labels), min_size=1),
-    st.one_of(st.none(), st.lists(labels, min_size=1, max_size=4, unique=True)),
-)
-def test_macro_f1_equals_sklearn(pairs: list[tuple[str, str]], subset: list[str] | None) -> None:
+@given(st.lists(st.tuples(labels, labels), min_size=1), st.booleans())
+def test_macro_f1_equals_sklearn(pairs: list[tuple[str, str]], truth_classes: bool) -> None:
+    # The reference's sklearn call (labels=None: the union of classes) and strict's (labels = the truth classes).
     truth, pred = [t for t, _ in pairs], [p for _, p in pairs]
+    subset = sorted(set(truth)) if truth_classes else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = f1_score(truth, pred, labels=subset, average="macro", zero_division=0.0)
-    assert m.macro_f1(truth, pred, labels=subset) == pytest.approx(float(expected), abs=1e-12)
+    assert macro_f1(truth, pred, truth_classes=truth_classes) == pytest.approx(float(expected), abs=1e-12)
 
 
 @given(st.lists(labels.filter(bool), min_size=1))
 def test_perfect_classification_scores_one(truth: list[str]) -> None:
-    assert m.accuracy([True] * len(truth)) == 1.0
-    assert m.macro_f1(truth, truth) == 1.0
-    assert m.macro_f1(truth, truth, labels=sorted(set(truth))) == 1.0
+    assert accuracy([True] * len(truth)) == 1.0
+    assert macro_f1(truth, truth) == 1.0
+    assert macro_f1(truth, truth, truth_classes=True) == 1.0
 
 
 @given(st.lists(st.tuples(words, words), min_size=1, max_size=6), st.randoms(use_true_random=False))
 def test_text_metrics_bounded_and_order_invariant(pairs: list[tuple[str, str]], rnd: random.Random) -> None:
     hyps, refs = [h for h, _ in pairs], [r for _, r in pairs]
-    bleu, rouge = m.bleu4(hyps, refs), m.rouge_l(hyps, refs)
+    bleu, rouge = bleu4(hyps, refs), rouge_l(hyps, refs)
     assert 0.0 <= bleu <= 100.0 and 0.0 <= rouge <= 100.0
     rnd.shuffle(pairs)
-    assert m.bleu4([h for h, _ in pairs], [r for _, r in pairs]) == bleu  # integer sums: exact
-    assert m.rouge_l([h for h, _ in pairs], [r for _, r in pairs]) == pytest.approx(rouge)
+    assert bleu4([h for h, _ in pairs], [r for _, r in pairs]) == bleu  # integer sums: exact
+    assert rouge_l([h for h, _ in pairs], [r for _, r in pairs]) == pytest.approx(rouge)
 
 
 @given(st.lists(words.filter(lambda s: len(s.split()) >= 4), min_size=1, max_size=5))
 def test_perfect_text_scores_full_marks(texts: list[str]) -> None:
-    assert m.bleu4(texts, texts) == pytest.approx(100.0, rel=1e-6)
-    assert m.rouge_l(texts, texts) == pytest.approx(100.0)
+    assert bleu4(texts, texts) == pytest.approx(100.0, rel=1e-6)
+    assert rouge_l(texts, texts) == pytest.approx(100.0)
 
 
 @given(st.lists(st.floats(0, 100), min_size=1, max_size=20))
 def test_perfect_estimates_have_zero_error(values: list[float]) -> None:
     errors = [m.signed_error(v, v, (0.0, 100.0)) for v in values]
-    assert m.rmse(errors) == 0.0 and m.mae(errors) == 0.0 and m.within_tolerance(errors) == 100.0
+    assert on_errors("rmse", errors) == 0.0 and on_errors("mae", errors) == 0.0
+    assert on_errors("within_tolerance", errors) == 100.0

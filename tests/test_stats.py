@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fake_models import Oracle
 
-from u2eval.benchmark.tasks import select_tasks
-from u2eval.records import Judgement
+from u2eval.benchmark.tasks import DatasetSpec, get_task, select_tasks
+from u2eval.records import Judgement, Verdict
+from u2eval.reports import uncertainty
 from u2eval.reports.stats import holm, mcnemar_test, percentile_interval, stratum_weights
-from u2eval.reports.uncertainty import bleu_from_sums, block_metric, case_table, run_intervals
+from u2eval.reports.uncertainty import block_metric, case_table, run_intervals
 from u2eval.run.folder_scoring import judge_folder
 from u2eval.run.runner import RunOptions, run
+from u2eval.scoring import metrics
 from u2eval.scoring.aggregate import summarise
-from u2eval.scoring.metrics import BleuStats, corpus_bleu
+from u2eval.scoring.metrics import scored_as
+from u2eval.scoring.summary import report_float
 
 # ---------------------------------------------------------------------------------------------- McNemar
 
@@ -83,21 +85,6 @@ def test_percentile_interval_covers_a_known_proportion_about_95_percent_of_the_t
     assert 0.90 <= covered / repetitions <= 0.99
 
 
-def test_vectorised_bleu_is_the_scorers_corpus_bleu() -> None:
-    rng = random.Random(0)
-    for _ in range(20):
-        stats = []
-        for _ in range(rng.randint(1, 6)):
-            length = rng.randint(0, 12)
-            guess = tuple(max(0, length - k) for k in range(4))
-            correct = tuple(rng.randint(0, g) for g in guess)
-            stats.append(BleuStats(length, rng.randint(1, 12), guess, correct))
-        sums = np.array([[sum(s.test_len for s in stats), sum(s.ref_len for s in stats)]
-                         + [sum(s.guess[k] for s in stats) for k in range(4)]
-                         + [sum(s.correct[k] for s in stats) for k in range(4)]], dtype=np.float64)  # fmt: skip
-        assert bleu_from_sums(sums)[0] == pytest.approx(corpus_bleu(stats), rel=1e-12, abs=1e-12)
-
-
 # ---------------------------------------------------------------------------------------------- on a real run
 
 
@@ -117,13 +104,15 @@ def test_full_sample_values_are_the_scorers(oracle_judgements: list[Judgement], 
     checked = 0
     for block in table.blocks:
         for name in block.task.metrics:
-            own = "macro_f1_truth_classes" if name == "macro_f1" and mode == "strict" else name
-            value = float(block_metric(block, own, np.ones((1, block.n)))[0])
+            own = scored_as(name, f1_over_union=mode == "reference")
+            value = float(block_metric(block, own)[0])
             expected = reported[block.ref][name]
             if expected is None:
                 assert math.isnan(value)
                 continue
             assert value == pytest.approx(expected, abs=tolerance), (block.ref, name)
+            if mode == "strict" and name != "std":  # one definition: what the scorer reports (std: np.std's 2 passes)
+                assert report_float(value) == expected, (block.ref, name)
             checked += 1
     assert checked > 60
     intervals = run_intervals(table, summary, 200, 0)
@@ -133,6 +122,35 @@ def test_full_sample_values_are_the_scorers(oracle_judgements: list[Judgement], 
     for key, interval in intervals.tasks.items():
         assert interval.estimate == summary.tasks[key].score
         assert interval.low is not None and interval.high is not None and interval.low <= interval.high
+
+
+def test_a_metric_defined_by_one_function_has_a_score_and_an_interval(
+    oracle_judgements: list[Judgement], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Share of CVE answers within 5% of the range: one per-case function, nothing in the bootstrap.
+    def within_5pct(verdict: Verdict, dataset: DatasetSpec) -> float:
+        assert dataset.value_range is not None and isinstance(verdict.truth, float | int)
+        error = metrics.signed_error(verdict.prediction, float(verdict.truth), dataset.value_range)  # type: ignore[arg-type]
+        return 1.0 if abs(error) <= 0.05 else 0.0
+
+    new = metrics.mean_metric("within_5pct", within_5pct, higher_is_better=True)
+    monkeypatch.setattr(metrics, "METRICS", {**metrics.METRICS, "within_5pct": new})
+    cve = get_task("cve")
+    cve_plus = cve.model_copy(update={"metrics": [*cve.metrics, "within_5pct"]})
+    tasks = [cve_plus if t.key == "cve" else t for t in select_tasks(None)]
+    monkeypatch.setattr(uncertainty, "get_task", lambda key: cve_plus if key == "cve" else get_task(key))
+    summary = summarise(oracle_judgements, tasks).modes["strict"]
+    intervals = run_intervals(case_table(oracle_judgements, "strict"), summary, 300, 0)
+    checked = 0
+    for dataset in summary.datasets:
+        if dataset.task != "cve" or dataset.metrics.get("within_5pct") is None:
+            continue
+        interval = intervals.datasets[f"cve/{dataset.dataset_id}"]["within_5pct"]
+        assert interval.estimate == dataset.metrics["within_5pct"]
+        assert interval.low is not None and interval.high is not None
+        assert interval.low <= dataset.metrics["within_5pct"] <= interval.high  # type: ignore[operator]
+        checked += 1
+    assert checked >= 3
 
 
 def test_intervals_are_identical_across_re_runs_and_move_with_the_seed(oracle_judgements: list[Judgement]) -> None:

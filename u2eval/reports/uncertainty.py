@@ -1,12 +1,10 @@
 """Bootstrap intervals for a run: every per-dataset metric, every task score and the U2-Score.
 
-A :class:`CaseTable` holds, per source dataset (the bootstrap's stratum), each case's sufficient statistics
-in one scoring mode, computed with the metrics' own per-case functions (``Metric.sample`` in metrics.py):
-the correctness flag, the signed normalised CVE error, pycocoevalcap's BLEU counts (lengths, clipped
-n-gram matches, candidate n-grams), the per-case ROUGE-L, and the truth / predicted labels for macro-F1.
-A metric over any weighting of the cases is then a ratio of weighted sums, so the full-sample value
-(weights all 1) and the B resamples (bootstrap count weights) come from the same code; the tests check
-the full-sample values against the scorer's.
+A :class:`CaseTable` holds, per source dataset (the bootstrap's stratum), each case's statistics for every
+metric of its task, made by the metric's own ``stats`` (scoring/metrics.py). A metric over any weighting of
+the cases is its ``finish`` of the weighted column sums, so the full-sample value (the plain sums, the
+scorer's own number) and the B resamples (bootstrap count weights) come from the one definition, and a new
+metric has intervals without code here; the tests check the full-sample values against the scorer's.
 
 Which cases enter: a case counts where the scorer counts it in that mode (answered, and ``Verdict.counted``);
 infra errors and uncounted cases add to neither numerator nor denominator, exactly as in the point estimate.
@@ -23,13 +21,14 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 
 from u2eval.benchmark.tasks import DatasetSpec, TaskSpec, get_task, task_keys
 from u2eval.records import Judgement, ScoringMode, Verdict
 from u2eval.reports.stats import FloatArray, Interval, percentile_interval, stratum_weights
-from u2eval.scoring.metrics import _SMALL, _TINY, TOLERANCE, get_metric  # BleuScorer's constants: the formulas agree
+from u2eval.scoring.metrics import column_sums, get_metric, scored_as
 from u2eval.scoring.summary import ModeSummary
 
 __all__ = [
@@ -45,12 +44,19 @@ __all__ = [
 ]
 
 BINARY = frozenset({"classification", "detection"})
-_BLEU_ORDER = 4
+
+
+def _resampled_metrics(task: TaskSpec) -> tuple[str, ...]:
+    """The metrics a block keeps statistics for: the task's, each macro-F1 in both class sets (the quirk
+    ``f1_over_union`` picks one), and those with per-case sums only."""
+    names = [scored_as(n, union) for n in (*task.metrics, task.primary_metric) for union in (True, False)]
+    return tuple(n for n in dict.fromkeys(names) if get_metric(n).resamplable)
 
 
 @dataclass(frozen=True)
 class Block:
-    """The cases of one source dataset (one stratum), sorted by case id, with their per-case statistics."""
+    """The cases of one source dataset (one stratum), sorted by case id, with each metric's per-case
+    statistics (``Metric.stats``; rows of cases the mode does not count are zero and never weighted)."""
 
     ref: str  # "task/dataset_id"
     task: TaskSpec
@@ -61,15 +67,16 @@ class Block:
     answered: FloatArray  # 1 unless an infra error
     ok: FloatArray  # 1 when the answer parsed (outcome "ok")
     counted: FloatArray  # 1 when the mode scores the case
-    correct: FloatArray  # classification / detection: 1 right, 0 wrong
-    error: FloatArray  # regression: truth - prediction, normalised by the prompt range
-    bleu: FloatArray  # generation: (n, 2 + 2 * 4) test_len, ref_len, guess 1-4, correct 1-4
-    rouge: FloatArray  # generation: per-case ROUGE-L F (0-1)
-    labels: tuple[tuple[str, str], ...]  # classification: (truth, prediction) as macro-F1 reads them
+    stats: Mapping[str, FloatArray]  # metric name -> (n x k) per-case statistics
 
     @property
     def n(self) -> int:
         return len(self.case_ids)
+
+    @property
+    def correct(self) -> FloatArray:
+        """Classification / detection: 1 right, 0 wrong (accuracy's statistic), for paired tests."""
+        return self.stats["accuracy"][:, 0]
 
 
 @dataclass(frozen=True)
@@ -100,34 +107,19 @@ def _scorable(verdict: Verdict, task: TaskSpec) -> bool:
     return verdict.counted and (task.capability != "regression" or isinstance(verdict.truth, float | int))
 
 
-def _case_row(
-    verdict: Verdict, task: TaskSpec, ds: DatasetSpec, counted: bool
-) -> tuple[float, float, list[int], float]:
-    correct, error, bleu, rouge = 0.0, 0.0, [0] * (2 + 2 * _BLEU_ORDER), 0.0
-    if not counted:
-        return correct, error, bleu, rouge
-    if task.capability in BINARY:
-        correct = float(get_metric("accuracy").sample(verdict, ds))
-    elif task.capability == "regression":
-        error = float(get_metric("rmse").sample(verdict, ds))
-    elif task.capability == "generation":
-        stats = get_metric("bleu4").sample(verdict, ds)
-        bleu = [stats.test_len, stats.ref_len, *stats.guess, *stats.correct]
-        rouge = float(get_metric("rouge_l").sample(verdict, ds))
-    return correct, error, bleu, rouge
-
-
 def _block(ref: str, judgements: Sequence[Judgement], mode: ScoringMode, scenarios: Mapping[str, str]) -> Block:
     task = get_task(judgements[0].task)
     ds = task.dataset(judgements[0].dataset_id)
-    rows = []
-    labels = []
-    for j in judgements:
-        verdict = j.strict if mode == "strict" else j.reference
-        counted = j.outcome != "infra_error" and _scorable(verdict, task)
-        rows.append((j.outcome != "infra_error", j.outcome == "ok", counted, *_case_row(verdict, task, ds, counted)))
-        labels.append(get_metric("macro_f1").sample(verdict, ds) if task.capability == "classification" else ("", ""))
-    columns = list(zip(*rows, strict=True))
+    verdicts = [j.strict if mode == "strict" else j.reference for j in judgements]
+    counted = [j.outcome != "infra_error" and _scorable(v, task) for j, v in zip(judgements, verdicts, strict=True)]
+    rows = np.flatnonzero(counted)
+    stats: dict[str, FloatArray] = {}
+    for name in _resampled_metrics(task):
+        metric = get_metric(name)
+        kept = metric.table([verdicts[i] for i in rows], ds)
+        table = np.zeros((len(judgements), kept.shape[1]), dtype=np.float64)
+        table[rows] = kept
+        stats[name] = table
     return Block(
         ref=ref,
         task=task,
@@ -135,14 +127,10 @@ def _block(ref: str, judgements: Sequence[Judgement], mode: ScoringMode, scenari
         case_ids=tuple(j.case_id for j in judgements),
         anatomy=tuple(j.anatomy for j in judgements),
         scenario=tuple(scenarios.get(j.case_id, "") for j in judgements),
-        answered=np.array(columns[0], dtype=np.float64),
-        ok=np.array(columns[1], dtype=np.float64),
-        counted=np.array(columns[2], dtype=np.float64),
-        correct=np.array(columns[3], dtype=np.float64),
-        error=np.array(columns[4], dtype=np.float64),
-        bleu=np.array(columns[5], dtype=np.float64).reshape(len(judgements), 2 + 2 * _BLEU_ORDER),
-        rouge=np.array(columns[6], dtype=np.float64),
-        labels=tuple(labels),
+        answered=np.array([j.outcome != "infra_error" for j in judgements], dtype=np.float64),
+        ok=np.array([j.outcome == "ok" for j in judgements], dtype=np.float64),
+        counted=np.array(counted, dtype=np.float64),
+        stats=MappingProxyType(stats),
     )
 
 
@@ -174,88 +162,23 @@ def case_table(
 # ---------------------------------------------------------------------------------------------- metrics
 
 
-def _ratio(numerator: FloatArray, denominator: FloatArray) -> FloatArray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
+def _sums(block: Block, name: str, w: FloatArray | None, m: FloatArray) -> FloatArray:
+    """Rows of [counted cases, sums of the metric's statistics] over the cases kept by ``m``, weighted by each
+    row of ``w`` (None: the plain sums, as the scorer takes them)."""
+    if name not in block.stats:
+        raise KeyError(f"no per-case statistics for metric {name!r} in {block.ref}")
+    table = block.stats[name]
+    if w is None:
+        return column_sums(table[m > 0])
+    # zero, not 0 x value, where a case is left out: an overflowed error (inf) would make the sums NaN
+    return column_sums(np.where(m[:, None] > 0, table, 0.0), w * m[None, :])
 
 
-def bleu_from_sums(sums: FloatArray) -> FloatArray:
-    """Corpus BLEU-4 x 100 per row of summed statistics, as metrics.corpus_bleu (pycocoevalcap)."""
-    test_len, ref_len = sums[:, 0], sums[:, 1]
-    guess, correct = sums[:, 2 : 2 + _BLEU_ORDER], sums[:, 2 + _BLEU_ORDER :]
-    product = np.prod((correct + _TINY) / (guess + _SMALL), axis=1)
-    bleu = product ** (1.0 / _BLEU_ORDER)
-    ratio = (test_len + _TINY) / (ref_len + _SMALL)
-    with np.errstate(over="ignore", divide="ignore"):
-        penalty = np.where(ratio < 1, np.exp(1 - 1 / ratio), 1.0)
-    return np.asarray(bleu * penalty * 100, dtype=np.float64)
-
-
-def _macro_f1(block: Block, w: FloatArray, m: FloatArray, union: bool) -> FloatArray:
-    kept = [pair for pair, keep in zip(block.labels, m, strict=True) if keep]
-    classes = sorted({t for t, _ in kept} | ({p for _, p in kept} if union else set()))
-    if not classes:
-        return np.full(w.shape[0], np.nan)
-    index = {c: i for i, c in enumerate(classes)}
-    truth = np.zeros((block.n, len(classes)))
-    pred = np.zeros((block.n, len(classes)))
-    for row, ((t, p), keep) in enumerate(zip(block.labels, m, strict=True)):
-        if keep:
-            truth[row, index[t]] = 1.0
-            if p in index:  # a prediction outside the truth classes is only a miss
-                pred[row, index[p]] = 1.0
-    n_true, n_pred, hits = w @ truth, w @ pred, w @ (truth * pred)
-    present = (n_true + n_pred > 0) if union else (n_true > 0)  # the classes a resample's sklearn call sees
-    per_class = np.where(present, _ratio(2 * hits, n_true + n_pred), 0.0)
-    per_class = np.nan_to_num(per_class, nan=0.0)
-    return _ratio(per_class.sum(axis=1), present.sum(axis=1).astype(np.float64))
-
-
-def _sums(block: Block, name: str, w: FloatArray, m: FloatArray) -> FloatArray:
-    """(R x k) weighted sums a ratio metric is made of; column 0 is the number of counted cases."""
-    e = block.error
-    columns: list[FloatArray]
-    if name == "accuracy":
-        columns = [m * block.correct]
-    elif name == "rmse":
-        columns = [m * e * e]
-    elif name == "mae":
-        columns = [m * np.abs(e)]
-    elif name == "within_tolerance":
-        columns = [m * (np.abs(e) <= TOLERANCE)]
-    elif name == "std":
-        columns = [m * e, m * e * e]
-    elif name == "rouge_l":
-        columns = [m * block.rouge]
-    elif name == "bleu4":
-        return np.asarray(w @ np.column_stack([m, m[:, None] * block.bleu]), dtype=np.float64)
-    else:
-        raise KeyError(f"no bootstrap for metric {name!r}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.asarray(w @ np.column_stack([m, *columns]), dtype=np.float64)
-
-
-def _finish(name: str, sums: FloatArray) -> FloatArray:
-    count = sums[:, 0]
-    if name == "bleu4":
-        return np.where(count > 0, bleu_from_sums(sums[:, 1:]), np.nan)
-    mean = _ratio(sums[:, 1], count)
-    if name == "rmse":
-        with np.errstate(over="ignore", invalid="ignore"):
-            return np.asarray(np.sqrt(mean), dtype=np.float64)
-    if name == "std":
-        return np.asarray(np.sqrt(np.maximum(_ratio(sums[:, 2], count) - mean * mean, 0.0)), dtype=np.float64)
-    if name in ("within_tolerance", "rouge_l"):
-        return mean * 100
-    return mean
-
-
-def block_metric(block: Block, name: str, w: FloatArray, mask: FloatArray | None = None) -> FloatArray:
-    """Metric ``name`` of the block's counted cases (times ``mask``), for each row of weights ``w``."""
+def block_metric(block: Block, name: str, w: FloatArray | None = None, mask: FloatArray | None = None) -> FloatArray:
+    """Metric ``name`` of the block's counted cases (times ``mask``), for each row of weights ``w`` (None: the
+    full-sample value, as a 1-element array)."""
     m = block.counted if mask is None else block.counted * mask
-    if name in ("macro_f1", "macro_f1_truth_classes"):
-        return _macro_f1(block, w, m, union=name == "macro_f1")
-    return _finish(name, _sums(block, name, w, m))
+    return get_metric(name).finish(_sums(block, name, w, m))
 
 
 def pooled_metric(
@@ -267,29 +190,26 @@ def pooled_metric(
 ) -> FloatArray:
     """Metric ``name`` over the counted cases of several datasets pooled (one accuracy over all their
     cases, one corpus BLEU, one RMSE), per resample; ``weights`` None gives the full-sample value."""
+    metric = get_metric(name)
+    if not metric.poolable:
+        raise ValueError(f"metric {name!r} cannot pool datasets: its statistics differ between them")
     total: FloatArray | None = None
     for index, block in enumerate(table.blocks):
         if block.ref not in refs:
             continue
-        w = _ones(block) if weights is None else weights[index]
+        w = None if weights is None else weights[index]
         m = block.counted if masks is None or block.ref not in masks else block.counted * masks[block.ref]
         sums = _sums(block, name, w, m)
         total = sums if total is None else total + sums
     if total is None:
         return np.full(1 if weights is None else weights[0].shape[0], np.nan)
-    return _finish(name, total)
+    return metric.finish(total)
 
 
-def _ones(block: Block) -> FloatArray:
-    return np.ones((1, block.n))
-
-
-def dataset_metric_names(task: TaskSpec, mode: ScoringMode) -> list[str]:
-    """The per-dataset metrics with intervals (sacreBLEU has none: it is not a sum of per-case counts)."""
-    names = []
-    for name in task.metrics:
-        names.append("macro_f1_truth_classes" if name == "macro_f1" and mode == "strict" else name)
-    return names
+def dataset_metric_names(task: TaskSpec, f1_over_union: bool) -> dict[str, str]:
+    """The per-dataset metrics with intervals, reported name -> the metric that computes it (sacreBLEU has
+    none: it is not a sum of per-case counts)."""
+    return {n: scored_as(n, f1_over_union) for n in task.metrics if get_metric(n).resamplable}
 
 
 # ---------------------------------------------------------------------------------------------- tasks and U2
@@ -315,8 +235,8 @@ def task_replicates(
         mask = None if masks is None else masks.get(ref)
         if index is not None:
             block = table.blocks[index]
-            if np.isfinite(block_metric(block, task.primary_metric, _ones(block), mask)).all():
-                w = _ones(block) if weights is None else weights[index]
+            if np.isfinite(block_metric(block, task.primary_metric, None, mask)).all():
+                w = None if weights is None else weights[index]
                 values.append(block_metric(block, task.primary_metric, w, mask))
                 continue
         fixed = (reported or {}).get(ref)
@@ -362,8 +282,7 @@ def run_intervals(table: CaseTable, summary: ModeSummary, resamples: int, seed: 
     for block, w in zip(table.blocks, weights, strict=True):
         values = reported.get(block.ref, {})
         datasets[block.ref] = {}
-        for name in dataset_metric_names(block.task, table.mode):
-            shown = "macro_f1" if name == "macro_f1_truth_classes" else name
+        for shown, name in dataset_metric_names(block.task, summary.quirks.get("f1_over_union", False)).items():
             datasets[block.ref][shown] = percentile_interval(block_metric(block, name, w), values.get(shown))
     replicates: dict[str, FloatArray] = {}
     tasks: dict[str, Interval] = {}

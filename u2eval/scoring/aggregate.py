@@ -23,7 +23,7 @@ from u2eval.benchmark.tasks import DatasetSpec, TaskSpec, all_tasks, task_keys
 from u2eval.errors import ConfigError
 from u2eval.records import Judgement, ScoringMode, Verdict
 from u2eval.scoring.attribution import case_reasons, dataset_reasons
-from u2eval.scoring.metrics import get_metric, sacrebleu_signature
+from u2eval.scoring.metrics import get_metric, scored_as
 from u2eval.scoring.summary import (
     MAX_EXAMPLES,
     REPORT_DECIMALS,
@@ -37,6 +37,7 @@ from u2eval.scoring.summary import (
     differences,
     report_float,
 )
+from u2eval.scoring.text_metrics import sacrebleu_signature
 
 __all__ = [
     "MODE_QUIRKS",
@@ -236,7 +237,7 @@ def _score_dataset(
     verdicts = [v.model_copy(update={"truth": ""}) if v in nan_reference else v for v in verdicts]
     values: dict[str, float | None] = {}
     for name in names:
-        metric_name = "macro_f1_truth_classes" if name == "macro_f1" and not quirks.f1_over_union else name
+        metric_name = scored_as(name, quirks.f1_over_union)
         if verdicts:
             value: float | None = get_metric(metric_name).compute(verdicts, ds)
         elif quirks.empty_classification_scores_zero and task.capability == "classification" and answered:

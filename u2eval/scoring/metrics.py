@@ -1,15 +1,21 @@
-"""Named metrics: each is a per-case function, an aggregate function and a direction (style lesson 8).
+"""Named metrics, each defined once for the score and its bootstrap (style lesson 8).
 
-Corpus metrics (BLEU, macro-F1) fit the same shape: the per-case function returns sufficient statistics and
-the aggregate combines them. The reference-critical ones reproduce the official scorer's arithmetic exactly
-(facts §6): sklearn's macro-F1, pycocoevalcap's Bleu(4) and Rouge, and numpy's RMSE / std on min-max
-normalised values, in the same operation order so that 4-decimal rounding lands on the same side.
+A metric reads one number row per counted case (``sample`` then ``stats``: an n x k table whose column sums are
+all it needs) and makes its value from those sums (``finish``: rows of [count, sum_1 .. sum_k] to values). The
+scorer's value is ``finish`` of the plain sums; a bootstrap resample is ``finish`` of the sums weighted by how
+often each case was drawn (reports/uncertainty.py), so a new metric gets its interval with no more code.
+``mean_metric`` makes the common kind (a mean of a per-case value) from one function.
+
+The reference-critical ones reproduce the official scorer's arithmetic to the bit (facts §6): sklearn's
+macro-F1, pycocoevalcap's Bleu(4) and Rouge (text_metrics.py), numpy's RMSE and std on min-max normalised
+values. Column sums are taken as numpy's mean takes them (pairwise, over a contiguous column) so that
+4-decimal rounding lands on the same side. Where sums cannot give the scorer's bits (np.std's two passes) the
+metric keeps the scorer's formula as ``exact`` for the score and uses the sums only for resamples.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,36 +23,91 @@ from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 import numpy as np
-from sacrebleu.metrics.bleu import BLEU
+import numpy.typing as npt
 
 from u2eval.benchmark.tasks import DatasetSpec
 from u2eval.records import Verdict
+from u2eval.scoring.text_metrics import (
+    BLEU_ORDER,
+    BleuStats,
+    bleu_from_sums,
+    bleu_stats,
+    rouge_l_case,
+    sacrebleu_corpus,
+    sacrebleu_signature,
+)
+
+__all__ = [
+    "METRICS",
+    "TOLERANCE",
+    "Metric",
+    "get_metric",
+    "mean_metric",
+    "normalise",
+    "reported_as",
+    "sacrebleu_signature",
+    "score_label",
+    "scored_as",
+    "signed_error",
+]
 
 S = TypeVar("S")
+FloatArray = npt.NDArray[np.float64]
 
 TOLERANCE = 0.1  # CVE tolerance in normalised units, inclusive (facts §6.3)
-ROUGE_BETA = 1.2  # pycocoevalcap's Rouge weights recall 1.2x, not F1
-_TINY = 1e-15  # pycocoevalcap BleuScorer constants: they only avoid 0/0, they are not smoothing
-_SMALL = 1e-9
+
+
+def column_sums(table: FloatArray, weights: FloatArray | None = None) -> FloatArray:
+    """Rows of [count, sum of each column] of a per-case table: one row of plain sums (``weights`` None, taken
+    as np.mean takes them), or one row per row of (R x n) case weights."""
+    if weights is None:
+        sums = [np.add.reduce(np.ascontiguousarray(table[:, j])) for j in range(table.shape[1])]
+        return np.array([[float(table.shape[0]), *sums]], dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(weights @ np.column_stack([np.ones(table.shape[0]), table]), dtype=np.float64)
 
 
 @dataclass(frozen=True)
 class Metric(Generic[S]):
-    """A metric: ``sample`` maps one counted case to statistics, ``aggregate`` folds them into a value.
+    """A metric: ``sample`` maps one counted case to what it reads, ``stats`` turns samples into the (n x k)
+    table, ``finish`` turns rows of [count, column sums] into values (NaN where the count is 0).
 
     ``full_scale`` is the value a perfect model gets on the metric's own scale (1 for proportions and
     normalised errors, 100 for BLEU, ROUGE and percent-within-tolerance); ``unit_score`` uses it to put the
-    value on [0, 1], higher is better, which is what enters the U2-Score.
+    value on [0, 1], higher is better, which is what enters the U2-Score. ``stats`` None: a metric that is
+    not made of per-case sums (sacreBLEU), scored by ``exact`` and without an interval. ``poolable`` False:
+    the table's columns differ between datasets (macro-F1's classes), so datasets cannot be summed together.
     """
 
     name: str
     sample: Callable[[Verdict, DatasetSpec], S]
-    aggregate: Callable[[Sequence[S]], float]
+    stats: Callable[[Sequence[S]], FloatArray] | None
+    finish: Callable[[FloatArray], FloatArray]
     higher_is_better: bool
     full_scale: float = 1.0
+    exact: Callable[[Sequence[S]], float] | None = None
+    poolable: bool = True
+
+    @property
+    def resamplable(self) -> bool:
+        return self.stats is not None
+
+    def of_samples(self, samples: Sequence[S]) -> float:
+        """The metric's value over these samples (NaN for none)."""
+        if self.exact is not None:
+            return self.exact(samples)
+        if not samples or self.stats is None:
+            return math.nan
+        return float(self.finish(column_sums(self.stats(samples)))[0])
 
     def compute(self, verdicts: Sequence[Verdict], dataset: DatasetSpec) -> float:
-        return self.aggregate([self.sample(v, dataset) for v in verdicts])
+        return self.of_samples([self.sample(v, dataset) for v in verdicts])
+
+    def table(self, verdicts: Sequence[Verdict], dataset: DatasetSpec) -> FloatArray:
+        """The (n x k) statistics of these cases, for resampling."""
+        if self.stats is None:
+            raise ValueError(f"metric {self.name!r} has no per-case statistics to resample")
+        return self.stats([self.sample(v, dataset) for v in verdicts])
 
     def unit_score(self, value: float) -> float:
         """Accuracy as is, 1 - RMSE, BLEU / 100. Not clipped: the U2-Score clips."""
@@ -54,29 +115,31 @@ class Metric(Generic[S]):
         return scaled if self.higher_is_better else 1.0 - scaled
 
 
-# ---------------------------------------------------------------- classification and location
+def _ratio(numerator: FloatArray, count: FloatArray) -> FloatArray:
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.where(count > 0, numerator / np.where(count > 0, count, 1.0), np.nan)
 
 
-def accuracy(flags: Sequence[bool]) -> float:
-    """Share of correct cases; NaN for no cases (the caller decides what an empty dataset means)."""
-    return sum(flags) / len(flags) if flags else math.nan
+def mean_metric(
+    name: str,
+    value: Callable[[Verdict, DatasetSpec], float],
+    higher_is_better: bool,
+    full_scale: float = 1.0,
+    then: Callable[[FloatArray], FloatArray] | None = None,
+) -> Metric[float]:
+    """A metric that is the mean of one per-case number (then ``then`` of the mean: x100, a square root)."""
 
+    def stats(samples: Sequence[float]) -> FloatArray:
+        return np.asarray(samples, dtype=np.float64).reshape(-1, 1)
 
-def macro_f1(truth: Sequence[str], pred: Sequence[str], labels: Sequence[str] | None = None) -> float:
-    """sklearn's ``f1_score(average="macro")``, computed the same way (the tests check it against sklearn):
-    per class F1 = 2·TP / (n_true + n_pred), 0 when the class never occurs (sklearn's default "warn" gives
-    0 too), averaged over the classes. ``labels=None`` is the reference behaviour: the classes are the union
-    of truths and predictions, so each distinct garbage prediction is a class with F1 = 0. Passing the
-    truth classes instead scores garbage only as misses.
+    def finish(sums: FloatArray) -> FloatArray:
+        mean = _ratio(sums[:, 1], sums[:, 0])
+        if then is None:
+            return mean
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.asarray(then(mean), dtype=np.float64)
 
-    Not sklearn itself: importing it (and scipy) costs more than a second on every run and score."""
-    if not truth:
-        return math.nan
-    classes = sorted(set(truth) | set(pred)) if labels is None else list(dict.fromkeys(labels))
-    n_true, n_pred = Counter(truth), Counter(pred)
-    hits = Counter(t for t, p in zip(truth, pred, strict=True) if t == p)
-    per_class = [2 * hits[c] / (n_true[c] + n_pred[c]) if n_true[c] + n_pred[c] else 0.0 for c in classes]
-    return sum(per_class) / len(per_class) if per_class else 0.0
+    return Metric(name, value, stats, finish, higher_is_better, full_scale)
 
 
 def _label(value: str | float | None) -> str:
@@ -85,13 +148,54 @@ def _label(value: str | float | None) -> str:
     return "" if value is None else str(value)
 
 
-def _f1_union(pairs: Sequence[tuple[str, str]]) -> float:
-    return macro_f1([t for t, _ in pairs], [p for _, p in pairs])
+# ---------------------------------------------------------------- classification and location
 
 
-def _f1_truth_classes(pairs: Sequence[tuple[str, str]]) -> float:
-    truths = sorted({t for t, _ in pairs})
-    return macro_f1([t for t, _ in pairs], [p for _, p in pairs], labels=truths)
+def _correct(verdict: Verdict, dataset: DatasetSpec) -> float:
+    return 1.0 if verdict.correct else 0.0
+
+
+def _label_pair(verdict: Verdict, dataset: DatasetSpec) -> tuple[str, str]:
+    return _label(verdict.truth), _label(verdict.prediction)
+
+
+def _class_counts(pairs: Sequence[tuple[str, str]]) -> FloatArray:
+    """Per case, one-hot [truth class | predicted class | hit] over the classes of these cases (the union of
+    truths and predictions, sorted): their sums are each class's true count, predicted count and hits."""
+    classes = sorted({t for t, _ in pairs} | {p for _, p in pairs})
+    index = {c: i for i, c in enumerate(classes)}
+    width = len(classes)
+    table = np.zeros((len(pairs), 3 * width), dtype=np.float64)
+    for row, (truth, pred) in enumerate(pairs):
+        table[row, index[truth]] = 1.0
+        table[row, width + index[pred]] = 1.0
+        if truth == pred:
+            table[row, 2 * width + index[truth]] = 1.0
+    return table
+
+
+def _macro_f1_finish(over_union: bool) -> Callable[[FloatArray], FloatArray]:
+    """sklearn's ``f1_score(average="macro")``: per class F1 = 2·TP / (n_true + n_pred), averaged over the
+    classes sklearn sees: the union of truths and predictions (``labels=None``, the reference: each distinct
+    garbage prediction is a class with F1 = 0) or the truth classes only (garbage is only a miss). A class
+    absent from the counted cases does not enter. Python floats summed in class order, as sklearn's mean.
+
+    Not sklearn itself: importing it (and scipy) costs more than a second on every run and score."""
+
+    def finish(sums: FloatArray) -> FloatArray:
+        width = (sums.shape[1] - 1) // 3
+        n_true, n_pred, hits = sums[:, 1 : 1 + width], sums[:, 1 + width : 1 + 2 * width], sums[:, 1 + 2 * width :]
+        present = (n_true + n_pred > 0) if over_union else (n_true > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_class = np.where(present, 2 * hits / np.where(present, n_true + n_pred, 1.0), 0.0)
+        total = np.zeros(sums.shape[0])
+        for column in range(width):  # added in class order, one class at a time, as Python's sum adds the list
+            total = total + per_class[:, column]
+        classes = present.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where((classes > 0) & (sums[:, 0] > 0), total / np.maximum(classes, 1), np.nan)
+
+    return finish
 
 
 # ---------------------------------------------------------------- clinical value estimation
@@ -113,31 +217,7 @@ def signed_error(prediction: float | None, truth: float, value_range: tuple[floa
     return t - p
 
 
-def rmse(errors: Sequence[float]) -> float:
-    e = np.asarray(errors, dtype=np.float64)
-    with np.errstate(over="ignore"):
-        return float(np.sqrt(np.mean(e**2))) if e.size else math.nan
-
-
-def mae(errors: Sequence[float]) -> float:
-    e = np.asarray(errors, dtype=np.float64)
-    return float(np.mean(np.abs(e))) if e.size else math.nan
-
-
-def std(errors: Sequence[float]) -> float:
-    """Population standard deviation (ddof=0) of the signed errors, as np.std."""
-    e = np.asarray(errors, dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return float(np.std(e)) if e.size else math.nan
-
-
-def within_tolerance(errors: Sequence[float], tolerance: float = TOLERANCE) -> float:
-    """Percent of cases with |error| <= tolerance (inclusive), 0-100."""
-    e = np.asarray(errors, dtype=np.float64)
-    return float(np.mean(np.abs(e) <= tolerance) * 100) if e.size else math.nan
-
-
-def _error_sample(verdict: Verdict, dataset: DatasetSpec) -> float:
+def _error(verdict: Verdict, dataset: DatasetSpec) -> float:
     if dataset.value_range is None or not isinstance(verdict.truth, float | int):
         raise ValueError(f"regression case without a numeric truth or a value_range in dataset {dataset.id}")
     prediction = verdict.prediction
@@ -146,121 +226,63 @@ def _error_sample(verdict: Verdict, dataset: DatasetSpec) -> float:
     return signed_error(None if prediction is None else float(prediction), float(verdict.truth), dataset.value_range)
 
 
-# ---------------------------------------------------------------- text: pycocoevalcap BLEU and ROUGE-L
+def _squared_error(verdict: Verdict, dataset: DatasetSpec) -> float:
+    e = np.float64(_error(verdict, dataset))
+    with np.errstate(over="ignore"):
+        return float(e * e)  # as numpy squares e for np.mean(e**2)
 
 
-@dataclass(frozen=True)
-class BleuStats:
-    """One case's contribution to corpus BLEU: lengths and clipped n-gram counts per order."""
-
-    test_len: int
-    ref_len: int
-    guess: tuple[int, ...]
-    correct: tuple[int, ...]
+def _within(verdict: Verdict, dataset: DatasetSpec) -> float:
+    return 1.0 if abs(_error(verdict, dataset)) <= TOLERANCE else 0.0
 
 
-def _ngrams(tokens: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
-    counts: Counter[tuple[str, ...]] = Counter()
-    for k in range(1, n + 1):
-        counts.update(zip(*(tokens[i:] for i in range(k)), strict=False))
-    return counts
+def _error_moments(errors: Sequence[float]) -> FloatArray:
+    e = np.asarray(errors, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        return np.column_stack([e, e * e])
 
 
-def bleu_stats(hypothesis: str, references: Sequence[str], n: int = 4) -> BleuStats:
-    """Per-case statistics as pycocoevalcap's cook_refs / cook_test: str.split() tokens, counts clipped by
-    the maximum count over references, and the 'closest' reference length (ties go to the shorter)."""
-    hyp = hypothesis.split()
-    refs = [r.split() for r in references]
-    max_ref: dict[tuple[str, ...], int] = {}
-    for ref in refs:
-        for gram, count in _ngrams(ref, n).items():
-            max_ref[gram] = max(max_ref.get(gram, 0), count)
-    correct = [0] * n
-    for gram, count in _ngrams(hyp, n).items():
-        correct[len(gram) - 1] += min(max_ref.get(gram, 0), count)
-    ref_len = min((abs(len(r) - len(hyp)), len(r)) for r in refs)[1]
-    guess = tuple(max(0, len(hyp) - k + 1) for k in range(1, n + 1))
-    return BleuStats(len(hyp), ref_len, guess, tuple(correct))
+def _std_from_moments(sums: FloatArray) -> FloatArray:
+    mean = _ratio(sums[:, 1], sums[:, 0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(np.sqrt(np.maximum(_ratio(sums[:, 2], sums[:, 0]) - mean * mean, 0.0)), dtype=np.float64)
 
 
-def corpus_bleu(stats: Sequence[BleuStats], n: int = 4) -> float:
-    """Corpus BLEU-n x 100 from summed statistics, as BleuScorer.compute_score(option='closest')."""
-    test_len = sum(s.test_len for s in stats)
-    ref_len = sum(s.ref_len for s in stats)
-    product = 1.0
-    for k in range(n):
-        correct = sum(s.correct[k] for s in stats)
-        guess = sum(s.guess[k] for s in stats)
-        product *= float(correct + _TINY) / (guess + _SMALL)
-    bleu: float = product ** (1.0 / n)
-    ratio = (test_len + _TINY) / (ref_len + _SMALL)
-    if ratio < 1:
-        bleu *= math.exp(1 - 1 / ratio)
-    return bleu * 100
+def _np_std(errors: Sequence[float]) -> float:
+    """Population standard deviation (ddof=0) of the signed errors, as np.std: two passes."""
+    e = np.asarray(errors, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.std(e)) if e.size else math.nan
 
 
-def bleu4(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus BLEU-4 x 100 with one reference per case."""
-    return corpus_bleu([bleu_stats(h, [r]) for h, r in zip(hypotheses, references, strict=True)])
-
-
-def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence, bit-parallel (Hyyrö 2004): one big-int step per token of
-    ``b`` instead of a len(a) x len(b) table, so long reports stay cheap. Same value as the DP table."""
-    masks: dict[str, int] = {}
-    for i, token in enumerate(a):
-        masks[token] = masks.get(token, 0) | (1 << i)
-    full = (1 << len(a)) - 1
-    v = full
-    for token in b:
-        u = v & masks.get(token, 0)
-        v = ((v + u) | (v - u)) & full
-    return len(a) - v.bit_count()
-
-
-def rouge_l_case(hypothesis: str, references: Sequence[str], beta: float = ROUGE_BETA) -> float:
-    """pycocoevalcap Rouge.calc_score: tokens by split(' ') (so '' is one empty token), best precision and
-    best recall over references, F-beta; 0 when either is 0."""
-    cand = hypothesis.split(" ")
-    precisions, recalls = [], []
-    for reference in references:
-        ref = reference.split(" ")
-        lcs = _lcs_length(ref, cand)
-        precisions.append(lcs / float(len(cand)))
-        recalls.append(lcs / float(len(ref)))
-    p, r = max(precisions), max(recalls)
-    if p == 0 or r == 0:
-        return 0.0
-    return ((1 + beta**2) * p * r) / float(r + beta**2 * p)
-
-
-def _mean_x100(values: Sequence[float]) -> float:
-    return float(np.mean(np.array(values))) * 100 if values else math.nan
-
-
-def rouge_l(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """Mean per-case ROUGE-L x 100."""
-    return _mean_x100([rouge_l_case(h, [r]) for h, r in zip(hypotheses, references, strict=True)])
-
-
-def sacrebleu_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """sacrebleu's standard corpus BLEU (13a tokeniser, exp smoothing): comparable with other papers."""
-    if not hypotheses:
-        return math.nan
-    return float(BLEU().corpus_score(list(hypotheses), [list(references)]).score)
-
-
-def sacrebleu_signature() -> str:
-    """The signature of ``sacrebleu_corpus`` (sacrebleu only knows nrefs after scoring something)."""
-    bleu = BLEU()
-    bleu.corpus_score(["a"], [["a"]])
-    signature: object = bleu.get_signature()
-    return str(signature)
+# ---------------------------------------------------------------- text
 
 
 def _text_pair(verdict: Verdict, dataset: DatasetSpec) -> tuple[str, str]:
     # A missing answer is scored as empty text, as the reference report scorer does.
     return _label(verdict.prediction).strip(), _label(verdict.truth).strip()
+
+
+def _bleu_sample(verdict: Verdict, dataset: DatasetSpec) -> BleuStats:
+    return _bleu_stats_cached(*_text_pair(verdict, dataset))
+
+
+@lru_cache(maxsize=4096)
+def _bleu_stats_cached(hypothesis: str, reference: str) -> BleuStats:
+    return bleu_stats(hypothesis, [reference])  # the two modes mostly score the same texts
+
+
+def _bleu_table(stats: Sequence[BleuStats]) -> FloatArray:
+    return np.array([s.row() for s in stats], dtype=np.float64).reshape(len(stats), 2 + 2 * BLEU_ORDER)
+
+
+def _bleu_finish(sums: FloatArray) -> FloatArray:
+    return np.array([bleu_from_sums(row[1:]) if row[0] > 0 else math.nan for row in sums], dtype=np.float64)
+
+
+def _rouge(verdict: Verdict, dataset: DatasetSpec) -> float:
+    hypothesis, reference = _text_pair(verdict, dataset)
+    return rouge_l_case(hypothesis, [reference])
 
 
 def _corpus_sacrebleu(pairs: Sequence[tuple[str, str]]) -> float:
@@ -273,45 +295,50 @@ def _sacrebleu_cached(pairs: tuple[tuple[str, str], ...]) -> float:
     return sacrebleu_corpus([h for h, _ in pairs], [r for _, r in pairs])
 
 
+def _no_finish(sums: FloatArray) -> FloatArray:
+    raise ValueError("sacrebleu is scored whole (its own tokeniser), not from per-case sums")
+
+
+def _times_100(mean: FloatArray) -> FloatArray:
+    return mean * 100
+
+
 # ---------------------------------------------------------------- the table
-
-
-def _correct_sample(verdict: Verdict, dataset: DatasetSpec) -> bool:
-    return bool(verdict.correct)
-
-
-def _label_pair(verdict: Verdict, dataset: DatasetSpec) -> tuple[str, str]:
-    return _label(verdict.truth), _label(verdict.prediction)
-
-
-def _bleu_sample(verdict: Verdict, dataset: DatasetSpec) -> BleuStats:
-    return _bleu_stats_cached(*_text_pair(verdict, dataset))
-
-
-@lru_cache(maxsize=4096)
-def _bleu_stats_cached(hypothesis: str, reference: str) -> BleuStats:
-    return bleu_stats(hypothesis, [reference])  # the two modes mostly score the same texts
-
-
-def _rouge_sample(verdict: Verdict, dataset: DatasetSpec) -> float:
-    hypothesis, reference = _text_pair(verdict, dataset)
-    return rouge_l_case(hypothesis, [reference])
-
 
 METRICS: Mapping[str, Metric[Any]] = MappingProxyType(
     {
-        "accuracy": Metric("accuracy", _correct_sample, accuracy, higher_is_better=True),
-        "macro_f1": Metric("macro_f1", _label_pair, _f1_union, higher_is_better=True),
-        "macro_f1_truth_classes": Metric("macro_f1_truth_classes", _label_pair, _f1_truth_classes, True),
-        "rmse": Metric("rmse", _error_sample, rmse, higher_is_better=False),
-        "mae": Metric("mae", _error_sample, mae, higher_is_better=False),
-        "std": Metric("std", _error_sample, std, higher_is_better=False),
-        "within_tolerance": Metric("within_tolerance", _error_sample, within_tolerance, True, full_scale=100.0),
-        "bleu4": Metric("bleu4", _bleu_sample, corpus_bleu, higher_is_better=True, full_scale=100.0),
-        "rouge_l": Metric("rouge_l", _rouge_sample, _mean_x100, higher_is_better=True, full_scale=100.0),
-        "sacrebleu": Metric("sacrebleu", _text_pair, _corpus_sacrebleu, higher_is_better=True, full_scale=100.0),
+        "accuracy": mean_metric("accuracy", _correct, higher_is_better=True),
+        "macro_f1": Metric("macro_f1", _label_pair, _class_counts, _macro_f1_finish(True), True, poolable=False),
+        "macro_f1_truth_classes": Metric(
+            "macro_f1_truth_classes", _label_pair, _class_counts, _macro_f1_finish(False), True, poolable=False
+        ),
+        "rmse": mean_metric("rmse", _squared_error, higher_is_better=False, then=np.sqrt),
+        "mae": mean_metric("mae", lambda v, d: abs(_error(v, d)), higher_is_better=False),
+        "std": Metric("std", _error, _error_moments, _std_from_moments, False, exact=_np_std),
+        "within_tolerance": mean_metric("within_tolerance", _within, True, full_scale=100.0, then=_times_100),
+        "bleu4": Metric("bleu4", _bleu_sample, _bleu_table, _bleu_finish, True, full_scale=100.0),
+        "rouge_l": mean_metric("rouge_l", _rouge, True, full_scale=100.0, then=_times_100),
+        "sacrebleu": Metric("sacrebleu", _text_pair, None, _no_finish, True, 100.0, exact=_corpus_sacrebleu),
     }
 )
+
+
+def get_metric(name: str) -> Metric[Any]:
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}") from None
+
+
+def scored_as(reported: str, f1_over_union: bool) -> str:
+    """The metric that computes the value reported as ``reported``: a task's 'macro_f1' is sklearn's union
+    of classes only under the reference quirk ``f1_over_union``, and over the truth classes otherwise."""
+    return "macro_f1_truth_classes" if reported == "macro_f1" and not f1_over_union else reported
+
+
+def reported_as(metric: str) -> str:
+    """The name a value of ``metric`` is reported under (the inverse of :func:`scored_as`)."""
+    return "macro_f1" if metric == "macro_f1_truth_classes" else metric
 
 
 # What a task's [0, 1] score is, from its primary metric: the number shown and fed into the U2-Score.
@@ -321,10 +348,3 @@ _SCORE_LABELS = {"rmse": "1 − RMSE", "bleu4": "BLEU-4 / 100"}
 def score_label(primary_metric: str) -> str:
     """'1 − RMSE' for CVE, 'BLEU-4 / 100' for RG and CG, 'accuracy' as it is."""
     return _SCORE_LABELS.get(primary_metric, primary_metric)
-
-
-def get_metric(name: str) -> Metric[Any]:
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise KeyError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}") from None
