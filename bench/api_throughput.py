@@ -65,7 +65,7 @@ import json, resource, sys, time
 from pathlib import Path
 import model_adapters.openai
 from u2eval.run.runner import RunOptions, run
-from u2eval.run.folder_scoring import score_folder
+from u2eval.run.scoring_pass import score_folder
 def children_cpu():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -94,7 +94,8 @@ from u2eval.models.registry import create_adapter, resolve_model
 from u2eval.models.protocol import AdapterOptions, ModelRequest
 from u2eval.data.reader import iter_cases
 from u2eval.data.sources import resolve_source
-from u2eval.run.dispatch import Dispatcher, DispatchOptions
+from u2eval.run.dispatch import Dispatcher
+from u2eval.run.pacing import DispatchOptions
 from u2eval.benchmark.prompts import render
 from u2eval.records import GenerationConfig
 from u2eval.run.store import ResponseStore, request_key

@@ -50,10 +50,9 @@ from u2eval.scoring.official import (
     reference_classification,
     reference_location_prediction,
     reference_number,
-    reference_options,
-    reference_stage_a_option,
     reference_text,
 )
+from u2eval.scoring.official_options import reference_options, reference_stage_a_option
 from u2eval.scoring.strict import Parsed, parse_location, parse_number, parse_option, parse_text
 from u2eval.scoring.text_metrics import bleu_stats, rouge_l_case
 

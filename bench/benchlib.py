@@ -127,8 +127,17 @@ def run_command(folder: Path, data: Path, server: Server, *, concurrency: int, e
     return command + list(extra)
 
 
-def client_env() -> dict[str, str]:
-    return {**os.environ, "OPENAI_API_KEY": KEY, "COLUMNS": "200"}
+SLOW_DISK = Path(__file__).resolve().parent / "slow_disk"
+
+
+def client_env(fsync_ms: float = 0.0) -> dict[str, str]:
+    """The environment of a u2eval process under test; ``fsync_ms``: each fsync that much slower (a slow disk,
+    ``bench/slow_disk``)."""
+    env = {**os.environ, "OPENAI_API_KEY": KEY, "COLUMNS": "200"}
+    if fsync_ms > 0:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SLOW_DISK), env.get("PYTHONPATH", "")]))
+        env["U2EVAL_BENCH_FSYNC_MS"] = f"{fsync_ms:g}"
+    return env
 
 
 def run_u2eval(command: Sequence[str], *, file_size_limit: int | None = None, timeout_s: float = 600) -> RunOutcome:

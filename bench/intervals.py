@@ -23,8 +23,8 @@ from fake_models import Oracle  # noqa: E402
 
 from u2eval.benchmark.tasks import select_tasks  # noqa: E402
 from u2eval.reports.uncertainty import case_table, run_intervals  # noqa: E402
-from u2eval.run.folder_scoring import judge_folder  # noqa: E402
 from u2eval.run.runner import RunOptions, run  # noqa: E402
+from u2eval.run.scoring_pass import judge_folder  # noqa: E402
 from u2eval.scoring.aggregate import summarise  # noqa: E402
 
 TARGET_S = 5.0

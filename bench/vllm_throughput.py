@@ -48,7 +48,8 @@ def missing_prerequisite() -> str | None:
 
 def _settings(model: str, chunk: int | None) -> tuple[str, Any, Any]:
     """(model id, VLLMSettings, GenerationConfig) of a preset or ``vllm/<id>``."""
-    from model_adapters.vllm import parse_settings
+    from model_adapters._local import parse_settings
+    from model_adapters.vllm import VLLMSettings
     from u2eval.errors import ConfigError
     from u2eval.models.registry import resolve_model
     from u2eval.records import GenerationConfig
@@ -60,13 +61,13 @@ def _settings(model: str, chunk: int | None) -> tuple[str, Any, Any]:
     if chunk is not None:
         extra["chunk_size"] = chunk
     generation = resolved.preset.generation if resolved.preset else GenerationConfig()
-    return resolved.model, parse_settings("vllm", extra), generation.model_copy(update={"seed": 0})
+    return resolved.model, parse_settings("vllm", extra, VLLMSettings), generation.model_copy(update={"seed": 0})
 
 
 def phase_u2eval(args: argparse.Namespace) -> dict[str, Any]:
     from model_adapters.vllm import VLLMAdapter
     from u2eval.models.protocol import AdapterOptions
-    from u2eval.run.folder_scoring import read_run_cases
+    from u2eval.run.folder import RunFolder
     from u2eval.run.runner import RunOptions, run
     from u2eval.run.store import ResponseStore
 
@@ -79,7 +80,7 @@ def phase_u2eval(args: argparse.Namespace) -> dict[str, Any]:
     result = run(options, adapter=adapter)
     store = ResponseStore(out)
     answers: dict[str, str | None] = {}
-    for run_case in read_run_cases(out):
+    for run_case in RunFolder(out).cases():
         completion = store.get(run_case.key)
         answers[run_case.case.case_id] = completion.text if completion is not None else None
     return {
@@ -91,14 +92,8 @@ def phase_u2eval(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def phase_vllm(args: argparse.Namespace) -> dict[str, Any]:
-    from model_adapters.vllm import (
-        DEFAULT_ENGINE,
-        PROBE_PNG,
-        read_template,
-        sampling_kwargs,
-        to_conversation,
-        vllm_engine,
-    )
+    from model_adapters._local import PROBE_PNG, read_template
+    from model_adapters.vllm import DEFAULT_ENGINE, sampling_kwargs, to_conversation, vllm_engine
     from u2eval.benchmark.prompts import PromptOptions, render
     from u2eval.benchmark.tasks import get_task, select_tasks
     from u2eval.data.reader import iter_cases

@@ -5,13 +5,48 @@ Not an adapter (no ``create``), so it has no line in the ADAPTERS table.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 from u2eval.errors import AdapterError, ConfigError
-from u2eval.models.protocol import AdapterOptions
+from u2eval.models.protocol import AdapterOptions, ModelRequest
+from u2eval.records import Completion, ImageSent
+
+
+class BuiltRequest(Protocol):
+    """A provider request as built from a prompt: what the provider is sent, and the image as it went."""
+
+    @property
+    def image_sent(self) -> ImageSent | None: ...
+
+
+W = TypeVar("W", bound=BuiltRequest)
+R = TypeVar("R")
+
+
+async def one_by_one(
+    requests: Sequence[ModelRequest],
+    build: Callable[[ModelRequest], W],
+    send: Callable[[W], Awaitable[R]],
+    read: Callable[[R, ModelRequest, W, float], Completion],
+) -> list[Completion]:
+    """The hosted APIs without batching (Anthropic, Google): each request built off the event loop (images are
+    encoded there), sent, and its response read with the latency of the call. An input that cannot be built (an
+    image that cannot be read or fitted) is a bad request: sending it again cannot help."""
+    completions = []
+    for request in requests:
+        try:
+            wire = await asyncio.to_thread(build, request)
+        except ValueError as exc:
+            raise AdapterError(str(exc), kind="bad_request", retryable=False) from exc
+        started = time.perf_counter()
+        response = await send(wire)
+        completions.append(read(response, request, wire, time.perf_counter() - started))
+    return completions
 
 
 def api_key(provider: str, names: tuple[str, ...]) -> str:

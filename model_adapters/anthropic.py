@@ -18,10 +18,8 @@ ANTHROPIC_BASE_URL (read by the SDK).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -29,7 +27,16 @@ import anthropic
 from anthropic.types import Message
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from model_adapters._wire import api_key, backstop_timeout_s, one_line, preflight_message, redact, retry_after_s
+from model_adapters._base import Identified
+from model_adapters._wire import (
+    api_key,
+    backstop_timeout_s,
+    one_by_one,
+    one_line,
+    preflight_message,
+    redact,
+    retry_after_s,
+)
 from u2eval.errors import AdapterError, ConfigError
 from u2eval.models.images import ImageBudget, fit
 from u2eval.models.protocol import AdapterOptions, ModelRequest
@@ -140,7 +147,7 @@ def classify(exc: anthropic.AnthropicError, secret: str = "") -> AdapterError:
     return AdapterError(message, kind="bad_request", retryable=False)  # 400, 404 (unknown model), 413, ...
 
 
-class AnthropicAdapter:
+class AnthropicAdapter(Identified):
     def __init__(self, model: str, options: AdapterOptions) -> None:
         if not model:
             raise ConfigError("anthropic needs a model: anthropic/<model>, e.g. anthropic/claude-sonnet-4-5-20250929")
@@ -164,15 +171,7 @@ class AnthropicAdapter:
         parts = [f"anthropic-version={version}", f"sampling={'sent' if extra.sampling else 'not-sent'}"]
         if extra.image_budget is not None:
             parts.append(f"image-budget={extra.image_budget.signature()}")
-        self._info = ModelInfo(adapter="anthropic", model=model, revision=" ".join(parts))
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def max_batch_size(self) -> int:
-        return 1
+        super().__init__(ModelInfo(adapter="anthropic", model=model, revision=" ".join(parts)), 1)
 
     async def _create(self, body: dict[str, Any]) -> Message:
         # temperature / top_p are no longer parameters of the SDK (API 2026-10-21): they travel as extra body.
@@ -187,31 +186,20 @@ class AnthropicAdapter:
         return message
 
     async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]:
-        completions = []
-        for request in requests:
-            try:
-                wire = await asyncio.to_thread(
-                    to_request,
-                    request.prompt,
-                    self._generation,
-                    self._model,
-                    self._extra.image_budget,
-                    sampling=self._extra.sampling,
-                )
-            except ValueError as exc:  # an image that cannot be read or fitted: sending it cannot help
-                raise AdapterError(str(exc), kind="bad_request", retryable=False) from exc
-            started = time.perf_counter()
-            message = await self._create(wire.body)
-            completions.append(
-                from_response(
-                    message,
-                    case_id=request.case.case_id,
-                    key=request.key,
-                    image_sent=wire.image_sent,
-                    latency_s=time.perf_counter() - started,
-                )
+        def build(request: ModelRequest) -> WireRequest:
+            extra = self._extra
+            return to_request(
+                request.prompt, self._generation, self._model, extra.image_budget, sampling=extra.sampling
             )
-        return completions
+
+        async def send(wire: WireRequest) -> Message:
+            return await self._create(wire.body)
+
+        def read(message: Message, request: ModelRequest, wire: WireRequest, latency_s: float) -> Completion:
+            case_id, key = request.case.case_id, request.key
+            return from_response(message, case_id=case_id, key=key, image_sent=wire.image_sent, latency_s=latency_s)
+
+        return await one_by_one(requests, build, send, read)
 
     async def preflight(self) -> None:
         """One tiny request with the run's settings: a wrong key, an unknown model or a rejected parameter

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import importlib
 import json
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -32,7 +31,16 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from model_adapters._wire import api_key, backstop_timeout_s, one_line, preflight_message, redact, retry_after_s
+from model_adapters._base import Identified
+from model_adapters._wire import (
+    api_key,
+    backstop_timeout_s,
+    one_by_one,
+    one_line,
+    preflight_message,
+    redact,
+    retry_after_s,
+)
 from u2eval.errors import AdapterError, ConfigError
 from u2eval.models.images import ImageBudget, fit
 from u2eval.models.protocol import AdapterOptions, ModelRequest
@@ -253,7 +261,7 @@ def classify(exc: BaseException, secret: str = "") -> AdapterError:
     return AdapterError(redact(one_line(f"unreadable response: {exc}"), secret), kind="malformed", retryable=True)
 
 
-class GoogleAdapter:
+class GoogleAdapter(Identified):
     def __init__(self, model: str, options: AdapterOptions) -> None:
         if not model:
             raise ConfigError("google needs a model: google/<model>, e.g. google/gemini-2.5-pro")
@@ -277,15 +285,7 @@ class GoogleAdapter:
             parts.append(f"thinking-budget={extra.thinking_budget}")
         if extra.image_budget is not None:
             parts.append(f"image-budget={extra.image_budget.signature()}")
-        self._info = ModelInfo(adapter="google", model=self._model, revision=" ".join(parts) or None)
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def max_batch_size(self) -> int:
-        return 1
+        super().__init__(ModelInfo(adapter="google", model=self._model, revision=" ".join(parts) or None), 1)
 
     async def _call(self, request: WireRequest) -> types.GenerateContentResponse:
         try:
@@ -296,31 +296,19 @@ class GoogleAdapter:
             raise classify(exc, self._key) from None  # `from None`: the SDK's request object stays out of logs
 
     async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]:
-        completions = []
-        for request in requests:
-            try:
-                wire = await asyncio.to_thread(
-                    to_request,
-                    request.prompt,
-                    self._generation,
-                    self._model,
-                    self._extra.image_budget,
-                    thinking_budget=self._extra.thinking_budget,
-                )
-            except ValueError as exc:  # an image that cannot be read or fitted: sending it cannot help
-                raise AdapterError(str(exc), kind="bad_request", retryable=False) from exc
-            started = time.perf_counter()
-            response = await self._call(wire)
-            completions.append(
-                from_response(
-                    response,
-                    case_id=request.case.case_id,
-                    key=request.key,
-                    image_sent=wire.image_sent,
-                    latency_s=time.perf_counter() - started,
-                )
-            )
-        return completions
+        extra = self._extra
+
+        def build(request: ModelRequest) -> WireRequest:
+            budget, thinking = extra.image_budget, extra.thinking_budget
+            return to_request(request.prompt, self._generation, self._model, budget, thinking_budget=thinking)
+
+        def read(
+            response: types.GenerateContentResponse, request: ModelRequest, wire: WireRequest, latency_s: float
+        ) -> Completion:
+            case_id, key = request.case.case_id, request.key
+            return from_response(response, case_id=case_id, key=key, image_sent=wire.image_sent, latency_s=latency_s)
+
+        return await one_by_one(requests, build, self._call, read)
 
     async def preflight(self) -> None:
         """One small text-only request with the run's settings: a wrong key, an unknown model or a rejected

@@ -21,6 +21,7 @@ import math
 import random
 from collections.abc import Sequence
 
+from model_adapters._base import Identified
 from model_adapters.random import guess
 from u2eval.benchmark.tasks import get_task
 from u2eval.errors import ConfigError
@@ -87,18 +88,12 @@ def regions_for(case: Case, mode: str, noise: float, seed: int) -> Regions:
     return _box_regions(case, _jittered(boxes[0], noise, rng) if boxes else None)
 
 
-class GroundedStandIn:
+class GroundedStandIn(Identified):
     def __init__(self, mode: str, convention: BoxConvention | None, noise: float, seed: int) -> None:
+        model = mode + (f":{convention.spec}" if convention else "")
+        info = ModelInfo(adapter="grounded-standin", model=model, revision=f"seed-{seed}-noise-{noise:g}")
+        super().__init__(info, 64)
         self._mode, self._convention, self._noise, self._seed = mode, convention, noise, seed
-
-    @property
-    def info(self) -> ModelInfo:
-        model = self._mode + (f":{self._convention.spec}" if self._convention else "")
-        return ModelInfo(adapter="grounded-standin", model=model, revision=f"seed-{self._seed}-noise-{self._noise:g}")
-
-    @property
-    def max_batch_size(self) -> int:
-        return 64
 
     def answer(self, request: ModelRequest) -> Completion:
         case = request.case

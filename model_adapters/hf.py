@@ -60,6 +60,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from model_adapters._base import Identified
+from model_adapters._local import PROBE_PNG, EngineThread, LoadOnce, input_failure, parse_settings, read_template
 from model_adapters._wire import one_line
 from model_adapters.hf_convert import (
     HFSettings,
@@ -84,7 +86,6 @@ from model_adapters.hf_loading import (
     resolve_device,
     to_device,
 )
-from model_adapters.vllm import PROBE_PNG, EngineThread, input_failure, parse_settings, read_template
 from u2eval.errors import AdapterError, ConfigError
 from u2eval.models.protocol import AdapterOptions, ModelRequest
 from u2eval.records import (
@@ -102,7 +103,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class HFAdapter:
+class HFAdapter(Identified):
     """Chunks of cases through one in-process transformers model."""
 
     def __init__(
@@ -120,41 +121,23 @@ class HFAdapter:
         self._generation = options.generation
         self._seed = options.generation.seed if options.generation.seed is not None else options.seed
         self._template = read_template(settings.chat_template)
-        self._loader = loader
-        self._loaded: Loaded | None = None
         self._device, self._dtype = device or resolve_device(settings)
+        self._loaded: LoadOnce[Loaded] = LoadOnce(
+            lambda: loader(model, settings, self._device, self._dtype, self._generation),
+            f"hf/{model}: the model did not load on {self._device}",
+        )
         self._thread = EngineThread("u2eval-hf")
         revision = model_identity(model, settings, self._dtype, self._template)
-        self._info = ModelInfo(adapter="hf", model=model, revision=revision)
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def max_batch_size(self) -> int:
-        return self._settings.chunk_size
+        super().__init__(ModelInfo(adapter="hf", model=model, revision=revision), settings.chunk_size)
 
     # Everything below that touches the model runs on the engine thread.
-
-    def _ensure_loaded(self) -> Loaded:
-        if self._loaded is None:
-            try:
-                self._loaded = self._loader(self._model, self._settings, self._device, self._dtype, self._generation)
-            except ConfigError:
-                raise
-            except Exception as exc:  # a missing model, a bad argument, too little memory: all arrive as anything
-                raise ConfigError(
-                    f"hf/{self._model}: the model did not load on {self._device}: {one_line(str(exc), 400)}"
-                ) from exc
-        return self._loaded
 
     def _generate(self, batch: Sequence[Ready], config: GenerationConfig) -> list[tuple[str, Usage, str, float]]:
         """(text, usage, finish reason, latency share) per conversation of one ``model.generate`` call."""
         import torch
         import transformers
 
-        loaded = self._ensure_loaded()
+        loaded = self._loaded.get()
         template = {"chat_template": self._template} if self._template is not None else {}
         texts = [
             loaded.processor.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False, **template)
@@ -186,7 +169,7 @@ class HFAdapter:
         """(what predict_forward returned, the answer's length in tokens, seconds) for one case."""
         import torch
 
-        loaded = self._ensure_loaded()
+        loaded = self._loaded.get()
         started = time.perf_counter()
         torch.manual_seed(self._seed)
         with torch.inference_mode():
@@ -302,8 +285,8 @@ class HFAdapter:
 
     async def aclose(self) -> None:
         self._thread.close()
-        if self._loaded is not None:
-            self._loaded = None
+        if self._loaded.loaded:
+            self._loaded.drop()
             free_memory()
 
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from model_adapters._local import input_failure
 from model_adapters._wire import one_line
 from model_adapters.hf_convert import HFSettings
-from model_adapters.vllm import input_failure
 from u2eval.errors import ConfigError
 from u2eval.models.protocol import ModelRequest
 from u2eval.records import (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from model_adapters._base import Identified
 from u2eval.benchmark.sectors import LOCATION_OPTIONS
 from u2eval.benchmark.tasks import get_task
 from u2eval.models.protocol import AdapterOptions, ModelRequest
@@ -37,17 +38,10 @@ def guess(case: Case, seed: int) -> str:
     return ""
 
 
-class RandomAdapter:
+class RandomAdapter(Identified):
     def __init__(self, seed: int) -> None:
+        super().__init__(ModelInfo(adapter="random", model="random-guess", revision=f"seed-{seed}"), 64)
         self._seed = seed
-
-    @property
-    def info(self) -> ModelInfo:
-        return ModelInfo(adapter="random", model="random-guess", revision=f"seed-{self._seed}")
-
-    @property
-    def max_batch_size(self) -> int:
-        return 64
 
     async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]:
         return [Completion(case_id=r.case.case_id, key=r.key, text=guess(r.case, self._seed)) for r in requests]

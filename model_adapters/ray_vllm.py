@@ -36,17 +36,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from model_adapters._base import Identified
+from model_adapters._local import EngineThread, LoadOnce, input_failure, parse_settings, read_template
 from model_adapters._wire import one_line
-from model_adapters.vllm import (
-    DEFAULT_ENGINE,
-    EngineThread,
-    input_failure,
-    model_identity,
-    parse_settings,
-    read_template,
-    sampling_kwargs,
-    to_conversation,
-)
+from model_adapters.vllm import DEFAULT_ENGINE, model_identity, sampling_kwargs, to_conversation
 from u2eval.errors import AdapterError, ConfigError
 from u2eval.models.images import ImageBudget
 from u2eval.models.protocol import AdapterOptions, ModelRequest
@@ -196,7 +189,7 @@ def vllm_stage(model: str, settings: RayVLLMSettings, chat_template: str | None)
     return processor
 
 
-class RayVLLMAdapter:
+class RayVLLMAdapter(Identified):
     """Chunks of cases as Ray Data jobs over ``replicas`` vLLM engines."""
 
     def __init__(
@@ -212,28 +205,18 @@ class RayVLLMAdapter:
         self._settings = settings
         self._generation = options.generation
         self._template = read_template(settings.chat_template)
-        self._factory = stage_factory
-        self._stage: Stage | None = None
+        self._stage = LoadOnce(lambda: self._connected(stage_factory), f"ray-vllm/{model}")
         self._thread = EngineThread("u2eval-ray")
         revision = model_identity(model, settings.engine, self._template, None, settings.image_budget)
-        self._info = ModelInfo(adapter="ray-vllm", model=model, revision=revision)
+        super().__init__(ModelInfo(adapter="ray-vllm", model=model, revision=revision), settings.chunk_size)
 
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def max_batch_size(self) -> int:
-        return self._settings.chunk_size
-
-    def _ensure_stage(self) -> Stage:
+    def _connected(self, stage_factory: StageFactory) -> Stage:
+        """The processor stage, once Ray is up (connecting to the cluster the preset names, or a local one)."""
         import ray
 
         if not ray.is_initialized():
             ray.init(address=self._settings.address)
-        if self._stage is None:
-            self._stage = self._factory(self._model, self._settings, self._template)
-        return self._stage
+        return stage_factory(self._model, self._settings, self._template)
 
     def _rows(self, requests: Sequence[ModelRequest]) -> tuple[list[dict[str, Any]], list[Completion]]:
         rows, failed = [], []
@@ -252,7 +235,7 @@ class RayVLLMAdapter:
             return completions
         started = time.perf_counter()
         try:
-            stage = self._ensure_stage()
+            stage = self._stage.get()
             outputs = list(stage(ray.data.from_items(rows)).iter_rows())
         except (ConfigError, AdapterError):
             raise
@@ -270,15 +253,7 @@ class RayVLLMAdapter:
         """Connect to Ray and build the processor: a missing ``ray[llm]`` or a bad processor setting fails here,
         before any case (the engines themselves start with the first job)."""
 
-        def check() -> None:
-            try:
-                self._ensure_stage()
-            except (ConfigError, AdapterError):
-                raise
-            except Exception as exc:
-                raise ConfigError(f"ray-vllm/{self._model}: {one_line(str(exc), 400)}") from exc
-
-        await self._thread.run(("preflight",), lambda: None, lambda _: check())
+        await self._thread.run(("preflight",), lambda: None, lambda _: self._stage.get())
 
     async def aclose(self) -> None:
         self._thread.close()

@@ -26,25 +26,22 @@ from pathlib import Path
 
 from pydantic import JsonValue
 
+from model_adapters._base import Identified
 from u2eval.benchmark.tasks import OfficialScorer as Scorer
 from u2eval.benchmark.tasks import all_tasks
-from u2eval.data.reader import RowIdentity
+from u2eval.data.rows import RowIdentity
 from u2eval.errors import ConfigError
 from u2eval.models.protocol import AdapterOptions, ModelRequest
 from u2eval.records import Completion, ModelInfo, OfficialAnswer
+from u2eval.scoring.kit_files import Ref, is_kit_failure, kit_files, kit_models, read_records
 from u2eval.scoring.official_files import (
     KitSource,
-    Ref,
     RowAnswer,
     StrictAnswer,
     case_prefix,
-    is_kit_failure,
     join_all,
     keyed_records,
-    kit_files,
     kit_key,
-    kit_models,
-    read_records,
 )
 
 log = logging.getLogger(__name__)
@@ -213,7 +210,10 @@ def _strict_completion(base: Completion, strict: StrictAnswer) -> Completion:
     return base.model_copy(update={"text": json.dumps(answer, ensure_ascii=False)})
 
 
-class ReplayAdapter:
+_BATCH = 64  # answers are looked up, not computed: any batch is cheap
+
+
+class ReplayAdapter(Identified):
     def __init__(self, spec: str, options: AdapterOptions | None = None) -> None:
         options = options or AdapterOptions()
         self._official: _Official | None = None
@@ -223,7 +223,8 @@ class ReplayAdapter:
         self._prefixes: dict[str, str] | None = None
         if spec.startswith(OFFICIAL_PREFIX):
             self._official = _Official(spec.removeprefix(OFFICIAL_PREFIX), options)
-            self._info = ModelInfo(adapter="replay", model=self._official.name, revision=self._official.revision)
+            info = ModelInfo(adapter="replay", model=self._official.name, revision=self._official.revision)
+            super().__init__(info, _BATCH)
             return
         path = Path(spec)
         if not path.exists() and not path.is_absolute() and Path("/" + spec).exists():
@@ -239,15 +240,7 @@ class ReplayAdapter:
         else:
             self._keyed = load_keyed_answers(path)
             revision = _digest([path])
-        self._info = ModelInfo(adapter="replay", model=path.name, revision=revision)
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def max_batch_size(self) -> int:
-        return 64
+        super().__init__(ModelInfo(adapter="replay", model=path.name, revision=revision), _BATCH)
 
     def _by_prefix(self) -> dict[str, str]:
         """Case id without its image hash -> the source's case id (built once)."""

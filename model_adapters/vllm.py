@@ -31,9 +31,7 @@ factory: an object with ``LLM.chat``'s signature and vLLM's output types (tests/
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import concurrent.futures
 import functools
 import hashlib
 import importlib.util
@@ -44,13 +42,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from model_adapters._base import Identified
+from model_adapters._local import PROBE_PNG, EngineThread, LoadOnce, input_failure, parse_settings, read_template
 from model_adapters._wire import one_line
 from u2eval.errors import AdapterError, ConfigError
 from u2eval.models.images import ImageBudget, fit
 from u2eval.models.protocol import AdapterOptions, ModelRequest
-from u2eval.models.registry import PRESETS_DIR
 from u2eval.records import Completion, GenerationConfig, ImagePart, ImageSent, ModelInfo, Prompt, TextPart, Usage
 
 T = TypeVar("T")
@@ -85,10 +84,6 @@ SPEED_ONLY = frozenset(
         "enable_lora",
     }
 )
-# A 32x32 mid-grey PNG: the preflight's image, so a model that takes no images fails before any case.
-PROBE_PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAAAAABWESUoAAAAGUlEQVR4nGNsYMAPmAjIjyoYVTCqYNgqAACXvgDAMsm0fAAAAABJRU5ErkJggg=="
-)
 
 
 class LoraSettings(BaseModel):
@@ -108,15 +103,6 @@ class VLLMSettings(BaseModel):
     chat_template: str | None = None
     lora: LoraSettings | None = None
     image_budget: ImageBudget | None = None
-
-
-def parse_settings(adapter: str, extra: Mapping[str, Any], model: type[BaseModel] = VLLMSettings) -> Any:
-    """Validate a preset's ``extra``: every problem on one line."""
-    try:
-        return model.model_validate(dict(extra))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{adapter}: invalid preset extra: {problems}") from None
 
 
 # -- pure converters ---------------------------------------------------------------------------------------
@@ -218,26 +204,6 @@ def prepare(requests: Sequence[ModelRequest], budget: ImageBudget | None) -> lis
     return prepared
 
 
-def input_failure(request: ModelRequest, exc: ValueError) -> Completion:
-    """A case whose input cannot be answered (an unreadable image, a prompt vLLM refuses): reported on the case
-    as an infra error, never scored, and asked again by the next run."""
-    return Completion(
-        case_id=request.case.case_id, key=request.key, error="bad_request", error_message=one_line(str(exc), 500)
-    )
-
-
-def read_template(name: str | None) -> str | None:
-    """The text of the chat template a preset names; None: the one the model ships."""
-    if name is None:
-        return None
-    for path in (Path(name).expanduser(), PRESETS_DIR / name):
-        if path.is_file():
-            return path.read_text(encoding="utf-8")
-    raise ConfigError(
-        f"chat_template {name!r}: no such file (absolute, or relative to the working directory or {PRESETS_DIR})"
-    )
-
-
 def model_identity(
     model: str,
     engine: Mapping[str, Any],
@@ -312,56 +278,10 @@ def vllm_engine(model: str, engine_args: dict[str, Any], lora: LoraSettings | No
     return Engine(vllm.LLM(model=model, **engine_args), vllm.SamplingParams, lora_request)
 
 
-class EngineThread:
-    """One thread that owns an in-process engine: it builds it and runs every call on it, one at a time, while a
-    helper thread prepares the next call's input (encoding a chunk's images overlaps the engine's work).
-
-    The dispatcher's per-attempt timeout cannot stop work on a thread, so a timed-out call keeps running and
-    the retry of the same batch waits for it again (jobs are keyed by the batch's request keys, and registered
-    before anything is awaited) instead of queueing a second copy. Cancellation never reaches the threads.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._helper = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-prepare")
-        self._jobs: dict[tuple[str, ...], concurrent.futures.Future[Any]] = {}
-
-    def has(self, job: tuple[str, ...]) -> bool:
-        future = self._jobs.get(job)
-        return future is not None and not future.cancelled()
-
-    def submit(self, job: tuple[str, ...], prepare: Callable[[], P], work: Callable[[P], Any]) -> None:
-        """``prepare()`` starts at once on the helper thread; ``work`` gets its result on the engine thread."""
-        prepared = self._helper.submit(prepare)
-        self._jobs[job] = self._pool.submit(lambda: work(prepared.result()))
-
-    async def result(self, job: tuple[str, ...]) -> Any:
-        future = self._jobs[job]
-        waiting = asyncio.wrap_future(future)
-        # A waiter abandoned by a timeout still gets the outcome; retrieving it keeps asyncio from logging it.
-        waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
-        try:
-            return await asyncio.shield(waiting)
-        finally:
-            if future.done():
-                self._jobs.pop(job, None)
-
-    async def run(self, job: tuple[str, ...], prepare: Callable[[], P], work: Callable[[P], T]) -> T:
-        """The job's outcome: the running one when a retry comes back for it, else a new one."""
-        if not self.has(job):
-            self.submit(job, prepare, work)
-        result: T = await self.result(job)
-        return result
-
-    def close(self) -> None:
-        self._helper.shutdown(wait=False, cancel_futures=True)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
 # -- the adapter ---------------------------------------------------------------------------------------------
 
 
-class VLLMAdapter:
+class VLLMAdapter(Identified):
     """Chunks of conversations through one in-process ``vllm.LLM``."""
 
     def __init__(
@@ -376,33 +296,18 @@ class VLLMAdapter:
         self._generation = options.generation
         self._template = read_template(settings.chat_template)
         self._factory = engine_factory
-        self._engine: Engine | None = None
+        self._engine = LoadOnce(
+            lambda: engine_factory(model, dict(DEFAULT_ENGINE) | settings.engine, settings.lora),
+            f"vllm/{model}: the engine did not start",
+        )
         self._thread = EngineThread("u2eval-vllm")
         revision = model_identity(model, settings.engine, self._template, settings.lora, settings.image_budget)
-        self._info = ModelInfo(adapter="vllm", model=model, revision=revision)
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def max_batch_size(self) -> int:
-        return self._settings.chunk_size
+        super().__init__(ModelInfo(adapter="vllm", model=model, revision=revision), settings.chunk_size)
 
     # Everything below that touches the engine runs on the engine thread.
 
-    def _ensure_engine(self) -> Engine:
-        if self._engine is None:
-            try:
-                self._engine = self._factory(
-                    self._model, dict(DEFAULT_ENGINE) | self._settings.engine, self._settings.lora
-                )
-            except Exception as exc:  # vLLM reports a bad argument, a missing model or too little memory as anything
-                raise ConfigError(f"vllm/{self._model}: the engine did not start: {one_line(str(exc), 400)}") from exc
-        return self._engine
-
     def _chat(self, conversations: list[list[dict[str, Any]]], config: GenerationConfig) -> list[Any]:
-        engine = self._ensure_engine()
+        engine = self._engine.get()
         outputs = engine.llm.chat(
             conversations,
             engine.sampling_params(**sampling_kwargs(config)),
@@ -480,10 +385,10 @@ class VLLMAdapter:
 
     async def aclose(self) -> None:
         self._thread.close()
-        self._engine = None
+        self._engine.drop()
 
 
 def create(model: str, options: AdapterOptions) -> VLLMAdapter:
     if importlib.util.find_spec("vllm") is None:  # importing it here would cost seconds of torch start-up
         raise ImportError("vllm is not installed", name="vllm")
-    return VLLMAdapter(model, options, parse_settings("vllm", options.extra))
+    return VLLMAdapter(model, options, parse_settings("vllm", options.extra, VLLMSettings))

@@ -148,9 +148,4 @@ class AnthropicServer(WireServer):
         if fault.kind == "not_found":
             return error_reply(404, "not_found_error", f"model: {body.get('model')}")
         status, kind, message = _FAULTS[fault.kind]
-        headers = {}
-        if fault.retry_after is not None:
-            headers["retry-after"] = fault.retry_after
-        if fault.retry_after_ms is not None:
-            headers["retry-after-ms"] = fault.retry_after_ms
-        return error_reply(status, kind, message, headers)
+        return error_reply(status, kind, message, fault.retry_headers())

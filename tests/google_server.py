@@ -157,10 +157,8 @@ class GoogleServer(WireServer):
         if fault.kind == "not_found":
             return self._unknown_model(model)
         code, status, message = _FAULTS[fault.kind]
-        headers = {}
+        headers = fault.retry_headers(milliseconds=False)  # Gemini says it in the error body instead
         details = None
-        if fault.retry_after is not None:
-            headers["retry-after"] = fault.retry_after
         if fault.kind == "rate_limit" and fault.retry_after_ms is not None:
             # The Gemini API says how long to wait inside the error, as google.rpc.RetryInfo.
             delay = f"{float(fault.retry_after_ms) / 1000:g}s"

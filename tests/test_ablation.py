@@ -25,7 +25,7 @@ from u2eval.reports.ablation import (
 from u2eval.reports.ablation_report import render_markdown, write_report
 from u2eval.reports.rundata import load_run
 from u2eval.reports.stats import mcnemar_test
-from u2eval.run.folder_scoring import read_run_cases
+from u2eval.run.folder import RunFolder
 from u2eval.run.runner import RunOptions, run
 
 
@@ -61,7 +61,7 @@ def test_the_anatomy_preset_runs_only_breast_and_thyroid_cases(anatomy_ablation:
     report, out = anatomy_ablation
     assert [r.variant for r in report.runs] == ["ours", "ours-noanatomy"]
     for variant in ("ours", "ours-noanatomy"):
-        cases = read_run_cases(out / variant)
+        cases = RunFolder(out / variant).cases()
         assert {c.case.anatomy for c in cases} == {"breast", "thyroid"} and len(cases) == 44
         manifest = json.loads((out / variant / "manifest.json").read_text())
         assert manifest["dataset"]["selection"] == "anatomy=breast,thyroid"

@@ -11,7 +11,7 @@ import pytest
 
 from model_adapters.random import SECTORS, guess
 from u2eval.benchmark.sectors import LOCATION_OPTIONS
-from u2eval.data.reader import RowIdentity
+from u2eval.data.rows import RowIdentity
 from u2eval.errors import ConfigError
 from u2eval.models.protocol import AdapterOptions, ModelRequest
 from u2eval.models.registry import create_adapter, resolve_model

@@ -36,7 +36,7 @@ from u2eval.models.images import ImageBudget, image_size
 from u2eval.models.protocol import AdapterOptions
 from u2eval.models.registry import create_adapter, list_presets, resolve_model
 from u2eval.records import GenerationConfig, ImagePart, Prompt, TextPart
-from u2eval.run.dispatch import DispatchOptions
+from u2eval.run.pacing import DispatchOptions
 from u2eval.run.runner import RunOptions, RunResult, run
 
 KEY = "sk-ant-api03-u2eval-TEST-KEY-do-not-log-0123456789"

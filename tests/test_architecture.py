@@ -113,7 +113,7 @@ def test_the_stages_are_the_folders() -> None:
 
 def test_what_finds_the_package_from_inside_it_finds_all_of_it() -> None:
     from u2eval.data.reader_process import import_root
-    from u2eval.run.folder import code_files
+    from u2eval.run.resume import code_files
 
     assert (import_root() / "u2eval" / "__init__.py").is_file()  # the reader's child imports this very u2eval
     names = {name for name, _ in code_files()}  # the resume stamp's code hash covers every stage

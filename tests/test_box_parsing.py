@@ -23,13 +23,16 @@ from u2eval.grounded.boxes import (
     Ungroundable,
     format_regions,
     get_convention,
-    model_frame,
     parse_regions,
     smart_resize,
 )
 from u2eval.grounded.regions import mask_to_array
 from u2eval.models.registry import load_preset
 from u2eval.records import Box, Point, Regions
+
+# Backtracking gone exponential takes hours; no load stretches these few milliseconds to 30 s. A guard
+# against the former, not a speed claim (speed is measured in bench/).
+HOURS_GUARD_S = 30.0
 
 FRAME = (800, 600)
 
@@ -99,7 +102,7 @@ def test_qwen25_vl_json_is_in_pixels_of_the_resized_input() -> None:
     assert regions.points == [Point(x=0.5, y=0.5, label='centre "A"')]
     assert regions.boxes[0].label == "lesion"
     big = get_convention("qwen2.5-vl:max_pixels=1003520")
-    assert model_frame(big, (2000, 1500)) == (1148, 840)
+    # 2000 x 1500 under 1,003,520 pixels is resized to 1148 x 840: a box to (574, 420) is the image's half
     assert close(boxes('[{"bbox_2d": [0, 0, 574, 420]}]', big.spec, (2000, 1500)), [(0.0, 0.0, 0.5, 0.5)])
     with pytest.raises(Ungroundable, match="model input"):
         boxes('[{"bbox_2d": [0, 0, 900, 10]}]', "qwen2.5-vl")  # wider than the 812-pixel input
@@ -247,7 +250,7 @@ def test_an_answer_cut_at_max_tokens_keeps_its_whole_boxes_in_linear_time(name: 
     text = opener + "[100, 200, 300, 400]\n" * 2000 + "[100, 2"
     started = time.perf_counter()
     regions = parse_regions(text, get_convention(name), None)
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < HOURS_GUARD_S
     assert len(regions.boxes) == 2000
     first = regions.boxes[0]
     assert close([(first.x0, first.y0, first.x1, first.y1)], [(100 / scale, 200 / scale, 300 / scale, 400 / scale)])
@@ -269,7 +272,7 @@ def test_an_answer_cut_at_max_tokens_keeps_its_whole_boxes_in_linear_time(name: 
 def test_repeated_opening_tags_cost_linear_time(name: str, text: str) -> None:
     started = time.perf_counter()
     regions = parse_regions(text, get_convention(name), FRAME)
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < HOURS_GUARD_S
     assert len(regions.boxes) == (0 if name == "gemini" else 1)  # the cut Gemini object has no end
 
 
@@ -310,7 +313,7 @@ def test_a_gemini_mask_that_cannot_be_used_drops_only_the_mask() -> None:
     bomb = _mask_uri(Image.new("1", (20000, 20000)))
     started = time.perf_counter()
     regions = parse_regions(f'[{{"box_2d": [100, 100, 600, 600], "mask": "{bomb}"}}]', get_convention("gemini"), FRAME)
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < HOURS_GUARD_S
     assert len(regions.boxes) == 1 and regions.masks == [] and "too large" in regions.notes[0]
     big = _mask_uri(Image.new("1", (4097, 4096)))  # under Pillow's own limit, over a box window's
     regions = parse_regions(f'[{{"box_2d": [100, 100, 600, 600], "mask": "{big}"}}]', get_convention("gemini"), FRAME)

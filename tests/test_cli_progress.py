@@ -50,9 +50,9 @@ def test_the_progress_hook_knows_the_total_and_counts_retries_and_infra_errors(t
 
 def test_infra_errors_show_in_the_progress_as_they_happen(tmp_path: Path) -> None:
     probe = run(RunOptions(model="flaky", tasks=("dd",), limit=1, out=tmp_path / "p"), adapter=FlakyRandom(set()))
-    from u2eval.run.folder_scoring import read_run_cases
+    from u2eval.run.folder import RunFolder
 
-    failing = {rc.case.case_id for rc in read_run_cases(probe.folder)[:2]}
+    failing = {rc.case.case_id for rc in RunFolder(probe.folder).cases()[:2]}
     seen: list[RunProgress] = []
     run(
         RunOptions(model="flaky", tasks=("dd",), limit=1, out=tmp_path / "f"),

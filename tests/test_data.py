@@ -27,7 +27,8 @@ from u2eval.benchmark.prompts import render
 from u2eval.benchmark.sectors import LOCATION_OPTIONS
 from u2eval.benchmark.tasks import all_tasks, get_task, select_tasks
 from u2eval.data.image_cells import check_image, strict_b64decode
-from u2eval.data.reader import count_cases, iter_cases, resolve_dataset_id
+from u2eval.data.reader import count_cases, iter_cases
+from u2eval.data.rows import resolve_dataset_id
 from u2eval.data.sources import DEFAULT_REPO, EXPLANATION_FILE, DataSource, resolve_source
 from u2eval.data.synth.generate import EXPLANATION_ROW
 from u2eval.data.synth.images import encode_png

@@ -20,17 +20,18 @@ import pytest
 from model_adapters.grounded_standin import GroundedStandIn, create
 from u2eval.benchmark.tasks import get_task
 from u2eval.errors import ConfigError
-from u2eval.grounded.boxes import CONVENTIONS, get_convention
+from u2eval.grounded.boxes import CONVENTIONS, BoxConvention, get_convention
 from u2eval.grounded.placement import GroundTruth, truth_from_cells
 from u2eval.grounded.regions import mask_from_array
 from u2eval.grounded.scorer import GROUNDED_CASES_FILE, GROUNDED_FILE, GroundedOptions, answer_regions, grounded_cases
 from u2eval.grounded.stats import GroundedCase, summarise_grounded
 from u2eval.grounded.truth import TRUTH_FILE, read_truths
 from u2eval.models.protocol import AdapterOptions, ModelRequest
-from u2eval.records import Box, CaseMeta, Completion, ImageSent, Point, Regions
+from u2eval.records import Box, CaseMeta, Completion, ImageSent, Judgement, Point, Regions
 from u2eval.resources import sample_dir
-from u2eval.run.folder_scoring import read_run_cases, score_folder
+from u2eval.run.folder import RunFolder
 from u2eval.run.runner import RunOptions, run
+from u2eval.run.scoring_pass import judge_answers, score_folder
 from u2eval.scoring.judging import judge
 
 DETECTION = ("ll", "od", "kd")
@@ -54,6 +55,13 @@ def meta(task: str = "ll", gt_bbox: str | None = None, keypoints: str | None = N
         image_height=100,
         columns={"gt_bbox": gt_bbox, "keypoints": keypoints},
     )
+
+
+def placed(
+    answers: list[tuple[CaseMeta, Completion]], truths: dict[str, GroundTruth], convention: BoxConvention | None
+) -> tuple[list[GroundedCase], list[Judgement], frozenset[str]]:
+    """The grounded pass over these answers, after the text pass (as a run scores them)."""
+    return grounded_cases(answers, truths, convention, judge_answers(answers))
 
 
 def answer(case: CaseMeta, **fields: object) -> Completion:
@@ -118,9 +126,7 @@ def test_region_sectors_are_judged_as_the_official_scorer_judges_the_words() -> 
         (hidden, answer(hidden, text="", regions=Regions())),  # marks nothing
         (outside, answer(outside, text="[0.1, 0.1, 2.0, 0.3]")),  # ungroundable under 'relative'
     ]
-    records, judgements, _ = grounded_cases(
-        answers, truths_of([lower_center, hidden, outside]), get_convention("relative")
-    )
+    records, judgements, _ = placed(answers, truths_of([lower_center, hidden, outside]), get_convention("relative"))
     by_id = {j.case_id: j for j in judgements}
     # lower center: right in strict; the official stage (b) reads any 'center' as center, so wrong there.
     assert by_id[lower_center.case_id].strict.correct is True
@@ -143,11 +149,11 @@ def test_a_missing_region_is_a_miss_only_for_kinds_the_model_gives() -> None:
     hit = meta("ll", "{'lesion': [0.5, 0.5, 0.2, 0.2]}", n=0)
     miss = meta("ll", "{'lesion': [0.2, 0.2, 0.2, 0.2]}", n=1)
     boxes_run = [(hit, answer(hit, regions=Regions(boxes=[box(0.5, 0.5, 0.2, 0.2)]))), (miss, answer(miss, text="?"))]
-    records, _, gives = grounded_cases(boxes_run, truths_of([hit, miss]), None)
+    records, _, gives = placed(boxes_run, truths_of([hit, miss]), None)
     assert gives == {"box", "point"}
     assert [r.box_iou for r in records] == [pytest.approx(1.0), 0.0]
     points_run = [(hit, answer(hit, regions=Regions(points=[Point(x=0.5, y=0.5)]))), (miss, answer(miss, text="?"))]
-    records, _, gives = grounded_cases(points_run, truths_of([hit, miss]), None)
+    records, _, gives = placed(points_run, truths_of([hit, miss]), None)
     assert gives == {"point"} and all(r.box_iou is None and r.dice is None for r in records)
 
 
@@ -164,7 +170,7 @@ def test_empty_truths_are_counted_apart() -> None:
     }
     quiet = Regions(masks=[mask_from_array(np.zeros((100, 200)))])
     exact = Regions(masks=[mask_from_array(pixels)])
-    records, judgements, gives = grounded_cases(
+    records, judgements, gives = placed(
         [(hidden, answer(hidden, regions=quiet)), (shown, answer(shown, regions=exact))], truths, None
     )
     assert gives == {"box", "mask", "point"}
@@ -175,7 +181,7 @@ def test_empty_truths_are_counted_apart() -> None:
     stats = summary.tasks["ll"]
     assert stats.mask is not None and (stats.mask.n, stats.mask.empty_truth_n, stats.mask.dice) == (1, 1, 1.0)
     loud = Regions(masks=[mask_from_array(pixels)])
-    records, _, _ = grounded_cases([(hidden, answer(hidden, regions=loud))], truths, None)
+    records, _, _ = placed([(hidden, answer(hidden, regions=loud))], truths, None)
     assert records[0].mask_empty_correct is False and records[0].box_empty_correct is False
 
 
@@ -323,7 +329,7 @@ def test_regions_written_in_a_convention_score_as_the_native_ones(name: str, tmp
     assert grounded(folder)["box_convention"] == name
     native, text = _case_lines(native_folder), _case_lines(folder)
     assert set(native) == set(text) and all(r.outcome != "ungroundable" for r in text.values())
-    cases = {c.case.case_id: c.case for c in read_run_cases(folder)}
+    cases = {c.case.case_id: c.case for c in RunFolder(folder).cases()}
     # The same sector for every case, except where writing the box on the convention's grid (1/1000 of the
     # image, or one pixel) can move a centre that sits on a threshold across it.
     moved = [case_id for case_id in native if native[case_id].sector != text[case_id].sector]
@@ -457,7 +463,7 @@ def test_bad_stored_regions_are_ungroundable_and_never_stop_scoring(tmp_path: Pa
 
 def test_a_grounded_failure_never_aborts_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import u2eval.grounded.scorer as grounded_run
-    import u2eval.run.folder_scoring as folder_scoring
+    import u2eval.run.scoring_pass as scoring_pass
 
     real = grounded_run._metrics
 
@@ -476,7 +482,7 @@ def test_a_grounded_failure_never_aborts_a_run(tmp_path: Path, monkeypatch: pyte
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the truth cache is damaged")
 
-    monkeypatch.setattr(folder_scoring, "score_grounded", broken)
+    monkeypatch.setattr(scoring_pass, "score_grounded", broken)
     whole = stand_in_run(tmp_path / "whole", grounded=True)
     assert (whole / "manifest.json").is_file() and (whole / "summary.json").is_file()
     assert not (whole / GROUNDED_FILE).exists()
@@ -487,13 +493,13 @@ def test_a_perfect_mask_only_model_places_rows_of_several_structures(tmp_path: P
     """Each case answered with its own truth mask (the union of the row's structures, as seg_data is)."""
     folder = stand_in_run(tmp_path / "run", grounded=True)
     truths = read_truths(folder)
-    cases = [c.case for c in read_run_cases(folder) if c.case.task in ("ll", "od")]
+    cases = [c.case for c in RunFolder(folder).cases() if c.case.task in ("ll", "od")]
     answers = []
     for case in cases:
         truth = truths[case.case_id]
         masks = [truth.mask] if truth.mask is not None else []
         answers.append((case, answer(case, text="", regions=Regions(masks=masks))))
-    records, _, gives = grounded_cases(answers, truths, None)
+    records, _, gives = placed(answers, truths, None)
     assert gives == {"box", "mask", "point"}
     scored = [r for r in records if r.dice is not None]
     several = {c.case_id for c in cases if len(truths[c.case_id].boxes or []) > 1}
@@ -510,7 +516,7 @@ def test_a_run_without_any_region_gets_no_region_scores(tmp_path: Path) -> None:
     from u2eval.grounded.report import render_grounded_markdown
     from u2eval.grounded.scorer import NO_REGIONS_WARNING, read_grounded
     from u2eval.reports.grounded_board import grounded_cells
-    from u2eval.scoring.aggregate import Summary
+    from u2eval.reports.rundata import load_run
 
     folder = tmp_path / "text"
     run(RunOptions(model="random", out=folder, tasks=DETECTION, grounded=True))
@@ -518,18 +524,17 @@ def test_a_run_without_any_region_gets_no_region_scores(tmp_path: Path) -> None:
     assert report is not None and report.sectors == {} and report.warnings == [NO_REGIONS_WARNING]
     assert report.outcomes["ll"]["no_region"] > 0  # still counted, but not judged as 'not visible'
     assert f"Warning: {NO_REGIONS_WARNING}." in render_grounded_markdown(report)
-    text = Summary.model_validate_json((folder / "summary.json").read_text(encoding="utf-8"))
-    cells = grounded_cells(folder, text, "strict")
+    cells = grounded_cells(load_run(folder), "strict")
     assert cells.values["ll_regions"] is None and cells.values["od_regions"] is None
     # A model that returns regions as data, even none at all, is placed: no region means 'not visible'.
     hidden = meta("od", None)
-    records, judgements, _ = grounded_cases([(hidden, answer(hidden, regions=Regions()))], truths_of([hidden]), None)
+    records, judgements, _ = placed([(hidden, answer(hidden, regions=Regions()))], truths_of([hidden]), None)
     assert judgements and records[0].sector_correct is True
 
 
 def test_grounded_settings_given_to_score_are_recorded_and_redone(tmp_path: Path) -> None:
     from u2eval.reports.grounded_board import grounded_cells
-    from u2eval.scoring.aggregate import Summary
+    from u2eval.reports.rundata import load_run
 
     model = GroundedStandIn("oracle", get_convention("internvl"), 0.0, 0)
     folder = stand_in_run(tmp_path / "run", model, grounded=True, box_convention="relative")  # the wrong one
@@ -543,8 +548,7 @@ def test_grounded_settings_given_to_score_are_recorded_and_redone(tmp_path: Path
     again = _u2eval("score", str(folder))  # plain: redoes the recorded grounded scoring
     assert again.returncode == 0, again.stderr
     assert (folder / GROUNDED_FILE).read_bytes() == report
-    text = Summary.model_validate_json((folder / "summary.json").read_text(encoding="utf-8"))
-    cells = grounded_cells(folder, text, "strict")
+    cells = grounded_cells(load_run(folder), "strict")
     assert cells.box_convention == "internvl" and cells.values["od_regions"] == 1.0
     # A run that was never grounded, scored --grounded once: a plain re-score redoes it (not left stale).
     plain = stand_in_run(tmp_path / "plain", model)

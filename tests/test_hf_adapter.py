@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from wire_checks import case_images, completions, request_for
 
+from model_adapters._local import parse_settings
 from model_adapters.hf import HFAdapter
 from model_adapters.hf_convert import (
     HFSettings,
@@ -34,7 +35,6 @@ from model_adapters.hf_convert import (
     to_messages,
 )
 from model_adapters.hf_loading import Loaded, case_failure, is_fatal, is_oom, load_model
-from model_adapters.vllm import parse_settings
 from u2eval.errors import AdapterError, ConfigError
 from u2eval.grounded.regions import mask_to_array
 from u2eval.models.images import ImageBudget

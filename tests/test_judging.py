@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from u2eval.benchmark.sectors import LOCATION_OPTIONS
 from u2eval.benchmark.tasks import all_tasks, get_task
 from u2eval.records import INFRA_ERROR_KINDS, CaseMeta, Completion, ErrorKind, Judgement
-from u2eval.scoring.judging import farthest_in_range, judge, judge_many
+from u2eval.scoring.judging import farthest_in_range, judge, judge_placed
 from u2eval.scoring.official import ReferenceQuirks
 
 BBOX_LOWER_CENTER = "{'lesion': [0.5, 0.8, 0.2, 0.2]}"
@@ -234,24 +234,15 @@ def test_text_empty_and_refused_score_as_empty_text() -> None:
 
 
 @pytest.mark.parametrize(
-    ("task", "dataset_id", "truth", "reference"),
-    [
-        ("dd", "44", "0", ("0", "0", True, True)),  # "API call failed: 500" -> label 0
-        ("dd", "40", "5", ("5", "5", True, True)),  # -> BI-RADS 5
-        ("dd", "21", "benign", ("", "benign", True, False)),
-        ("ll", "04", BBOX_LOWER_CENTER, ("", "lower center", True, False)),
-        ("cve", "18", "{'EF': 60}", (500.0, 60.0, True, None)),  # the status code is the estimate
-        ("cg", "10", "Fetal phantom.", ("API调用失败: 500", "Fetal phantom.", True, None)),
-    ],
-)
-def test_infra_error_reference_scores_the_kit_message(
-    task: str, dataset_id: str, truth: str, reference: tuple[object, ...]
-) -> None:
+    ("task", "dataset_id", "truth"),
+    [("dd", "44", "0"), ("dd", "21", "benign"), ("ll", "04", BBOX_LOWER_CENTER), ("cve", "18", "{'EF': 60}"),
+     ("cg", "10", "Fetal phantom.")],
+)  # fmt: skip
+def test_a_live_infra_error_counts_in_neither_mode(task: str, dataset_id: str, truth: str) -> None:
     j = run(case(task, dataset_id, truth), None, "server")
     assert j.outcome == "infra_error"
-    assert not j.strict.counted and j.strict.prediction is None
-    assert verdicts(j)[1] == reference
-    assert not run(case(task, dataset_id, truth), None, "server", infra_error_as_answer=False).reference.counted
+    for verdict in (j.strict, j.reference):
+        assert (verdict.counted, verdict.not_counted, verdict.prediction) == (False, "infra_error", None)
 
 
 @pytest.mark.parametrize("kind", ["refused", "empty"])
@@ -306,16 +297,6 @@ def test_judge_is_total_and_round_trips(where: tuple[str, str], text: str | None
 # ========================================================================================= wiring
 
 
-def test_judge_many_joins_by_case_id() -> None:
-    a, b = case("dd", "21", "benign"), case("ll", "04", BBOX_LOWER_CENTER)
-    b = b.model_copy(update={"case_id": "other"})
-    tasks = {t.key: t for t in all_tasks()}
-    judged = judge_many({a.case_id: a, b.case_id: b}, [answer(b, "lower center"), answer(a, "benign")], tasks)
-    assert [(j.case_id, j.task, j.strict.correct) for j in judged] == [("other", "ll", True), (a.case_id, "dd", True)]
-    with pytest.raises(KeyError):
-        judge_many({}, [answer(a, "x")], tasks)
-
-
 def test_judge_rejects_a_completion_for_another_case() -> None:
     meta = case("dd", "21", "benign")
     with pytest.raises(ValueError, match="judged against"):
@@ -335,7 +316,7 @@ def test_judge_rejects_a_completion_for_another_case() -> None:
         (case("cve", "18", "{'EF': 'n/a'}"), "50", None, "truth_unreadable", "truth_unreadable"),
         (case("cve", "18", "{'EF': 55.0}"), "no idea", None, None, "dropped_by_official"),
         (case("cg", "10", "  "), "A caption.", None, "truth_missing", None),
-        (case("dd", "21", "benign"), None, "server", "infra_error", None),
+        (case("dd", "21", "benign"), None, "server", "infra_error", "infra_error"),
     ],
 )
 def test_every_case_outside_a_denominator_says_why(
@@ -346,3 +327,32 @@ def test_every_case_outside_a_denominator_says_why(
     assert j.strict.counted is (strict is None) and j.reference.counted is (reference is None)
     for verdict in (j.strict, j.reference):
         assert (verdict.not_counted_detail is not None) is (verdict.not_counted not in (None, "infra_error"))
+
+
+# =================================================================================== places from regions
+
+
+@pytest.mark.parametrize("task", ["ll", "od", "kd"])
+def test_a_place_given_as_a_region_is_judged_as_its_words_would_be(task: str) -> None:
+    # judge_placed reads no answer text: it must still agree, verdict for verdict, with a model that wrote the
+    # sector's name (and 'Not visible.' for no region, '' for a region that cannot be placed).
+    spec = get_task(task)
+    dataset_id = spec.dataset_ids[0]
+    truths = [BBOX_LOWER_CENTER, "{'x': [0.1, 0.1, 0.1, 0.1]}", "[]", "not a cell"]
+    column = spec.truth_column
+    for truth in truths:
+        meta = case(task, dataset_id, truth).model_copy(update={"columns": {column: truth}})
+        for sector, words in [
+            *((s, s) for s in LOCATION_OPTIONS if s != "not visible"),
+            ("not visible", "Not visible."),
+            (None, ""),
+        ]:
+            placed = judge_placed(meta, spec, sector)
+            said = judge(meta, answer(meta, words), spec)
+            assert (placed.strict, placed.reference.model_copy(update={"changed_by": []})) == (
+                said.strict,
+                said.reference.model_copy(update={"changed_by": []}),
+            ), (task, truth, sector)
+            assert placed.outcome == said.outcome
+    with pytest.raises(ValueError, match="only detection cases"):
+        judge_placed(case("dd", "21", "benign"), get_task("dd"), "center")

@@ -11,24 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from u2eval.data.reader import RowIdentity
+from u2eval.data.rows import RowIdentity
 from u2eval.data.sources import resolve_source
 from u2eval.errors import ConfigError
-from u2eval.run.folder_scoring import read_run_cases
+from u2eval.run.folder import RunFolder
 from u2eval.run.runner import RunOptions, run
-from u2eval.scoring.official_files import (
-    KitRecord,
-    KitSource,
-    Scorer,
-    is_kit_failure,
-    join_all,
-    kit_files,
-    kit_models,
-    kit_record,
-    official_join,
-    read_records,
-    report_crash,
-)
+from u2eval.scoring.kit_files import KitRecord, Scorer, is_kit_failure, kit_files, kit_models, kit_record, read_records
+from u2eval.scoring.official_files import KitSource, join_all, official_join, report_crash
 from u2eval.scoring.summary_report import render_markdown
 
 # --------------------------------------------------------------------------------- failure messages
@@ -336,7 +325,7 @@ def test_a_run_over_the_kits_files_scores_each_row_by_its_own_answer(sample_copy
 
 def test_a_limited_replay_is_laid_out_as_the_kit_run_on_the_rows_asked(sample_copy: Path, tmp_path: Path) -> None:
     probe = run(RunOptions(model="random", data=str(sample_copy), tasks=("dd",), limit=1, out=tmp_path / "probe"))
-    first_rows = [c.case for c in read_run_cases(probe.folder)]
+    first_rows = [c.case for c in RunFolder(probe.folder).cases()]
     keyed = tmp_path / "first-rows.jsonl"
     keyed.write_text("".join(json.dumps({"case_id": c.case_id, "answer": c.truth}) + "\n" for c in first_rows))
     replay = f"replay/{keyed}"
@@ -506,7 +495,7 @@ def test_differences_name_the_row_order_join_for_rows_strict_has_no_record_for(
     )
     diff = next(d for d in result.summary.differences if (d.task, d.dataset_id) == ("ll", "04"))
     assert "row_order_join (rows strict has no record for, paired with one by row order): 1 case" in diff.reasons
-    assert not any(r.startswith("infra_error_as_answer") for r in diff.reasons)
+    assert not any(r.startswith("kit failure messages") for r in diff.reasons)
 
 
 def test_a_replay_says_what_the_source_lacks_and_a_rerun_cannot_help(tmp_path: Path) -> None:

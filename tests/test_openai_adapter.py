@@ -20,19 +20,15 @@ from openai_server import Fault, OpenAIServer, decode_data_url, image_parts
 from PIL import Image
 from wire_checks import assert_no_secret, case_images, completions, dispatch, judgements, request_for, sha
 
-from model_adapters.openai import (
-    OpenAISettings,
-    base_urls,
-    encode_request,
-    from_response,
-    to_request,
-)
+from model_adapters.openai import base_urls
+from model_adapters.openai_convert import OpenAISettings, encode_request, from_response, to_request
 from u2eval.data.image_cells import sniff_image_format
 from u2eval.errors import AdapterError, ConfigError
 from u2eval.models.protocol import AdapterOptions, ModelAdapter, ModelRequest
 from u2eval.models.registry import create_adapter, list_presets, resolve_model
 from u2eval.records import Completion, GenerationConfig, ImagePart, ImageSent, Prompt, TextPart, Usage
-from u2eval.run.dispatch import Dispatcher, DispatchOptions
+from u2eval.run.dispatch import Dispatcher
+from u2eval.run.pacing import DispatchOptions
 from u2eval.run.runner import RunOptions, run
 
 KEY = "sk-fake-0123456789abcdefSECRET"

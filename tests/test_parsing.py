@@ -16,7 +16,6 @@ from u2eval.benchmark.sectors import LOCATION_OPTIONS, sector_from_centre
 from u2eval.benchmark.tasks import DatasetSpec, get_task
 from u2eval.data.truth import Unread, label_truth, location_truth, measurement_truth, read_location, read_measurement
 from u2eval.scoring.official import (
-    REFERENCE_ERROR_TEXT,
     ReferenceQuirks,
     reference_classification,
     reference_label_truth,
@@ -24,14 +23,17 @@ from u2eval.scoring.official import (
     reference_location_truth,
     reference_measurement_truth,
     reference_number,
-    reference_options,
     reference_stage_a_number,
-    reference_stage_a_option,
     reference_text,
 )
+from u2eval.scoring.official_options import reference_options, reference_stage_a_option
 from u2eval.scoring.strict import parse_location, parse_number, parse_option, parse_text
 
 ALL_OFF = ReferenceQuirks(**{name: False for name in ReferenceQuirks.__dataclass_fields__})
+
+# What the kit saved instead of an answer when a request failed ([EK] batch_test.py: "API call failed: <status>"):
+# its digits matter, which is why replayed failure records are infra errors in strict.
+REFERENCE_ERROR_TEXT = "API调用失败: 500"
 
 
 def ds(task: str, dataset_id: str) -> DatasetSpec:
@@ -660,4 +662,6 @@ def test_a_runaway_number_is_read_in_linear_time() -> None:
     for dataset_id in ("18", "27", "50", "57"):
         for answer in ("\udfff" + "1" * 20_000, "1" * 20_000 + ".", "1" * 20_000 + "x", "1." * 10_000):
             reference_stage_a_number(answer, dataset_id)
-    assert time.perf_counter() - started < 1.0  # the official patterns take hours on 20,000 digits
+    # The official patterns take hours on 20,000 digits; no load stretches these milliseconds to 30 s (a guard,
+    # not a speed claim).
+    assert time.perf_counter() - started < 30.0

@@ -19,6 +19,7 @@ pytest.importorskip("ray.data")  # binds ray.data on the ray module
 from vllm_standin import StandinFactory, answer, decode_conversation, standin_run  # noqa: E402
 from wire_checks import completions, request_for  # noqa: E402
 
+from model_adapters._local import parse_settings  # noqa: E402
 from model_adapters.ray_vllm import (  # noqa: E402
     RayVLLMAdapter,
     RayVLLMSettings,
@@ -30,7 +31,7 @@ from model_adapters.ray_vllm import (  # noqa: E402
     to_row,
     vllm_stage,
 )
-from model_adapters.vllm import parse_settings, to_conversation  # noqa: E402
+from model_adapters.vllm import to_conversation  # noqa: E402
 from u2eval.errors import ConfigError  # noqa: E402
 from u2eval.models.images import ImageBudget  # noqa: E402
 from u2eval.models.protocol import AdapterOptions  # noqa: E402

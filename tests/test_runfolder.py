@@ -16,7 +16,8 @@ from openai_server import OpenAIServer
 
 from u2eval.errors import ConfigError
 from u2eval.resources import sample_dir
-from u2eval.run.folder import STAMP_FILE, exclusive
+from u2eval.run.locks import exclusive
+from u2eval.run.resume import STAMP_FILE
 from u2eval.run.runner import RunOptions, run
 from u2eval.run.store import RESPONSES_FILE
 
@@ -40,7 +41,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_the_lock_goes_with_its_p
     assert not (folder / RESPONSES_FILE).exists()  # refused before anything was asked or written
     # A holder killed with SIGKILL leaves the lock file behind, but not the lock.
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from u2eval.run.folder import exclusive\n"
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from u2eval.run.locks import exclusive\n"
          "with exclusive(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)", str(folder)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -64,7 +65,7 @@ def test_a_folder_that_cannot_hold_a_lock_is_one_line(tmp_path: Path) -> None:
 def _holder(folder: Path, how: str) -> subprocess.Popen[str]:
     """Another process holding ``folder`` with ``exclusive`` (as a run does) or ``reading`` (as a merge does)."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sys, time; from pathlib import Path; from u2eval.run.folder import {how}\n"
+        [sys.executable, "-c", f"import sys, time; from pathlib import Path; from u2eval.run.locks import {how}\n"
          f"with {how}(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)", str(folder)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -221,7 +222,7 @@ def test_the_case_list_meets_a_full_disk_at_a_write_and_never_at_its_close() -> 
     """What a run writes its case list with: on a full device the write raises (and names the disk's
     error), and closing raises nothing, so a case list left half-written by a full disk is not reported
     a second time, as an ignored exception, when the generator holding it is collected."""
-    from u2eval.run.folder import LineFile
+    from u2eval.run.locks import LineFile
 
     with LineFile(Path("/dev/full")) as out, pytest.raises(OSError) as info:
         out.write('{"case": 1}\n')
@@ -230,3 +231,45 @@ def test_the_case_list_meets_a_full_disk_at_a_write_and_never_at_its_close() -> 
     buffered.write('{"case": 1}\n')  # accepted into the buffer...
     with pytest.raises(OSError):
         buffered.close()  # ...and the error comes at the close
+
+
+# ---------------------------------------------------------------------------------- the typed owner
+
+
+def test_the_run_folder_reads_its_manifest_typed_and_says_what_it_cannot_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from u2eval.run.folder import MANIFEST_FILE, RunFolder
+
+    folder = RunFolder(tmp_path / "run")
+    run(RunOptions(model="random", out=folder.path, tasks=("kd",)))
+    manifest = folder.require_manifest()
+    assert manifest.n_cases == len(folder.cases()) and manifest.grounded is False
+    # Recording a grounded scoring changes those two fields and nothing else.
+    options = folder.grounded_options("internvl")
+    assert folder.record_grounded(options.__class__(enabled=True, convention=options.convention))
+    after = folder.require_manifest()
+    assert (after.grounded, after.box_convention) == (True, "internvl")
+    assert after.model_copy(update={"grounded": False, "box_convention": None}) == manifest
+    # A damaged manifest: scoring goes on without it (said, naming the file); a leaderboard refuses it.
+    (folder.path / MANIFEST_FILE).write_text('{"u2eval_version": 3}', encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        assert folder.manifest() is None
+    assert f"{folder.path / MANIFEST_FILE} cannot be read" in caplog.text
+    with pytest.raises(
+        ConfigError, match=r"manifest.json cannot be read: u2eval_version: Input should be a valid string"
+    ):
+        folder.require_manifest()
+    assert not folder.record_grounded(options)  # nothing to record it in
+
+
+def test_a_damaged_case_record_is_named_by_its_line(tmp_path: Path) -> None:
+    from u2eval.run.folder import CASES_FILE, RunFolder
+
+    folder = RunFolder(tmp_path / "run")
+    run(RunOptions(model="random", out=folder.path, tasks=("kd",)))
+    lines = (folder.path / CASES_FILE).read_text(encoding="utf-8").splitlines()
+    lines[2] = lines[2][:40]
+    (folder.path / CASES_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"{CASES_FILE}:3: unreadable case record"):
+        folder.cases()

@@ -14,8 +14,9 @@ from model_adapters.random import guess
 from u2eval.errors import AdapterError, ConfigError
 from u2eval.models.protocol import ModelRequest
 from u2eval.records import Completion, ModelInfo
-from u2eval.run.folder_scoring import read_run_cases, score_folder
+from u2eval.run.folder import RunFolder
 from u2eval.run.runner import RunOptions, run
+from u2eval.run.scoring_pass import score_folder
 from u2eval.run.store import ResponseStore
 
 
@@ -59,7 +60,7 @@ def test_partial_run_is_labelled_and_names_the_missing_tasks(tmp_path: Path) -> 
     assert set(strict.missing_tasks) == {"vra", "od", "kd", "cve", "rg", "cg"}
     assert strict.u2_score is None and strict.u2_over_present_tasks is not None
     counts: dict[str, int] = {}
-    for case in read_run_cases(tmp_path / "p"):
+    for case in RunFolder(tmp_path / "p").cases():
         key = f"{case.case.task}/{case.case.dataset_id}"
         counts[key] = counts.get(key, 0) + 1
     assert max(counts.values()) == 2  # --limit is per source dataset
@@ -121,7 +122,7 @@ class FlakyRandom:
 def test_infra_errors_are_excluded_listed_and_retried_by_the_next_run(tmp_path: Path) -> None:
     options = RunOptions(model="flaky", out=tmp_path / "f", tasks=("dd",), limit=2)
     probe = run(options, adapter=FlakyRandom(set()))
-    cases = [c.case.case_id for c in read_run_cases(tmp_path / "f")]
+    cases = [c.case.case_id for c in RunFolder(tmp_path / "f").cases()]
     clean_summary = probe.summary
     folder = tmp_path / "g"
     failing = set(cases[:3])
@@ -159,7 +160,7 @@ def test_responses_hold_no_images_and_cases_hold_no_images(tmp_path: Path) -> No
         text = (tmp_path / "r" / name).read_text()
         assert "iVBORw0KGgo" not in text and "/9j/" not in text  # base64 PNG / JPEG starts
     store = ResponseStore(tmp_path / "r")
-    assert len(store) == len(read_run_cases(tmp_path / "r"))
+    assert len(store) == len(RunFolder(tmp_path / "r").cases())
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert manifest["dataset"]["kind"] == "sample" and manifest["model"]["adapter"] == "random"
     assert set(manifest["templates"]) == {"ll"} and manifest["limit"] == 1
@@ -240,7 +241,7 @@ def test_a_folder_whose_run_stored_nothing_is_taken_over_by_the_next_run(tmp_pat
 def test_judgements_point_at_the_row_and_image_and_carry_text_metrics(tmp_path: Path) -> None:
     result = run(RunOptions(model="random", tasks=("rg", "dd"), limit=1, out=tmp_path / "run"))
     judgements = [json.loads(line) for line in (result.folder / "judgements.jsonl").read_text().splitlines()]
-    cases = {rc.case.case_id: rc.case for rc in read_run_cases(result.folder)}
+    cases = {rc.case.case_id: rc.case for rc in RunFolder(result.folder).cases()}
     for j in judgements:
         case = cases[j["case_id"]]
         assert j["source"] == f"{case.source_file}:{case.row_index}" and j["image_sha256"] == case.image_sha256
@@ -265,7 +266,7 @@ class Metered(FlakyRandom):
 
 def test_the_end_of_a_run_says_tokens_used_and_infra_errors_by_kind(tmp_path: Path) -> None:
     probe = run(RunOptions(model="m", out=tmp_path / "p", tasks=("dd", "ll"), limit=2), adapter=Metered(set()))
-    cases = [c.case for c in read_run_cases(tmp_path / "p")]
+    cases = [c.case for c in RunFolder(tmp_path / "p").cases()]
     result = run(
         RunOptions(model="m", out=tmp_path / "r", tasks=("dd", "ll"), limit=2), adapter=Metered({cases[1].case_id})
     )

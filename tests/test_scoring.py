@@ -15,18 +15,17 @@ from hypothesis import strategies as st
 
 from u2eval.benchmark.tasks import TaskSpec, all_tasks, get_task, task_keys
 from u2eval.records import Judgement, Outcome, Value, Verdict
-from u2eval.scoring.aggregate import (
+from u2eval.scoring.aggregate import score_mode, summarise
+from u2eval.scoring.summary import DatasetResult, ModeSummary, Summary
+from u2eval.scoring.table_rules import (
     REFERENCE_QUIRKS,
     STRICT_QUIRKS,
     ScoringQuirks,
     dataset_plan,
     official_weights,
-    score_mode,
-    summarise,
     task_score,
     u2_score,
 )
-from u2eval.scoring.summary import DatasetResult, ModeSummary, Summary
 
 TASKS = all_tasks()
 LEADERBOARD = Path(__file__).parent / "data" / "leaderboard.csv"

@@ -12,7 +12,7 @@ from fake_models import Oracle
 from u2eval.benchmark.prompts import PromptOptions
 from u2eval.models.protocol import ModelRequest
 from u2eval.records import Completion
-from u2eval.run.folder_scoring import read_run_cases
+from u2eval.run.folder import RunFolder
 from u2eval.run.runner import RunOptions, run
 from u2eval.run.sent_prompts import prompt_text, read_texts
 
@@ -32,7 +32,7 @@ class Recorder(Oracle):
 
 def _recorded(folder: Path) -> dict[str, str]:
     texts = read_texts(folder)
-    return {rc.case.case_id: prompt_text(rc.prompt, texts) for rc in read_run_cases(folder) if rc.prompt is not None}
+    return {rc.case.case_id: prompt_text(rc.prompt, texts) for rc in RunFolder(folder).cases() if rc.prompt is not None}
 
 
 def test_the_text_each_case_was_sent_is_rebuilt_byte_for_byte_from_the_run_folder(tmp_path: Path) -> None:
@@ -40,7 +40,7 @@ def test_the_text_each_case_was_sent_is_rebuilt_byte_for_byte_from_the_run_folde
     run(RunOptions(model="recorder", tasks=("dd", "od", "rg"), limit=2, out=tmp_path / "run"), adapter=model)
     recorded = _recorded(tmp_path / "run")
     assert recorded == model.sent and len(recorded) > 10
-    first = read_run_cases(tmp_path / "run")[0]
+    first = RunFolder(tmp_path / "run").cases()[0]
     assert first.prompt is not None and [p.part for p in first.prompt.parts] == [
         "image",
         "role",
@@ -59,11 +59,15 @@ def test_ablation_variants_that_sent_different_words_show_different_texts(tmp_pa
     ours, plain = _recorded(tmp_path / "ours"), _recorded(tmp_path / "noanatomy")
     assert ours.keys() == plain.keys() and all(ours[c] != plain[c] for c in ours)
     same_role = {
-        p.sha256 for rc in read_run_cases(tmp_path / "ours") if rc.prompt for p in rc.prompt.parts if p.part == "format"
+        p.sha256
+        for rc in RunFolder(tmp_path / "ours").cases()
+        if rc.prompt
+        for p in rc.prompt.parts
+        if p.part == "format"
     }
     other_role = {
         p.sha256
-        for rc in read_run_cases(tmp_path / "noanatomy")
+        for rc in RunFolder(tmp_path / "noanatomy").cases()
         if rc.prompt
         for p in rc.prompt.parts
         if p.part == "format"
@@ -77,6 +81,6 @@ def test_the_dataset_prompt_source_records_the_rows_own_text(tmp_path: Path) -> 
         RunOptions(model="o", tasks=("cg",), limit=1, out=tmp_path / "run", prompt=PromptOptions(source="dataset")),
         adapter=model,
     )
-    (case,) = [rc for rc in read_run_cases(tmp_path / "run")][:1]
+    (case,) = [rc for rc in RunFolder(tmp_path / "run").cases()][:1]
     assert case.prompt is not None and [p.part for p in case.prompt.parts] == ["image", "dataset"]
     assert _recorded(tmp_path / "run") == model.sent and "prompt" in case.case.columns

@@ -18,14 +18,14 @@ from u2eval.benchmark.prompts import PromptOptions
 from u2eval.errors import ConfigError
 from u2eval.models.protocol import ModelRequest
 from u2eval.records import Completion, ModelInfo
-from u2eval.run.folder_scoring import read_run_cases
+from u2eval.run.folder import RunFolder
 from u2eval.run.merge import merge_runs
 from u2eval.run.runner import RunOptions, default_folder, run
 from u2eval.run.shards import in_shard, parse_shard, selection_parts
 
 
 def _ids(folder: Path) -> list[str]:
-    return [c.case.case_id for c in read_run_cases(folder)]
+    return [c.case.case_id for c in RunFolder(folder).cases()]
 
 
 @pytest.fixture(scope="module")

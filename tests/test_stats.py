@@ -16,8 +16,8 @@ from u2eval.records import Judgement, Verdict
 from u2eval.reports import uncertainty
 from u2eval.reports.stats import holm, mcnemar_test, percentile_interval, stratum_weights
 from u2eval.reports.uncertainty import block_metric, case_table, run_intervals
-from u2eval.run.folder_scoring import judge_folder
 from u2eval.run.runner import RunOptions, run
+from u2eval.run.scoring_pass import judge_folder
 from u2eval.scoring import metrics
 from u2eval.scoring.aggregate import summarise
 from u2eval.scoring.metrics import scored_as
@@ -185,12 +185,12 @@ def test_a_paired_comparison_resamples_both_runs_identically(tmp_path: Path) -> 
 
 
 def test_a_dataset_the_official_scores_0_without_a_counted_case_is_0_in_every_resample(tmp_path: Path) -> None:
-    from u2eval.run.folder_scoring import read_run_cases
+    from u2eval.run.folder import RunFolder
 
     probe = run(RunOptions(model="random", out=tmp_path / "probe", tasks=("dd",)))
     answers = tmp_path / "answers.jsonl"
     with answers.open("w") as out:  # every answer right, but dd/44's grades written as words
-        for case in (rc.case for rc in read_run_cases(probe.folder)):
+        for case in (rc.case for rc in RunFolder(probe.folder).cases()):
             answer = "grade two" if case.dataset_id == "44" else case.truth
             out.write(json.dumps({"case_id": case.case_id, "answer": answer}) + "\n")
     folder = tmp_path / "replayed"

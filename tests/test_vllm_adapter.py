@@ -29,22 +29,14 @@ from vllm_standin import (
 )
 from wire_checks import completions, request_for
 
-from model_adapters.vllm import (
-    PROBE_PNG,
-    EngineThread,
-    VLLMAdapter,
-    VLLMSettings,
-    from_output,
-    parse_settings,
-    sampling_kwargs,
-    to_conversation,
-)
+from model_adapters._local import PROBE_PNG, EngineThread, parse_settings
+from model_adapters.vllm import VLLMAdapter, VLLMSettings, from_output, sampling_kwargs, to_conversation
 from u2eval.errors import ConfigError
 from u2eval.models.images import ImageBudget
 from u2eval.models.protocol import AdapterOptions, ModelRequest
 from u2eval.models.registry import create_adapter, list_presets, resolve_model
 from u2eval.records import GenerationConfig, ImagePart, Prompt, TextPart, Usage
-from u2eval.run.folder_scoring import read_run_cases
+from u2eval.run.folder import RunFolder
 from u2eval.run.runner import RunOptions, run
 
 CASE = "ll/04/0/14e6a24e"  # a 112x82 grayscale PNG of the bundled sample
@@ -262,7 +254,9 @@ def test_preflight_stops_an_engine_that_cannot_start_or_cannot_take_an_image(tmp
 
 def test_the_identity_changes_with_what_changes_answers_and_not_with_speed(tmp_path: Path) -> None:
     def revision(model: str = MODEL, **extra: Any) -> str:
-        adapter = VLLMAdapter(model, AdapterOptions(), parse_settings("vllm", extra), engine_factory=StandinFactory())
+        adapter = VLLMAdapter(
+            model, AdapterOptions(), parse_settings("vllm", extra, VLLMSettings), engine_factory=StandinFactory()
+        )
         assert adapter.info.adapter == "vllm" and adapter.info.model == model
         return adapter.info.revision or ""
 
@@ -310,9 +304,9 @@ def test_a_preset_chat_template_and_lora_reach_every_call(tmp_path: Path) -> Non
 
 def test_bad_settings_and_a_missing_template_are_one_line_config_errors() -> None:
     with pytest.raises(ConfigError, match="vllm: invalid preset extra: chunk_sise: Extra inputs"):
-        parse_settings("vllm", {"chunk_sise": 7})
+        parse_settings("vllm", {"chunk_sise": 7}, VLLMSettings)
     with pytest.raises(ConfigError, match="chunk_size: Input should be greater than or equal to 1"):
-        parse_settings("vllm", {"chunk_size": 0})
+        parse_settings("vllm", {"chunk_size": 0}, VLLMSettings)
     with pytest.raises(ConfigError, match="chat_template 'nosuch.jinja': no such file"):
         VLLMAdapter(
             MODEL, AdapterOptions(), VLLMSettings(chat_template="nosuch.jinja"), engine_factory=StandinFactory()
@@ -353,7 +347,7 @@ def test_every_open_model_preset_is_valid_and_distinct() -> None:
         assert "Known" in preset.description and "Chosen" in preset.description, preset.name
         if preset.adapter != "vllm":
             continue
-        settings = parse_settings("vllm", preset.extra)
+        settings = parse_settings("vllm", preset.extra, VLLMSettings)
         assert settings.chunk_size >= 256 and preset.generation.temperature == 0.0
         adapter = VLLMAdapter(preset.model, AdapterOptions(), settings, engine_factory=StandinFactory())
         identities.add((adapter.info.model, adapter.info.revision))
@@ -363,4 +357,4 @@ def test_every_open_model_preset_is_valid_and_distinct() -> None:
 def test_cases_of_a_run_keep_their_keys_whatever_the_chunk(tmp_path: Path) -> None:
     standin_run(tmp_path / "a", StandinFactory(), chunk=1, tasks=("kd",))
     standin_run(tmp_path / "b", StandinFactory(), chunk=256, tasks=("kd",))
-    assert [c.key for c in read_run_cases(tmp_path / "a")] == [c.key for c in read_run_cases(tmp_path / "b")]
+    assert [c.key for c in RunFolder(tmp_path / "a").cases()] == [c.key for c in RunFolder(tmp_path / "b").cases()]

@@ -32,7 +32,8 @@ from typing import Any
 
 from PIL import Image
 
-from model_adapters.vllm import Engine, LoraSettings, VLLMAdapter, parse_settings
+from model_adapters._local import parse_settings
+from model_adapters.vllm import Engine, LoraSettings, VLLMAdapter, VLLMSettings
 from u2eval.models.protocol import AdapterOptions
 from u2eval.records import GenerationConfig
 from u2eval.run.runner import RunOptions, RunResult, run
@@ -261,7 +262,7 @@ class StandinFactory:
 
 
 def standin_adapter(factory: StandinFactory, chunk: int = 256, **extra: Any) -> VLLMAdapter:
-    settings = parse_settings("vllm", {"chunk_size": chunk, "engine": {"dtype": "bfloat16"}, **extra})
+    settings = parse_settings("vllm", {"chunk_size": chunk, "engine": {"dtype": "bfloat16"}, **extra}, VLLMSettings)
     return VLLMAdapter(MODEL, AdapterOptions(generation=GenerationConfig(seed=0)), settings, engine_factory=factory)
 
 

@@ -15,7 +15,8 @@ from u2eval.data.reader import iter_cases
 from u2eval.data.sources import resolve_source
 from u2eval.models.protocol import ModelAdapter, ModelRequest
 from u2eval.records import Completion, Judgement
-from u2eval.run.dispatch import Dispatcher, DispatchOptions
+from u2eval.run.dispatch import Dispatcher
+from u2eval.run.pacing import DispatchOptions
 
 
 def case_images(tasks: tuple[str, ...], limit: int | None) -> dict[str, bytes]:

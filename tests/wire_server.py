@@ -45,6 +45,13 @@ class Fault:
     retry_after_ms: str | None = None
     only_images: bool = True  # leave text-only requests (preflight) alone
 
+    def retry_headers(self, milliseconds: bool = True) -> dict[str, str]:
+        """The Retry-After headers the fault asks for (``retry-after-ms`` too, where the provider sends it)."""
+        headers = {} if self.retry_after is None else {"retry-after": self.retry_after}
+        if milliseconds and self.retry_after_ms is not None:
+            headers["retry-after-ms"] = self.retry_after_ms
+        return headers
+
 
 @dataclass(frozen=True)
 class Recorded:

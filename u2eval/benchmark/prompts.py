@@ -12,10 +12,7 @@ process, so a render touches no file. Each prompt carries the sha256 of the temp
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import json
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,8 +24,8 @@ from typing import Literal
 import jinja2
 from jinja2 import meta
 
-from u2eval.benchmark.sectors import LOCATION_OPTIONS
-from u2eval.benchmark.tasks import Capability, DatasetSpec, TaskSpec, tasks_dir
+from u2eval.benchmark.tasks import DatasetSpec, TaskSpec, tasks_dir
+from u2eval.benchmark.template_values import case_dataset, template_values
 from u2eval.errors import ConfigError, DataError
 from u2eval.records import Case, ImagePart, Prompt, TextPart
 from u2eval.resources import resource_dir
@@ -66,14 +63,6 @@ _MEDIA_TYPES = MappingProxyType(
         "tiff": "image/tiff",
     }
 )
-
-# Classification and regression name the organ the task file gives each source dataset, as the official
-# prompts hard-code it per dataset: a row's anatomy_location may be the answer itself (the mixed-anatomy
-# VRA set) or close to it (the fetal plane labels). Detection and generation name the row's anatomy, as the
-# official prompts substitute it.
-_ROW_ANATOMY: frozenset[Capability] = frozenset({"detection", "generation"})
-# A dataset whose images span many organs: there is no organ to name (it is what the model must say).
-_MIXED_ANATOMY = "mixed"
 
 
 @dataclass(frozen=True)
@@ -166,7 +155,7 @@ class PromptLibrary:
             auto_reload=False,  # no stat() per render: a run uses the templates it started with
             cache_size=-1,
         )
-        # Templates see only the names _context() passes. Jinja's default globals (range, dict, lipsum, ...)
+        # Templates see only the names template_values() gives. Jinja's default globals (range, dict, lipsum, ...)
         # are unused, and merging them into each render's context costs about 40% of a render.
         self._env.globals.clear()
         self._plans: dict[tuple[str, str, str, str, PromptOptions], _Plan] = {}
@@ -191,7 +180,7 @@ class PromptLibrary:
                 sections=(("dataset", text),),
             )
         plan = self._plan(task, options)
-        context = _context(case, task, _dataset(case, task), options)
+        context = template_values(case, task, case_dataset(case, task), options.anatomy)
         sections: list[tuple[str, str]] = []
         for (name, compiled), section in zip(plan.parts, plan.sections, strict=True):
             try:
@@ -319,71 +308,6 @@ def _variant(format_template: str, variant: str) -> str:
         return format_template
     stem, dot, extension = format_template.rpartition(".")
     return f"{stem}.{variant}.{extension}" if dot else f"{format_template}.{variant}"
-
-
-def _dataset(case: Case, task: TaskSpec) -> DatasetSpec:
-    for dataset in task.datasets:
-        if dataset.id == case.dataset_id:
-            return dataset
-    raise DataError(case.case_id, f"dataset {case.dataset_id!r} is not part of task {task.key}")
-
-
-def _context(case: Case, task: TaskSpec, dataset: DatasetSpec, options: PromptOptions) -> dict[str, object]:
-    """The only names a template sees. Never the truth: nothing here comes from a ground-truth column
-    except the pixel size, read on its own."""
-    capability = task.capability
-    return {
-        "task": task.key,
-        "dataset": dataset,
-        "anatomy": _organ(case, dataset, capability) if options.anatomy else None,
-        "target": _target(case, dataset) if capability == "detection" else None,
-        "locations": LOCATION_OPTIONS,
-        "pixel_size_mm": _pixel_size_mm(case) if capability == "regression" else None,
-    }
-
-
-def _organ(case: Case, dataset: DatasetSpec, capability: Capability) -> str | None:
-    if dataset.anatomy == _MIXED_ANATOMY:
-        return None
-    row = case.anatomy.strip()
-    return row if row and capability in _ROW_ANATOMY else dataset.anatomy
-
-
-def _target(case: Case, dataset: DatasetSpec) -> str:
-    """The structure or landmark to locate: the row's scenario (seg_channel_name, keypoint name), else the
-    task file's default for the dataset."""
-    target = case.scenario.strip() or dataset.channel or dataset.keypoint
-    if not target:
-        raise DataError(case.case_id, "no structure name to locate (empty scenario)")
-    return target
-
-
-def _pixel_size_mm(case: Case) -> str | None:
-    """``pixel_size_mm`` from the measurement cell, if it holds a positive number; else None (the prompt
-    then says nothing about pixel size). Only that key is read: the cell also holds the truth."""
-    cell = case.columns.get("measurement")
-    if not cell or "pixel_size_mm" not in cell:
-        return None
-    parsed: object
-    try:
-        parsed = ast.literal_eval(cell)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        try:
-            parsed = json.loads(cell)
-        except ValueError:
-            return None
-    if not isinstance(parsed, dict):
-        return None
-    value = parsed.get("pixel_size_mm")
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    if not math.isfinite(number) or number <= 0:
-        return None
-    return str(number)
 
 
 def _media_type(case: Case) -> str:

@@ -21,7 +21,8 @@ from rich.table import Table
 
 from u2eval.benchmark.sectors import NOT_VISIBLE
 from u2eval.benchmark.tasks import TaskSpec
-from u2eval.data.reader import iter_cases, task_files, task_rows
+from u2eval.data.reader import iter_cases
+from u2eval.data.rows import task_files, task_rows
 from u2eval.data.sources import CARD_COLUMNS, EXPLANATION_FILE, DataSource
 from u2eval.data.truth import Unread, read_label, read_location, read_measurement, read_text
 from u2eval.errors import DataError

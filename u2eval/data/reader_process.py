@@ -26,7 +26,8 @@ from typing import IO, Any
 
 from u2eval.benchmark.tasks import TaskSpec
 from u2eval.data.image_cells import strict_b64decode
-from u2eval.data.reader import OnError, iter_cases
+from u2eval.data.reader import iter_cases
+from u2eval.data.rows import OnError
 from u2eval.data.sources import DataSource
 from u2eval.errors import DataError, U2EvalError
 from u2eval.records import Case, freeze_columns

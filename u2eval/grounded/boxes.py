@@ -34,11 +34,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from u2eval.errors import ConfigError
+from u2eval.grounded.box_syntax import BoxConvention, Frame, Ungroundable
 from u2eval.grounded.conventions import (
-    BoxConvention,
-    Frame,
-    Ungroundable,
-    qwen25_frame,
     read_deepseek,
     read_gemini,
     read_internvl,
@@ -64,8 +61,6 @@ __all__ = [
     "Ungroundable",
     "format_regions",
     "get_convention",
-    "known_conventions",
-    "model_frame",
     "parse_regions",
     "smart_resize",
 ]
@@ -129,10 +124,6 @@ CONVENTIONS: Mapping[str, _Entry] = MappingProxyType(
 )
 
 
-def known_conventions() -> tuple[str, ...]:
-    return tuple(CONVENTIONS)
-
-
 def get_convention(spec: str) -> BoxConvention:
     """``name`` or ``name:key=value,...`` -> a convention; anything unknown is a ConfigError naming the choices."""
     name, _, rest = spec.strip().partition(":")
@@ -149,13 +140,6 @@ def get_convention(spec: str) -> BoxConvention:
             raise ConfigError(f"box convention parameter {key!r} needs a positive integer, not {value!r}")
         params[key] = int(value)
     return BoxConvention(name, MappingProxyType(params), entry.params)
-
-
-def model_frame(convention: BoxConvention, frame: Frame | None) -> Frame | None:
-    """The pixel frame the model's coordinates refer to (the resized input for qwen2.5-vl)."""
-    if convention.name == "qwen2.5-vl":
-        return qwen25_frame(convention, frame)
-    return frame
 
 
 def parse_regions(text: str | None, convention: BoxConvention, frame: Frame | None) -> Regions:

@@ -74,13 +74,6 @@ def box_from_pixels(
     return Box(x0=left, y0=top, x1=right, y1=bottom, label=label)
 
 
-def point_from_pixels(x: float, y: float, width: int, height: int, label: str | None = None) -> Point:
-    """A point in pixel coordinates -> normalised."""
-    if width <= 0 or height <= 0:
-        raise ValueError(f"image size must be positive, got {width} x {height}")
-    return Point(x=x / width, y=y / height, label=label)
-
-
 def box_from_centre(cx: float, cy: float, w: float, h: float, label: str | None = None) -> Box:
     """A box given as normalised centre, width and height (the ``gt_bbox`` encoding) -> corners."""
     return Box(x0=cx - w / 2, y0=cy - h / 2, x1=cx + w / 2, y1=cy + h / 2, label=label)

@@ -8,21 +8,22 @@ A case's regions are the ones its completion carries (``Completion.regions``: a 
 stand-in), else the ones its text holds under the run's box convention. Outcomes:
 
 - ``region``: the answer holds a region; its sector is the region's (``u2eval.grounded.placement``).
-- ``no_region``: it holds none (no box in the text, an empty mask, a refusal). It is judged as the
-  answer "Not visible.": a grounded model that marks nothing says the structure is not there.
+- ``no_region``: it holds none (no box in the text, an empty mask, a refusal). Its place is "not visible":
+  a grounded model that marks nothing says the structure is not there.
 - ``ungroundable``: it holds a region that cannot be placed (a coordinate out of the convention's range,
   pixels without an image size, a stored box that is NaN or off the image, a mask whose runs do not cover
   it: ``u2eval.grounded.regions.region_problem``), or scoring the case failed. Judged as an empty answer: wrong in
   both modes, never guessed. A bad region never stops the scoring, of the run or of its U2-Score.
-- ``infra_error``: no answer; excluded, as everywhere.
+- ``infra_error``: no answer; excluded, as everywhere (the text pass's judgement stands).
 
 A run that carries no regions at all (no answer has regions as data) and has no box convention to read its
 text has nothing to place: its sector scores from regions are not computed (None, with a warning), rather
 than every detection case being judged "not visible".
 
-The sector answer is judged by the same ``judge`` as a text answer, so the region scores of LL / OD / KD
-are the official ones in both modes (the reference mode therefore also scores a region in the lower
-center sector as the official scorer scores the words "lower center": wrong).
+The place is judged by ``judge_placed`` (u2eval.scoring.judging) against the same truth and by the same
+reading as a text answer, so the region scores of LL / OD / KD are the official ones in both modes (the
+reference mode therefore also scores a region in the lower center sector as the official scorer scores the
+words "lower center": wrong). This pass runs after the text pass, over its judgements, and never changes them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from u2eval.benchmark.sectors import NOT_VISIBLE
 from u2eval.benchmark.tasks import TaskSpec, get_task
 from u2eval.grounded.boxes import BoxConvention, Frame, Ungroundable, parse_regions
 from u2eval.grounded.placement import (
@@ -55,7 +57,7 @@ from u2eval.grounded.stats import GroundedCase, GroundedOutcome, GroundedSummary
 from u2eval.grounded.truth import ground_truths
 from u2eval.provenance import version
 from u2eval.records import CaseMeta, Completion, Judgement, Regions
-from u2eval.scoring.judging import judge
+from u2eval.scoring.judging import judge_placed
 from u2eval.scoring.summary import Summary
 
 __all__ = [
@@ -72,7 +74,6 @@ log = logging.getLogger(__name__)
 
 GROUNDED_FILE = "grounded.json"
 GROUNDED_CASES_FILE = "grounded_cases.jsonl"
-NOT_VISIBLE_ANSWER = "Not visible."  # read as 'not visible' by the strict parser and the official pipeline
 NO_REGIONS_WARNING = (
     "no answer carries regions and the run has no box convention to read them from its text: the sector "
     "scores from regions are not computed (give --box-convention if the model writes boxes)"
@@ -140,13 +141,13 @@ def has_region_source(answers: Sequence[tuple[CaseMeta, Completion]], convention
 
 
 def _sector_judgement(
-    case: CaseMeta, completion: Completion, outcome: GroundedOutcome, regions: Regions | None, task: TaskSpec
+    case: CaseMeta, judged: Judgement, outcome: GroundedOutcome, regions: Regions | None, task: TaskSpec
 ) -> tuple[str | None, Judgement]:
+    """(the regions' sector, the judgement of that place); an infra error keeps the text pass's judgement."""
     if outcome == "infra_error":
-        return None, judge(case, completion, task)
+        return None, judged
     sector = region_sector(regions, task.key) if regions is not None else None
-    text = "" if outcome == "ungroundable" else sector or NOT_VISIBLE_ANSWER
-    return sector, judge(case, Completion(case_id=case.case_id, key=completion.key, text=text), task)
+    return sector, judge_placed(case, task, None if outcome == "ungroundable" else sector or NOT_VISIBLE)
 
 
 def _kinds(regions: Regions | None) -> list[RegionKind]:
@@ -229,7 +230,7 @@ def _metrics(
 
 def _case_fields(
     case: CaseMeta,
-    completion: Completion,
+    judged: Judgement,
     read: tuple[GroundedOutcome, Regions | None, str | None],
     truth: GroundTruth | None,
     gives: frozenset[RegionKind],
@@ -248,7 +249,7 @@ def _case_fields(
     }
     judgement = None
     if task.capability == "detection" and place:
-        sector, judgement = _sector_judgement(case, completion, outcome, regions, task)
+        sector, judgement = _sector_judgement(case, judged, outcome, regions, task)
         fields |= {"sector": sector, "sector_correct": judgement.strict.correct}
     if outcome != "infra_error" and truth is not None:
         fields |= _metrics(case, regions, truth, gives)
@@ -259,33 +260,36 @@ def grounded_cases(
     answers: Sequence[tuple[CaseMeta, Completion]],
     truths: Mapping[str, GroundTruth],
     convention: BoxConvention | None,
+    judgements: Sequence[Judgement],
 ) -> tuple[list[GroundedCase], list[Judgement], frozenset[RegionKind]]:
     """The grounded record of every detection case and of any other case that answered with a region; for
     detection cases also the judgement of the region's sector (none when the run has no region source at
-    all: ``has_region_source``). Also the kinds of region the run gives. A case whose scoring fails is
-    recorded as ungroundable with the reason; it never stops the others."""
+    all: ``has_region_source``). Also the kinds of region the run gives. ``judgements``: the text pass's, one
+    per answer. A case whose scoring fails is recorded as ungroundable with the reason; it never stops the
+    others."""
+    judged = {j.case_id: j for j in judgements}
     place = has_region_source(answers, convention)
     read = [_read_safely(case, completion, convention) for case, completion in answers]
     gives = _gives(regions for _, regions, _ in read)
     records: list[GroundedCase] = []
-    judgements: list[Judgement] = []
-    for (case, completion), one in zip(answers, read, strict=True):
+    placed: list[Judgement] = []
+    for (case, _), one in zip(answers, read, strict=True):
         if get_task(case.task).capability != "detection" and one[0] != "region":
             continue  # a classification or text answer without a region has nothing grounded to score
         try:
-            fields, judgement = _case_fields(case, completion, one, truths.get(case.case_id), gives, place)
+            fields, judgement = _case_fields(case, judged[case.case_id], one, truths.get(case.case_id), gives, place)
             record = GroundedCase.model_validate(fields)
         except Exception as exc:  # noqa: BLE001 - one case's failure must not cost the run its scores
             log.warning("%s: grounded scoring failed (%s: %s)", case.case_id, type(exc).__name__, exc)
             why = f"grounded scoring failed ({type(exc).__name__}: {exc})"
             failed: tuple[GroundedOutcome, Regions | None, str | None] = ("ungroundable", None, why)
-            fields, judgement = _case_fields(case, completion, failed, None, gives, place)  # no truth: no metrics
+            fields, judgement = _case_fields(case, judged[case.case_id], failed, None, gives, place)  # no truth
             record = GroundedCase.model_validate(fields)
         records.append(record)
         if judgement is not None:
-            judgements.append(judgement)
+            placed.append(judgement)
     records.sort(key=lambda r: r.case_id)
-    return records, judgements, gives
+    return records, placed, gives
 
 
 # ------------------------------------------------------------------------------------------ folder
@@ -307,17 +311,19 @@ def _write_atomic(path: Path, text: str) -> None:
 def score_grounded(
     folder: Path,
     answers: Sequence[tuple[CaseMeta, Completion]],
+    judgements: Sequence[Judgement],
     text: Summary | None,
     options: GroundedOptions,
     *,
     write: bool = True,
 ) -> GroundedSummary:
-    """Grounded scoring of a run's answers (each case with its completion); writes ``grounded.json`` and
-    ``grounded_cases.jsonl`` (and the truth cache) unless ``write`` is False."""
+    """Grounded scoring of a run's answers (each case with its completion), after the text pass (its
+    ``judgements`` and ``text`` summary); writes ``grounded.json`` and ``grounded_cases.jsonl`` (and the truth
+    cache) unless ``write`` is False."""
     needed = [case for case, completion in answers if _needs_truth(case, completion, options.convention)]
     truths = ground_truths(folder, needed, options.source_root, write=write)
-    records, judgements, gives = grounded_cases(answers, truths, options.convention)
-    summary = summarise_grounded(records, judgements, truths, gives, options.convention, text)
+    records, placed, gives = grounded_cases(answers, truths, options.convention, judgements)
+    summary = summarise_grounded(records, placed, truths, gives, options.convention, text)
     warnings = [] if has_region_source(answers, options.convention) else [NO_REGIONS_WARNING]
     summary = summary.model_copy(update={"scored_with": {"u2eval": version()}, "warnings": warnings})
     if write:

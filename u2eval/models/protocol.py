@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import JsonValue
 
-from u2eval.data.reader import RowIdentity
+from u2eval.data.rows import RowIdentity
 from u2eval.records import Case, Completion, GenerationConfig, ModelInfo, Prompt
 
 DEFAULT_TIMEOUT_S = 180.0  # seconds per attempt unless the run says otherwise (the dispatcher's default too)

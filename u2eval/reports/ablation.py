@@ -20,18 +20,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from u2eval.benchmark.prompts import PromptOptions
 from u2eval.errors import ConfigError, did_you_mean
 from u2eval.models.protocol import ModelAdapter
-from u2eval.records import Completion, ScoringMode
+from u2eval.records import ScoringMode
 from u2eval.reports.paired import Comparison, TaskComparison, adjust, compare
 from u2eval.reports.rundata import load_run
 from u2eval.reports.stats import CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from u2eval.resources import resource_dir
 from u2eval.run.runner import RunOptions, RunProgress, run
-from u2eval.run.store import RESPONSES_FILE, ResponseStore
+from u2eval.run.store import ResponseStore
 
 __all__ = [
     "PRESETS",
@@ -135,28 +135,13 @@ def parse_variant(name: str) -> PromptOptions:
     return options
 
 
-def _stored_answers(folder: Path) -> dict[str, Completion]:
-    latest: dict[str, Completion] = {}
-    path = folder / RESPONSES_FILE
-    if not path.is_file():
-        return latest
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                completion = Completion.model_validate_json(line)
-            except ValidationError:
-                continue  # a line cut by a crash: the store skips it too
-            latest[completion.key] = completion
-    return {key: c for key, c in latest.items() if not c.is_infra_error}
-
-
 def share_answers(sources: Sequence[Path], target: Path) -> int:
     """Copy into ``target``'s store the answers of ``sources`` it does not hold yet; returns how many."""
     target.mkdir(parents=True, exist_ok=True)
     with ResponseStore(target) as store:
         new = {}
         for source in sources:
-            for key, completion in _stored_answers(source).items():
+            for key, completion in ResponseStore(source, repair=False).answers().items():
                 if not store.answered(key) and key not in new:
                     new[key] = completion
         store.append(new.values())

@@ -18,6 +18,7 @@ from pathlib import Path
 from u2eval.benchmark.tasks import task_keys
 from u2eval.records import ScoringMode
 from u2eval.reports.rundata import LoadedRun
+from u2eval.scoring.switches import describe
 
 SYNTHETIC = (
     "synthetic data (the bundled sample or u2eval data synth), not the real U2-Bench cases the published rows "
@@ -123,6 +124,7 @@ def _settings(run: LoadedRun) -> dict[str, str]:
         "top_p": f"{generation.top_p:g}",
         "max tokens": str(generation.max_tokens),
         "on": _data(run),  # reads "on synthetic data", "on hf:DolphinAI/u2-bench@<rev>"
+        "quirks": describe(manifest.quirks) or "as the official scorer",
     }
 
 

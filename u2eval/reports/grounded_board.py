@@ -8,14 +8,13 @@ folder's truth cache, else the dataset), and nothing is written.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from u2eval.benchmark.tasks import all_tasks
 from u2eval.grounded.scorer import score_grounded
 from u2eval.grounded.stats import GroundedSummary
 from u2eval.records import DiskRecord, ScoringMode
-from u2eval.run.folder_scoring import grounded_options, stored_answers
-from u2eval.scoring.summary import Summary
+from u2eval.reports.rundata import LoadedRun
+from u2eval.run.folder import RunFolder
 
 __all__ = ["GroundedCells", "grounded_cells", "grounded_columns"]
 
@@ -65,8 +64,8 @@ def cells_from(summary: GroundedSummary, mode: ScoringMode) -> GroundedCells:
     return GroundedCells(box_convention=summary.box_convention, values=values)
 
 
-def grounded_cells(folder: Path, text: Summary, mode: ScoringMode) -> GroundedCells:
-    """Score a run folder's regions (without writing anything) and keep the leaderboard's columns."""
-    options = dataclasses.replace(grounded_options(folder), enabled=True)
-    summary = score_grounded(folder, stored_answers(folder), text, options, write=False)
+def grounded_cells(run: LoadedRun, mode: ScoringMode) -> GroundedCells:
+    """Score a run's regions (without writing anything) and keep the leaderboard's columns."""
+    options = dataclasses.replace(RunFolder(run.folder).grounded_options(), enabled=True)
+    summary = score_grounded(run.folder, run.answers, run.judgements, run.summary, options, write=False)
     return cells_from(summary, mode)

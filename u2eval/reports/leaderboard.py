@@ -32,9 +32,9 @@ from u2eval.reports.slices import SliceBy, SliceRow, slice_rows
 from u2eval.reports.stats import CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from u2eval.reports.uncertainty import case_table, run_intervals
 from u2eval.resources import published_table
-from u2eval.scoring.aggregate import clip01, task_score
 from u2eval.scoring.metrics import score_label
 from u2eval.scoring.summary import report_float
+from u2eval.scoring.table_rules import clip01, task_score
 
 __all__ = ["Board", "BoardOptions", "BoardRow", "Cell", "build_board", "published_rows"]
 
@@ -204,7 +204,7 @@ def run_row(run: LoadedRun, options: BoardOptions) -> tuple[BoardRow, list[Slice
         prompt_variant=run.manifest.prompt_variant,
         run=_short(run.folder),
         stale_summary=run.stale_summary,
-        grounded=grounded_cells(run.folder, run.summary, options.mode) if options.grounded else None,
+        grounded=grounded_cells(run, options.mode) if options.grounded else None,
         input_tokens=total.input_tokens if total is not None and total.cases_reporting else None,
         output_tokens=total.output_tokens if total is not None and total.cases_reporting else None,
     )

@@ -144,10 +144,11 @@ def compare(
     anatomy: Sequence[str] | None = None,
 ) -> Comparison:
     """Compare run B with run A on their common cases (optionally only those of the given anatomies)."""
-    common = set(a.cases) & set(b.cases)
+    cases_a = a.cases
+    common = set(cases_a) & set(b.cases)
     if anatomy:
         wanted = {x.lower() for x in anatomy}
-        common = {c for c in common if a.cases[c].anatomy.lower() in wanted}
+        common = {c for c in common if cases_a[c].anatomy.lower() in wanted}
     if not common:
         raise ConfigError(f"{a.folder} and {b.folder} have no case in common: nothing to compare")
     ta = case_table(a.judgements, mode, a.scenarios, only=common)

@@ -1,7 +1,7 @@
 """A run folder read back for ranking, slicing and comparing: re-judged from its stored answers.
 
 Nothing here trusts ``summary.json``: the judgements come from the runner's own judging of
-``cases.jsonl`` + ``responses.jsonl`` (``judge_folder``), and the summary is recomputed from them, so a
+``cases.jsonl`` + ``responses.jsonl`` (``judge_answers``), and the summary is recomputed from them, so a
 stale or hand-edited summary cannot leak into a leaderboard. Nothing is written to the run folder.
 """
 
@@ -13,12 +13,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from u2eval.benchmark.tasks import select_tasks
 from u2eval.errors import ConfigError
-from u2eval.records import CaseMeta, Judgement, Manifest
-from u2eval.run.folder_scoring import CASES_FILE, MANIFEST_FILE, SUMMARY_FILE, judge_folder, read_run_cases
+from u2eval.records import CaseMeta, Completion, Judgement
+from u2eval.run.folder import CASES_FILE, SUMMARY_FILE, RunFolder
+from u2eval.run.records import Manifest
+from u2eval.run.scoring_pass import judge_answers
 from u2eval.scoring.aggregate import Summary, summarise
 from u2eval.scoring.summary import subset_reasons
 
@@ -31,10 +31,14 @@ log = logging.getLogger(__name__)
 class LoadedRun:
     folder: Path
     manifest: Manifest
-    cases: dict[str, CaseMeta]
+    answers: tuple[tuple[CaseMeta, Completion], ...]  # each case with its stored answer
     judgements: tuple[Judgement, ...]
     summary: Summary
     stale_summary: bool  # the folder's summary.json differs from the re-scored one (or is missing)
+
+    @property
+    def cases(self) -> dict[str, CaseMeta]:
+        return {meta.case_id: meta for meta, _ in self.answers}
 
     @property
     def scenarios(self) -> dict[str, str]:
@@ -46,16 +50,6 @@ class LoadedRun:
         return f"{info.adapter}/{info.model}" + (f"@{info.revision}" if info.revision else "")
 
 
-def _manifest(folder: Path) -> Manifest:
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise ConfigError(f"{folder} has no {MANIFEST_FILE} (an unfinished run?): resume it with u2eval run first")
-    try:
-        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: unreadable manifest ({exc.error_count()} errors)") from exc
-
-
 def _scores(summary: dict[str, object]) -> dict[str, object]:
     # An empty ``subset`` is what summaries written before that field existed meant too.
     return {k: v for k, v in summary.items() if k != "scored_with" and not (k == "subset" and v == [])}
@@ -63,13 +57,16 @@ def _scores(summary: dict[str, object]) -> dict[str, object]:
 
 def load_run(folder: Path) -> LoadedRun:
     """Re-judge and re-score a run folder from its stored answers, without any model call or write."""
-    manifest = _manifest(folder)
-    cases = {c.case.case_id: c.case for c in read_run_cases(folder)}
-    judgements = judge_folder(folder)
+    run = RunFolder(folder)
+    manifest = run.require_manifest()
+    answers = run.answers()
+    judgements = judge_answers(answers, manifest.quirks)
     keys = {j.task for j in judgements}
     subset = subset_reasons(manifest.limit, manifest.dataset.get("selection"))
     tasks = tuple(t for t in select_tasks(None) if t.key in keys)
-    summary = summarise(judgements, tasks, subset=subset, unreadable_rows=len(manifest.data_errors))
+    summary = summarise(
+        judgements, tasks, subset=subset, unreadable_rows=len(manifest.data_errors), switches=manifest.quirks
+    )
     stored = folder / SUMMARY_FILE
     try:
         recorded = json.loads(stored.read_text(encoding="utf-8"))
@@ -79,7 +76,7 @@ def load_run(folder: Path) -> LoadedRun:
         stale = True
     if stale:
         log.warning("%s: summary.json is stale or missing; using the re-scored numbers", folder)
-    return LoadedRun(folder, manifest, cases, tuple(judgements), summary, stale)
+    return LoadedRun(folder, manifest, tuple(answers), tuple(judgements), summary, stale)
 
 
 def find_runs(paths: list[Path]) -> list[Path]:

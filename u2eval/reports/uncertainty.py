@@ -26,8 +26,9 @@ from types import MappingProxyType
 import numpy as np
 
 from u2eval.benchmark.tasks import DatasetSpec, TaskSpec, get_task, task_keys
-from u2eval.records import Judgement, ScoringMode, Verdict
+from u2eval.records import Judgement, ScoringMode
 from u2eval.reports.stats import FloatArray, Interval, percentile_interval, stratum_weights
+from u2eval.scoring.dataset_scores import scorable
 from u2eval.scoring.metrics import column_sums, get_metric, scored_as
 from u2eval.scoring.summary import ModeSummary
 
@@ -102,16 +103,11 @@ class CaseTable:
         return {c for b in self.blocks for c in b.case_ids}
 
 
-def _scorable(verdict: Verdict, task: TaskSpec) -> bool:
-    # The scorer's rule (scoring._scorable): a regression case needs a numeric truth.
-    return verdict.counted and (task.capability != "regression" or isinstance(verdict.truth, float | int))
-
-
 def _block(ref: str, judgements: Sequence[Judgement], mode: ScoringMode, scenarios: Mapping[str, str]) -> Block:
     task = get_task(judgements[0].task)
     ds = task.dataset(judgements[0].dataset_id)
     verdicts = [j.strict if mode == "strict" else j.reference for j in judgements]
-    counted = [j.outcome != "infra_error" and _scorable(v, task) for j, v in zip(judgements, verdicts, strict=True)]
+    counted = [j.outcome != "infra_error" and scorable(v, task) for j, v in zip(judgements, verdicts, strict=True)]
     rows = np.flatnonzero(counted)
     stats: dict[str, FloatArray] = {}
     for name in _resampled_metrics(task):

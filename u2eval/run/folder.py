@@ -1,276 +1,205 @@
-"""Guards of a run folder: one run at a time, a full disk as one clear error, and the stamp that lets a
-finished run resume without reading the dataset again.
+"""A run folder, and the one typed owner of what it holds: :class:`RunFolder`.
 
-- ``exclusive``: an advisory lock (``flock``) on ``.lock`` in the folder. The kernel releases it when the
-  process ends, however it ends (SIGKILL included), so a killed run never blocks its own resume; a second
-  ``u2eval run`` (or a ``u2eval score``) on a folder in use stops with one line instead of asking for the
-  same cases twice or scoring half a run. ``reading``: the shared side, for ``u2eval merge``'s shards.
-- ``disk_full_is_clear``: a full disk (or a file-size or quota limit) while the run writes becomes one
-  ConfigError line saying what is kept and what to do; the store has already cut back any half line.
-- The resume stamp (``resume.json``): what the case list (cases.jsonl) was made from: the run's settings
-  (model identity, generation settings, prompt variant and template hashes, task definitions, selection),
-  the sha256 of u2eval's own code, and the size and modification time of every dataset file. Re-running a
-  finished run whose stamp still matches and whose store answers every case does not read the dataset
-  (the stat of each file stands in for its ~20 s of reading and hashing on the full set). The stamp also
-  records the size and modification time of the store and of the scores made from it (and the scoring
-  settings): when none of them changed either, the scores are up to date and are not made again.
+Every read and write of a run folder's manifest, case list, stored answers, judgements and summary goes
+through it, so each file has one format in one place. A run folder holds:
+
+    identity.json      the run's identity (u2eval.run.identity): another run is refused
+    manifest.json      provenance (what produced the numbers), timings, the grounded settings
+    cases.jsonl        every case of the run without its image, with its request key
+    prompts.jsonl      each text sent, once (u2eval.run.sent_prompts)
+    responses.jsonl    the append-only response store (u2eval.run.store)
+    judgements.jsonl   one Judgement per case
+    summary.json/.md   the scores; a pure function of cases.jsonl + responses.jsonl
+    grounded.json      the answers' regions scored, when the run asks for it (grounded_cases.jsonl per case)
+    resume.json        what cases.jsonl was made from (u2eval.run.resume): a finished run re-run with the same
+                       inputs is re-scored without reading the dataset
+    .lock              held by the run (or the re-scoring) in progress: a second one is refused
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import hashlib
 import json
+import logging
 import os
-import sys
-from collections.abc import Iterator, Mapping, Sequence
-from functools import lru_cache
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import JsonValue, ValidationError
+
 from u2eval.errors import ConfigError
+from u2eval.grounded.boxes import get_convention
+from u2eval.grounded.scorer import GROUNDED_CASES_FILE, GROUNDED_FILE, GroundedOptions
+from u2eval.grounded.truth import dataset_root
+from u2eval.records import CaseMeta, Completion, Judgement
+from u2eval.run.records import Manifest, RunCase
 from u2eval.run.store import RESPONSES_FILE, ResponseStore
+from u2eval.scoring.aggregate import Summary
 
-LOCK_FILE = ".lock"
-STAMP_FILE = "resume.json"
-_DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+log = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.json"
+CASES_FILE = "cases.jsonl"
+JUDGEMENTS_FILE = "judgements.jsonl"
+SUMMARY_FILE = "summary.json"
 
 
-@contextlib.contextmanager
-def exclusive(folder: Path) -> Iterator[None]:
-    """Hold ``folder`` for this process; ConfigError when another process holds or reads it (no lock on
-    Windows). For what writes a run folder: ``u2eval run``, ``u2eval score``, ``u2eval merge``'s output."""
-    if sys.platform == "win32":
-        yield
-        return
-    import fcntl
+def write_json(path: Path, payload: object) -> None:
+    """Deterministic JSON (sorted keys, fixed indent), written atomically."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
-    try:
-        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:  # a read-only or missing folder: nothing could be written there anyway
-        raise ConfigError(f"cannot use {folder} as a run folder: {exc.strerror or exc}") from exc
-    try:
-        _lock_or_refuse(fd, fcntl.LOCK_EX, folder)
-        with contextlib.suppress(OSError):  # the pid is for the message above only; a full disk may refuse it
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One run folder's files, read and written as typed records."""
+
+    path: Path
+
+    # ------------------------------------------------------------------------------------------ manifest
+
+    def manifest(self) -> Manifest | None:
+        """The manifest; None for a run that has none yet, or one that cannot be read (said, naming the file:
+        the next run rewrites it, and scoring goes on without it)."""
+        path = self.path / MANIFEST_FILE
         try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):  # a pid left behind would name this process to the next refusal
-                os.ftruncate(fd, 0)
-    finally:
-        os.close(fd)  # releases the lock
+            return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValidationError) as exc:
+            log.warning("%s cannot be read (%s); going on without it", path, _short(exc))
+            return None
 
-
-@contextlib.contextmanager
-def reading(folder: Path) -> Iterator[None]:
-    """Read ``folder`` while no process writes it: a shared lock, so readers do not exclude each other but a
-    run in progress (which holds it exclusively) is refused with one line, and cannot start meanwhile.
-    Writes nothing: a folder that was never locked (no ``.lock``) or a read-only one is read as it is."""
-    if sys.platform == "win32":
-        yield
-        return
-    import fcntl
-
-    try:
-        fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        yield  # no run ever held it
-        return
-    try:
-        _lock_or_refuse(fd, fcntl.LOCK_SH, folder)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _lock_or_refuse(fd: int, kind: int, folder: Path) -> None:
-    import fcntl
-
-    try:
-        fcntl.flock(fd, kind | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise ConfigError(
-            f"{folder} is in use by another u2eval process ({_holder(fd)}): wait for it to end, or choose another --out"
-        ) from None
-
-
-def _holder(fd: int) -> str:
-    """Who holds the lock, as far as the file tells: the pid a writer left, when that process is alive; else
-    a reader (``reading`` writes no pid, so the file may still name an earlier, finished run)."""
-    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    if text.isdigit() and int(text) > 0 and _alive(int(text)):
-        return f"pid {text}"
-    return "a reader, such as u2eval merge"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, another user's
-    return True
-
-
-def _stored_lines(folder: Path) -> int:
-    try:
-        with (folder / RESPONSES_FILE).open("rb") as handle:
-            return sum(1 for line in handle if line.endswith(b"\n"))
-    except OSError:
-        return 0
-
-
-@contextlib.contextmanager
-def disk_full_is_clear(folder: Path) -> Iterator[None]:
-    """Turn a full disk (ENOSPC, EFBIG, EDQUOT) met while writing the run into one ConfigError line."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in _DISK_FULL:
-            raise
-        where = exc.filename or folder
-        stored = _stored_lines(folder)
-        raise ConfigError(
-            f"cannot write {where}: {exc.strerror} (errno {exc.errno}). The {stored} answer(s) already in "
-            f"{folder / RESPONSES_FILE} are kept: make room, then run the same command again to resume"
-        ) from None
-
-
-class LineFile:
-    """A file written line by line with plain ``os.write`` calls: a write that fails (a full disk) raises
-    there, and closing never writes, so the error is not raised again when the file is closed, or printed
-    as an ignored exception when a generator holding it is collected."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-
-    def write(self, text: str) -> None:
-        view = memoryview(text.encode("utf-8"))
+    def require_manifest(self) -> Manifest:
+        """The manifest of a finished run, or a ConfigError naming the file."""
+        path = self.path / MANIFEST_FILE
+        if not path.is_file():
+            raise ConfigError(
+                f"{self.path} has no {MANIFEST_FILE} (an unfinished run?): resume it with u2eval run first"
+            )
         try:
-            while view:
-                view = view[os.write(self._fd, view) :]
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+            return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValidationError) as exc:
+            raise ConfigError(f"{path} cannot be read: {_short(exc)}") from exc
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+    def write_manifest(self, manifest: Manifest) -> None:
+        write_json(self.path / MANIFEST_FILE, manifest.model_dump(mode="json"))
 
-    def __enter__(self) -> LineFile:
-        return self
+    def record_grounded(self, options: GroundedOptions) -> bool:
+        """Record that the folder is scored with its regions, and how (``u2eval score --grounded``), so a plain
+        re-score, a resumed run and the leaderboard redo the same grounded scoring. False when the folder has
+        no manifest to record it in."""
+        manifest = self.manifest()
+        if manifest is None:
+            return False
+        spec = options.convention.spec if options.convention is not None else None
+        if manifest.grounded is not options.enabled or manifest.box_convention != spec:
+            self.write_manifest(manifest.model_copy(update={"grounded": options.enabled, "box_convention": spec}))
+        return True
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def record_quirks(self, switches: Mapping[str, bool]) -> bool:
+        """Record the reference quirks switched by hand (``u2eval score --quirk``), so every re-scoring redoes
+        them. False when the folder has no manifest to record them in."""
+        manifest = self.manifest()
+        if manifest is None:
+            return False
+        if manifest.quirks != dict(switches):
+            self.write_manifest(manifest.model_copy(update={"quirks": dict(switches)}))
+        return True
+
+    def grounded_options(self, convention: str | None = None) -> GroundedOptions:
+        """The grounded scoring the folder asks for (as its manifest last recorded it): on or off, its box
+        convention (or ``convention`` instead), and where its dataset is now."""
+        manifest = self.manifest()
+        spec = convention or (manifest.box_convention if manifest is not None else None)
+        return GroundedOptions(
+            enabled=manifest is not None and manifest.grounded,
+            convention=get_convention(spec) if spec else None,
+            source_root=dataset_root(manifest.dataset) if manifest is not None else None,
+        )
+
+    # ------------------------------------------------------------------------------------ cases, answers
+
+    def cases(self) -> list[RunCase]:
+        """The run's case list (cases.jsonl); a ConfigError naming the line for a record that cannot be read."""
+        path = self.path / CASES_FILE
+        if not path.is_file() and (self.path / (CASES_FILE + ".part")).is_file():
+            raise ConfigError(
+                f"{self.path} holds an interrupted run (its case list was never finished): run the same `u2eval "
+                "run` command again to resume it, then score it"
+            )
+        if not path.is_file():
+            raise ConfigError(f"{self.path} is not a u2eval run folder (no {CASES_FILE})")
+        cases = []
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    cases.append(RunCase.model_validate_json(line))
+                except ValidationError as exc:
+                    raise ConfigError(f"{path}:{number}: unreadable case record ({exc.error_count()} errors)") from exc
+        return cases
+
+    def write_cases(self, cases: Sequence[RunCase]) -> None:
+        """A whole case list, written then renamed into place (``u2eval merge``; a run streams its own)."""
+        tmp = self.path / (CASES_FILE + ".tmp")
+        tmp.write_text("".join(case.model_dump_json() + "\n" for case in cases), encoding="utf-8")
+        tmp.replace(self.path / CASES_FILE)
+
+    def answers(self, store: ResponseStore | None = None) -> list[tuple[CaseMeta, Completion]]:
+        """Every case with its stored answer; a case with no stored answer gets a 'missing' infra error.
+        ``store``: the store a run holds open (else the folder's own is read)."""
+        store = store if store is not None else ResponseStore(self.path, repair=False)
+        answers = []
+        for run_case in self.cases():
+            meta = run_case.case
+            completion = store.get(run_case.key)
+            if completion is None:
+                completion = Completion(
+                    case_id=meta.case_id, key=run_case.key, error="missing", error_message="no answer stored"
+                )
+            elif completion.case_id != meta.case_id:
+                # Identical prompts share one stored answer; it is judged once per case.
+                completion = completion.model_copy(update={"case_id": meta.case_id})
+            answers.append((meta, completion))
+        return answers
+
+    def replay_answers(self) -> dict[str, tuple[str, JsonValue]]:
+        """case_id -> (where, answer text), for replaying the run (infra errors are not answers)."""
+        if not (self.path / RESPONSES_FILE).is_file():
+            raise ConfigError(f"{self.path} is not a u2eval run folder (no {RESPONSES_FILE})")
+        return {
+            meta.case_id: (f"{self.path}:{meta.case_id}", completion.text)
+            for meta, completion in self.answers()
+            if not completion.is_infra_error  # a case with nothing stored is 'missing', an infra error too
+        }
+
+    # -------------------------------------------------------------------------------------------- scores
+
+    def write_judgements(self, judgements: Sequence[Judgement]) -> None:
+        ordered = sorted(judgements, key=lambda j: j.case_id)
+        with (self.path / JUDGEMENTS_FILE).open("w", encoding="utf-8") as out:
+            out.writelines(j.model_dump_json() + "\n" for j in ordered)
+
+    def write_summary(self, summary: Summary) -> None:
+        write_json(self.path / SUMMARY_FILE, summary.model_dump(mode="json"))
+
+    def read_summary(self) -> Summary | None:
+        """The stored summary, or None when there is none that can be read (score the folder again)."""
+        try:
+            return Summary.model_validate_json((self.path / SUMMARY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValidationError):
+            return None
+
+    def forget_grounded(self) -> None:
+        """Remove grounded figures: made under settings no longer in force, they would mislead."""
+        for name in (GROUNDED_FILE, GROUNDED_CASES_FILE):
+            (self.path / name).unlink(missing_ok=True)
 
 
-# ------------------------------------------------------------------------------------------- resume stamp
-
-
-@lru_cache(maxsize=1)
-def code_sha256() -> str:
-    """sha256 of u2eval's own modules: code that reads, renders or keys cases may have changed."""
-    digest = hashlib.sha256()
-    for name, path in code_files():
-        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-def code_files() -> list[tuple[str, Path]]:
-    """Every module of the u2eval package, by its path inside it ('data/reader.py')."""
-    package = Path(__file__).resolve().parents[1]
-    return [(path.relative_to(package).as_posix(), path) for path in sorted(package.rglob("*.py"))]
-
-
-def dataset_files(root: Path, folders: Sequence[str]) -> dict[str, list[int] | None]:
-    """Task folder / file name -> [size, mtime_ns] for every TSV the reader may read; None: no such folder."""
-    files: dict[str, list[int] | None] = {}
-    for name in folders:
-        folder = root / name
-        if not folder.is_dir():
-            files[name] = None
-            continue
-        for path in sorted(folder.glob("*.tsv")):
-            info = path.stat()
-            files[f"{name}/{path.name}"] = [info.st_size, info.st_mtime_ns]
-    return files
-
-
-def _stat(path: Path) -> list[int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return [info.st_size, info.st_mtime_ns]
-
-
-# What the scores are made from (besides the code and the task files, in the stamp) and what they are.
-_SCORED_FILES = ("cases.jsonl", RESPONSES_FILE, "judgements.jsonl", "summary.json", "summary.md", "grounded.json")
-
-
-def scoring_state(folder: Path, settings: Mapping[str, object]) -> dict[str, object]:
-    """The scoring settings, and the size and modification time of the files scores are made from and of
-    the scores themselves (None: no such file)."""
-    return {"settings": dict(settings), "files": {name: _stat(folder / name) for name in _SCORED_FILES}}
-
-
-def make_stamp(settings: Mapping[str, object], root: Path, folders: Sequence[str]) -> dict[str, object]:
-    blob = json.dumps(settings, sort_keys=True, default=str).encode()
-    return {
-        "settings_sha256": hashlib.sha256(blob).hexdigest(),
-        "code_sha256": code_sha256(),
-        "files": dataset_files(root, folders),
-    }
-
-
-def clear_stamp(folder: Path) -> None:
-    """Forget the stamp before the case list is rewritten (a run killed half-way leaves none)."""
-    (folder / STAMP_FILE).unlink(missing_ok=True)
-
-
-def write_stamp(folder: Path, stamp: Mapping[str, object], scored: Mapping[str, object]) -> None:
-    """Written last, once cases.jsonl, the scores and manifest.json are complete; atomically. ``scored``:
-    ``scoring_state`` once the scores are written."""
-    tmp = folder / (STAMP_FILE + ".tmp")
-    record = {"inputs": stamp, "scored": scored}
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / STAMP_FILE)
-
-
-def _recorded(folder: Path) -> dict[str, object]:
-    try:
-        record = json.loads((folder / STAMP_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def scores_up_to_date(folder: Path, settings: Mapping[str, object]) -> bool:
-    """Whether the folder's scores were made with these settings from its store as it is now, and are as
-    they were written. Only a finished run with an unchanged stamp can have them (any other run clears it)."""
-    current: object = json.loads(json.dumps(scoring_state(folder, settings)))
-    return _recorded(folder).get("scored") == current
-
-
-def finished_cases(
-    folder: Path, cases_file: str, store: ResponseStore, stamp: Mapping[str, object]
-) -> list[str] | None:
-    """The case ids of the run's case list when its stamp equals ``stamp`` and the store answers every case
-    (nothing to ask); None otherwise: the run reads the dataset as usual."""
-    if _recorded(folder).get("inputs") != json.loads(json.dumps(stamp)):
-        return None
-    case_ids = []
-    try:
-        with (folder / cases_file).open(encoding="utf-8") as handle:
-            for line in handle:
-                record = json.loads(line)
-                if not store.answered(record["key"]):
-                    return None
-                case_ids.append(record["case"]["case_id"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return case_ids
+def _short(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the record"
+        return f"{where}: {first['msg']}"
+    return str(exc)

@@ -16,9 +16,9 @@ from pathlib import Path
 from u2eval.errors import ConfigError
 from u2eval.grounded.scorer import GROUNDED_CASES_FILE, GROUNDED_FILE
 from u2eval.grounded.truth import TRUTH_FILE
-from u2eval.records import GenerationConfig, Manifest, ModelInfo
-from u2eval.run.folder import STAMP_FILE
-from u2eval.run.folder_scoring import CASES_FILE, JUDGEMENTS_FILE, MANIFEST_FILE, SUMMARY_FILE
+from u2eval.records import GenerationConfig, ModelInfo
+from u2eval.run.folder import CASES_FILE, JUDGEMENTS_FILE, MANIFEST_FILE, SUMMARY_FILE, RunFolder
+from u2eval.run.resume import STAMP_FILE
 from u2eval.run.sent_prompts import PROMPTS_FILE
 from u2eval.run.store import RESPONSES_FILE
 from u2eval.scoring.summary_report import SUMMARY_MD
@@ -86,28 +86,23 @@ def _differences(recorded: Mapping[str, object], identity: Mapping[str, object])
 
 def _recorded(folder: Path) -> dict[str, object] | None:
     """The identity the folder holds: its identity.json, else what its manifest says (older runs), else None."""
-    for name in (IDENTITY_FILE, MANIFEST_FILE):
-        try:
-            data = json.loads((folder / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict):
-            continue
-        if name == IDENTITY_FILE:
-            return data
-        try:
-            manifest = Manifest.model_validate(data)
-        except ValueError:
-            return None
-        return run_identity(
-            manifest.model,
-            manifest.generation,
-            manifest.prompt_variant,
-            manifest.templates,
-            manifest.seed,
-            manifest.dataset,
-        )
-    return None
+    try:
+        data = json.loads((folder / IDENTITY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict):
+        return data
+    manifest = RunFolder(folder).manifest()
+    if manifest is None:
+        return None
+    return run_identity(
+        manifest.model,
+        manifest.generation,
+        manifest.prompt_variant,
+        manifest.templates,
+        manifest.seed,
+        manifest.dataset,
+    )
 
 
 def _holds_answers(folder: Path) -> bool:

@@ -20,16 +20,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from u2eval.benchmark.tasks import all_tasks
 from u2eval.errors import ConfigError
 from u2eval.provenance import ids_sha256, now_utc
-from u2eval.records import Completion, Manifest, RunCase
-from u2eval.run.folder import LOCK_FILE, exclusive, reading
-from u2eval.run.folder_scoring import CASES_FILE, MANIFEST_FILE, read_run_cases, score_folder, write_json
+from u2eval.records import Completion
+from u2eval.run.folder import RunFolder
+from u2eval.run.locks import LOCK_FILE, exclusive, reading
+from u2eval.run.records import Manifest, RunCase
+from u2eval.run.scoring_pass import score_folder
 from u2eval.run.shards import Shard, selection_parts
-from u2eval.run.store import RESPONSES_FILE, ResponseStore
+from u2eval.run.store import ResponseStore
 from u2eval.scoring.aggregate import Summary
 
 log = logging.getLogger(__name__)
@@ -67,17 +67,11 @@ class MergeResult:
 
 
 def _load(folder: Path) -> ShardRun:
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise ConfigError(f"{folder} has no {MANIFEST_FILE}: not a finished u2eval run (resume it first)")
-    try:
-        manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: unreadable manifest ({exc.error_count()} errors)") from exc
+    manifest = RunFolder(folder).require_manifest()
     _, shard = selection_parts(manifest.dataset.get("selection"))
     if shard is None:
         raise ConfigError(f"{folder} is not a shard run (it was not run with --shard i/n)")
-    return ShardRun(folder, manifest, shard, read_run_cases(folder))
+    return ShardRun(folder, manifest, shard, RunFolder(folder).cases())
 
 
 def _dataset(manifest: Manifest) -> dict[str, str | None]:
@@ -154,7 +148,7 @@ def _answers(runs: Sequence[ShardRun], rows: Sequence[tuple[RunCase, ShardRun]])
     """One stored answer per key. Identical prompts in several shards were asked once per shard; the answer
     kept is the one an unsharded run would have asked for: the first case's in canonical order, unless it is
     an infra error and another shard has an answer."""
-    stores = {run.folder: ResponseStore(run.folder) for run in runs}
+    stores = {run.folder: ResponseStore(run.folder, repair=False) for run in runs}
     chosen: dict[str, Completion] = {}
     for case, run in rows:
         completion = stores[run.folder].get(case.key)
@@ -170,11 +164,8 @@ def _prepare_out(out: Path, runs: Sequence[ShardRun]) -> None:
     if any(out.resolve() == r.folder.resolve() for r in runs):
         raise ConfigError(f"--out {out} is one of the shards: merge into a new folder")
     if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):  # the lock of a merge that failed
-        try:
-            previous = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            previous = {}
-        merged = isinstance(previous, dict) and "merged_from" in previous.get("dataset", {})
+        previous = RunFolder(out).manifest()
+        merged = previous is not None and "merged_from" in previous.dataset
         if not merged:
             raise ConfigError(f"{out} is not empty and not an earlier merge: choose a new --out folder")
     try:
@@ -235,15 +226,11 @@ def merge_runs(folders: Sequence[Path], out: Path) -> MergeResult:
         held.enter_context(exclusive(out))
         answers = _answers(runs, rows)
         # Written whole, then renamed: a merge that stops half-way leaves no half-merged folder behind.
-        for name, lines in (
-            (CASES_FILE, [case.model_dump_json() for case, _ in rows]),
-            (RESPONSES_FILE, [c.model_dump_json(exclude_defaults=True) for c in answers]),
-        ):
-            tmp = out / (name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-            tmp.replace(out / name)
+        merged = RunFolder(out)
+        merged.write_cases([case for case, _ in rows])
+        ResponseStore.write_whole(out, answers)
         manifest = _manifest(runs, rows, time.perf_counter() - started)
-        write_json(out / MANIFEST_FILE, manifest.model_dump(mode="json"))
+        merged.write_manifest(manifest)
         summary, judgements = score_folder(out, data_errors=manifest.data_errors)
     failed = {j.case_id for j in judgements if j.outcome == "infra_error"}
     infra_shards = tuple(sorted({run.folder for case, run in rows if case.case.case_id in failed}))

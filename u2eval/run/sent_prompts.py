@@ -14,8 +14,9 @@ import json
 from pathlib import Path
 from types import TracebackType
 
-from u2eval.records import ImagePart, Prompt, SentPart, SentPrompt
-from u2eval.run.folder import LineFile
+from u2eval.records import ImagePart, Prompt
+from u2eval.run.locks import LineFile
+from u2eval.run.records import SentPart, SentPrompt
 
 PROMPTS_FILE = "prompts.jsonl"
 

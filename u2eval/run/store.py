@@ -39,8 +39,10 @@ def request_key(model: ModelInfo, generation: GenerationConfig, prompt: Prompt) 
 class ResponseStore:
     """Append-only store of Completions, loaded into a key -> Completion map when opened."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, repair: bool = True) -> None:
+        """``repair`` False: only read (another run's store): a line cut short is skipped, the file untouched."""
         self.path = folder / RESPONSES_FILE
+        self._repair = repair
         self.skipped_lines: list[int] = []
         self._latest: dict[str, Completion] = {}
         self._load()
@@ -68,7 +70,8 @@ class ResponseStore:
                 self.path,
                 lines,
             )
-            self._repair_tail()
+            if self._repair:
+                self._repair_tail()
 
     def _repair_tail(self) -> None:
         """Make sure the file ends with a newline, so the next append starts a fresh line."""
@@ -87,6 +90,10 @@ class ResponseStore:
         """True when the stored completion needs no new request (anything but an infra error)."""
         completion = self._latest.get(key)
         return completion is not None and not completion.is_infra_error
+
+    def answers(self) -> dict[str, Completion]:
+        """Key -> stored completion, for every key with an answer (not an infra error)."""
+        return {key: c for key, c in self._latest.items() if not c.is_infra_error}
 
     def __len__(self) -> int:
         return len(self._latest)
@@ -113,6 +120,14 @@ class ResponseStore:
             raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
         for completion in batch:
             self._latest[completion.key] = completion
+
+    @staticmethod
+    def write_whole(folder: Path, completions: Iterable[Completion]) -> None:
+        """A new store holding exactly these completions, written whole then renamed into place (``u2eval
+        merge``: a merge that stops half-way leaves no half-merged store behind)."""
+        tmp = folder / (RESPONSES_FILE + ".tmp")
+        tmp.write_text("".join(c.model_dump_json(exclude_defaults=True) + "\n" for c in completions), encoding="utf-8")
+        tmp.replace(folder / RESPONSES_FILE)
 
     def close(self) -> None:
         if self._fd is not None:

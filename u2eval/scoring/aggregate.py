@@ -14,22 +14,20 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
 
 from u2eval.benchmark.tasks import DatasetSpec, TaskSpec, all_tasks, task_keys
-from u2eval.errors import ConfigError
-from u2eval.records import Judgement, ScoringMode, Verdict
+from u2eval.records import Judgement, ScoringMode
 from u2eval.scoring.attribution import case_reasons, dataset_reasons
-from u2eval.scoring.metrics import get_metric, scored_as
+from u2eval.scoring.dataset_scores import DatasetScore, metric_names, score_dataset
+from u2eval.scoring.metrics import get_metric
 from u2eval.scoring.summary import (
-    MAX_EXAMPLES,
     REPORT_DECIMALS,
     DatasetResult,
     ModeSummary,
-    NotCountedGroup,
     Summary,
     TaskOutcomes,
     TaskResult,
@@ -37,218 +35,23 @@ from u2eval.scoring.summary import (
     differences,
     report_float,
 )
+from u2eval.scoring.table_rules import (
+    MODE_QUIRKS,
+    QUIRK_NAMES,
+    REFERENCE_QUIRKS,
+    STRICT_QUIRKS,
+    Ref,
+    ScoringQuirks,
+    clip01,
+    dataset_plan,
+    task_score,
+    u2_score,
+)
 from u2eval.scoring.text_metrics import sacrebleu_signature
 
-__all__ = [
-    "MODE_QUIRKS",
-    "REFERENCE_QUIRKS",
-    "STRICT_QUIRKS",
-    "ModeSummary",
-    "ScoringQuirks",
-    "Summary",
-    "dataset_plan",
-    "official_weights",
-    "reference_drops_dataset",
-    "score_mode",
-    "summarise",
-    "task_score",
-    "u2_score",
-]
+__all__ = ["ModeSummary", "Summary", "score_mode", "summarise"]
 
-Ref = tuple[str, str]  # (task key, dataset id)
 OUTCOMES = ("ok", "unparseable", "refused", "empty", "infra_error")
-
-
-@dataclass(frozen=True)
-class ScoringQuirks:
-    """The official scorer's quirks, each reproducible on its own. All off = strict behaviour."""
-
-    knee_28_swap: bool = False  # KL grade (dd/28_1) is averaged into VRA as '28'; DD has 12 sets; knee view unused
-    drop_leading_zero_ids: bool = False  # numeric result ids lose leading zeros: 04 leaves LL, 09 leaves OD
-    cg_dataset_10_only: bool = False  # 44 is commented out of the report scorers
-    cve_without_31: bool = False  # 31 is "evaluated separately", i.e. never
-    round_4dp: bool = False  # per-dataset metrics written with 4 decimals, then averaged; U2 rounded to 4
-    f1_over_union: bool = False  # sklearn labels=None: garbage predictions become zero-F1 classes
-    drop_nonfinite_rmse: bool = False  # inf/NaN per-dataset CVE values are dropped before the mean
-    nan_response_skips_dataset: bool = False  # an answer stage (a) cannot read (judging flags it) skips the file
-    empty_classification_scores_zero: bool = False  # no countable case: accuracy and F1 written as 0.0
-    missing_task_as_zero: bool = False  # a task without results gets raw metric 0.0 instead of failing
-    missing_cve_full_credit: bool = False  # ...and for CVE that 0.0 is an RMSE: score 1 - 0 = 1
-    nan_reference_zeroes_text_metrics: bool = False  # an empty reference text makes BLEU / ROUGE raise: 0.0 written
-
-    def as_dict(self) -> dict[str, bool]:
-        return asdict(self)
-
-
-_QUIRK_NAMES = frozenset(f.name for f in fields(ScoringQuirks))
-STRICT_QUIRKS = ScoringQuirks()
-REFERENCE_QUIRKS = ScoringQuirks(**{f.name: True for f in fields(ScoringQuirks)})
-MODE_QUIRKS: Mapping[ScoringMode, ScoringQuirks] = {"strict": STRICT_QUIRKS, "reference": REFERENCE_QUIRKS}
-
-
-def official_weights() -> dict[str, float]:
-    """The U2 weights from the task files, in official task order."""
-    return {t.key: t.weight for t in all_tasks()}
-
-
-def clip01(value: float) -> float:
-    return 0.0 if math.isnan(value) else max(0.0, min(1.0, value))
-
-
-def task_score(task: TaskSpec, value: float) -> float:
-    """The per-task number that enters U2, unclipped: accuracy, 1 - RMSE, BLEU-4 / 100."""
-    return get_metric(task.primary_metric).unit_score(value)
-
-
-def u2_score(task_scores: Mapping[str, float], weights: Mapping[str, float] | None = None) -> float:
-    """Sum of weight x clip(score, 0, 1), summed in official task order (as the table script does). A task
-    absent from ``task_scores`` adds 0; an unknown key is an error, never ignored."""
-    weights = official_weights() if weights is None else weights
-    unknown = set(task_scores) - set(weights)
-    if unknown:
-        raise ValueError(f"no weight for tasks {sorted(unknown)}")
-    return sum(weights[k] * clip01(task_scores[k]) for k in weights if k in task_scores)
-
-
-def reference_drops_dataset(judgement: Judgement, task: TaskSpec) -> bool:
-    """Whether this case makes the reference skip its whole dataset: an answer that is not a string (a JSON
-    number or NaN) makes stage (a) drop the line, the row-order join then fails and the classification
-    scorer skips the file (facts §10.6). A None answer is *not* such a case: stage (a) turns it into "" and
-    it counts wrong (§10), so ``answer is None`` is no stand-in. Judging marks the case on the reference
-    verdict (``Verdict.skips_dataset``)."""
-    return (
-        judgement.reference.skips_dataset and task.capability == "classification" and judgement.outcome != "infra_error"
-    )
-
-
-def dataset_plan(task: TaskSpec, quirks: ScoringQuirks) -> tuple[list[Ref], dict[Ref, str]]:
-    """The (task, dataset) results averaged into ``task``, and those of its own left out, with the quirk.
-    Which datasets a quirk moves is the task files' data (``official.left_out_by`` / ``taken_by``)."""
-    plan: list[Ref] = []
-    left_out: dict[Ref, str] = {}
-    for ds in task.datasets:
-        ref = (task.key, ds.id)
-        quirk = _excluding_quirk(task, ds, quirks)
-        taken_by = ds.official.taken_by
-        if quirk is not None:
-            left_out[ref] = quirk
-        elif taken_by is not None and quirk_on(quirks, taken_by.quirk, f"{task.key}/{ds.id}"):
-            plan.append((taken_by.task, taken_by.dataset))  # e.g. the KL grade, filed under '28', read as VRA
-            left_out[ref] = taken_by.quirk
-        else:
-            plan.append(ref)
-    return plan, left_out
-
-
-def quirk_on(quirks: ScoringQuirks, name: str, where: str) -> bool:
-    """Whether the quirk a task file names is on; a name that is no quirk is a task-file error."""
-    if name not in _QUIRK_NAMES:
-        raise ConfigError(f"task file, {where}: {name!r} is not a scoring quirk ({', '.join(sorted(_QUIRK_NAMES))})")
-    return bool(getattr(quirks, name))
-
-
-def _excluding_quirk(task: TaskSpec, ds: DatasetSpec, quirks: ScoringQuirks) -> str | None:
-    named = ds.official.left_out_by
-    if named is not None and quirk_on(quirks, named, f"{task.key}/{ds.id}"):
-        return named
-    # Only the classification results file keeps string ids (it also holds 'anatomy'); pandas reads every
-    # other one as integers, so '04' becomes '4' and no longer matches the table's list.
-    numeric_ids = task.capability != "classification" and ds.id.isdigit()
-    if quirks.drop_leading_zero_ids and numeric_ids and str(int(ds.id)) != ds.id:
-        return "drop_leading_zero_ids"
-    return None
-
-
-@dataclass(frozen=True)
-class _DatasetScore:
-    n_cases: int
-    n_infra: int
-    n_counted: int
-    metrics: dict[str, float | None]  # raw values; None = nothing to compute on; may be non-finite
-    dropped_by: str | None = None
-    not_counted: tuple[NotCountedGroup, ...] = ()
-
-
-def _metric_names(task: TaskSpec) -> list[str]:
-    extra = ["sacrebleu"] if task.capability == "generation" else []
-    return [*task.metrics, *extra]
-
-
-def _scorable(verdict: Verdict, task: TaskSpec) -> bool:
-    # A regression case needs a numeric truth (27's null IMT has none); judging should not count it anyway.
-    return verdict.counted and (task.capability != "regression" or isinstance(verdict.truth, float | int))
-
-
-def _answered(j: Judgement, mode: ScoringMode) -> bool:
-    """Whether a case has an answer to score in this mode. A replayed file's record that strict calls an infra
-    error (the kit's failure message) is what the official scored: the reference scores it too."""
-    return j.outcome != "infra_error" or (mode == "reference" and j.reference.from_official_file)
-
-
-def _not_counted_groups(
-    judgements: Sequence[Judgement], mode: ScoringMode, task: TaskSpec, skipped_by: str | None
-) -> tuple[NotCountedGroup, ...]:
-    """Every case outside the denominator, grouped by reason and detail (judgements come in case-id order)."""
-    groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
-    for j in judgements:
-        verdict = j.strict if mode == "strict" else j.reference
-        if not _answered(j, mode):
-            groups[("infra_error", None)].append(j.case_id)
-        elif skipped_by is not None and verdict.not_counted != "dataset_skipped":
-            groups[("dataset_skipped", skipped_by)].append(j.case_id)
-        elif not _scorable(verdict, task):
-            groups[(verdict.not_counted or "not_counted", verdict.not_counted_detail)].append(j.case_id)
-    return tuple(
-        NotCountedGroup(reason=reason, detail=detail, n=len(ids), case_ids=ids[:MAX_EXAMPLES])
-        for (reason, detail), ids in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] or ""))
-    )
-
-
-def _dataset_skip(
-    answered: Sequence[Judgement], task: TaskSpec, mode: ScoringMode, quirks: ScoringQuirks
-) -> str | None:
-    """The quirk by which the reference skips this dataset's whole file, if it does."""
-    if mode != "reference":
-        return None
-    if any(j.reference.not_counted == "dataset_skipped" for j in answered):
-        return "row_order_join"  # the replayed file's fate, decided where it was read (u2eval.scoring.official_files)
-    if quirks.nan_response_skips_dataset and any(reference_drops_dataset(j, task) for j in answered):
-        return "nan_response_skips_dataset"
-    return None
-
-
-def _score_dataset(
-    task: TaskSpec, ds: DatasetSpec, judgements: Sequence[Judgement], mode: ScoringMode, quirks: ScoringQuirks
-) -> _DatasetScore:
-    answered = [j for j in judgements if _answered(j, mode)]
-    n_infra = len(judgements) - len(answered)
-    names = _metric_names(task)
-    quirk = _dataset_skip(answered, task, mode, quirks)
-    if quirk is not None:
-        why = "an answer stage (a) cannot read (not a string) makes the scorer skip the file"
-        skipped = _not_counted_groups(judgements, mode, task, why)
-        return _DatasetScore(len(judgements), n_infra, 0, dict.fromkeys(names), quirk, skipped)
-    verdicts = [v for j in answered if _scorable(v := (j.strict if mode == "strict" else j.reference), task)]
-    # The reference text of a row pandas reads as NaN (an empty cell): BLEU and ROUGE raise, the scorer writes 0.
-    nan_reference = [v for v in verdicts if task.capability == "generation" and v.truth is None]
-    if nan_reference and quirks.nan_reference_zeroes_text_metrics:
-        groups = _not_counted_groups(judgements, mode, task, None)
-        return _DatasetScore(len(judgements), n_infra, len(verdicts), dict.fromkeys(names, 0.0), None, groups)
-    verdicts = [v.model_copy(update={"truth": ""}) if v in nan_reference else v for v in verdicts]
-    values: dict[str, float | None] = {}
-    for name in names:
-        metric_name = scored_as(name, quirks.f1_over_union)
-        if verdicts:
-            value: float | None = get_metric(metric_name).compute(verdicts, ds)
-        elif quirks.empty_classification_scores_zero and task.capability == "classification" and answered:
-            value = 0.0  # the scorer read a file but kept no case; with no answers there is no file, no result
-        else:
-            value = None
-        if quirks.round_4dp and value is not None and math.isfinite(value):
-            value = float(f"{value:.4f}")  # what the scorer writes to its results file
-        values[name] = value
-    groups = _not_counted_groups(judgements, mode, task, None)
-    return _DatasetScore(len(judgements), n_infra, len(verdicts), values, None, groups)
 
 
 @dataclass(frozen=True)
@@ -260,12 +63,12 @@ class _TaskScore:
 
 
 def _score_task(
-    task: TaskSpec, plan: Sequence[Ref], scores: Mapping[Ref, _DatasetScore], q: ScoringQuirks
+    task: TaskSpec, plan: Sequence[Ref], scores: Mapping[Ref, DatasetScore], q: ScoringQuirks
 ) -> _TaskScore:
     used = [ref for ref in plan if ref in scores and scores[ref].dropped_by is None]
     means: dict[str, float | None] = {}
     primary_refs: list[Ref] = []
-    for name in _metric_names(task):
+    for name in metric_names(task):
         kept = [(ref, v) for ref in used if (v := scores[ref].metrics.get(name)) is not None]
         if q.drop_nonfinite_rmse and task.capability == "regression":
             kept = [(ref, v) for ref, v in kept if math.isfinite(v)]
@@ -284,7 +87,7 @@ def _filled(task: TaskSpec, q: ScoringQuirks) -> _TaskScore | None:
         return None
     full = not get_metric(task.primary_metric).higher_is_better and q.missing_cve_full_credit
     score = clip01(task_score(task, 0.0)) if full else 0.0
-    return _TaskScore(dict.fromkeys(_metric_names(task), 0.0), [], score, filled=True)
+    return _TaskScore(dict.fromkeys(metric_names(task), 0.0), [], score, filled=True)
 
 
 def _group(judgements: Iterable[Judgement], specs: Mapping[str, TaskSpec]) -> dict[Ref, list[Judgement]]:
@@ -304,7 +107,7 @@ def _group(judgements: Iterable[Judgement], specs: Mapping[str, TaskSpec]) -> di
 
 
 def _placement(
-    scores: Mapping[Ref, _DatasetScore], plans: Mapping[str, tuple[list[Ref], dict[Ref, str]]]
+    scores: Mapping[Ref, DatasetScore], plans: Mapping[str, tuple[list[Ref], dict[Ref, str]]]
 ) -> dict[Ref, tuple[str | None, str | None]]:
     """For each scored dataset: the task whose mean it enters (None: none) and the quirk responsible."""
     placed = {ref: key for key, (plan, _) in plans.items() for ref in plan}
@@ -327,7 +130,7 @@ def _score_mode(
     decimals: int,
 ) -> ModeSummary:
     scores = {
-        (key, ds.id): _score_dataset(task, ds, groups[(key, ds.id)], mode, quirks)
+        (key, ds.id): score_dataset(task, ds, groups[(key, ds.id)], mode, quirks)
         for key, task in specs.items()
         for ds in task.datasets
         if (key, ds.id) in groups
@@ -491,20 +294,29 @@ def summarise(
     decimals: int = REPORT_DECIMALS,
     subset: Sequence[str] = (),
     unreadable_rows: int = 0,
+    switches: Mapping[str, bool] | None = None,
 ) -> Summary:
     """Score judgements in both modes. ``tasks`` are the specs being scored; every judgement must belong
     to one of them. Weights (and what a reference fill means) for tasks not given come from the task files.
     ``subset``: why the run holds only part of its tasks' cases (``subset_reasons``), which makes it partial;
-    so do ``unreadable_rows`` (rows or files the run could not read: their cases are lost)."""
+    so do ``unreadable_rows`` (rows or files the run could not read: their cases are lost). ``switches``: quirks
+    set by hand for the reference mode (``u2eval.scoring.switches``; the judgements were read with them too);
+    the reference mode lists them among its quirks."""
+    switches = switches or {}
+    reference = replace(REFERENCE_QUIRKS, **{k: v for k, v in switches.items() if k in QUIRK_NAMES})
     specs, official = _official_specs(tasks)
     groups = _group(judgements, specs)
     modes = {
-        mode: _score_mode(mode, MODE_QUIRKS[mode], groups, specs, official, decimals)
+        mode: _score_mode(mode, STRICT_QUIRKS if mode == "strict" else reference, groups, specs, official, decimals)
         for mode in ("strict", "reference")
     }
+    reading = {k: v for k, v in switches.items() if k not in QUIRK_NAMES}  # in force while judging
+    if reading:
+        quirks = modes["reference"].quirks | reading
+        modes["reference"] = modes["reference"].model_copy(update={"quirks": dict(sorted(quirks.items()))})
     infra = sorted(j.case_id for js in groups.values() for j in js if j.outcome == "infra_error")
     has_text = any(specs[k].capability == "generation" for k, _ in groups)
-    explained = _explanations(groups, specs)
+    explained = _explanations(groups, specs, reference)
     return Summary(
         status="partial" if subset or unreadable_rows else modes["strict"].status,
         subset=list(subset),
@@ -538,22 +350,23 @@ def summarise(
 
 
 def _rescore_without(
-    task: TaskSpec, ds: DatasetSpec, judgements: Sequence[Judgement], quirk: str
+    task: TaskSpec, ds: DatasetSpec, judgements: Sequence[Judgement], quirks: ScoringQuirks, quirk: str
 ) -> dict[str, float | None]:
     """A dataset's reference metrics with one scoring quirk turned off."""
-    return _score_dataset(task, ds, judgements, "reference", replace(REFERENCE_QUIRKS, **{quirk: False})).metrics
+    return score_dataset(task, ds, judgements, "reference", replace(quirks, **{quirk: False})).metrics
 
 
-def _explanations(groups: Mapping[Ref, Sequence[Judgement]], specs: Mapping[str, TaskSpec]) -> dict[Ref, list[str]]:
+def _explanations(
+    groups: Mapping[Ref, Sequence[Judgement]], specs: Mapping[str, TaskSpec], quirks: ScoringQuirks
+) -> dict[Ref, list[str]]:
     """Per dataset: the quirks (and readings) behind each case the modes judge differently, and the dataset-level
     rules that move a reference metric (``u2eval.scoring.attribution``)."""
     explained: dict[Ref, list[str]] = {}
-    on = [name for name, value in REFERENCE_QUIRKS.as_dict().items() if value]
+    on = [name for name, value in quirks.as_dict().items() if value]
     for (key, dataset_id), judgements in groups.items():
         task, ds = specs[key], specs[key].dataset(dataset_id)
-        reference = _score_dataset(task, ds, judgements, "reference", REFERENCE_QUIRKS)
-
-        rescore = partial(_rescore_without, task, ds, judgements)
+        reference = score_dataset(task, ds, judgements, "reference", quirks)
+        rescore = partial(_rescore_without, task, ds, judgements, quirks)
         reasons = case_reasons(judgements, task)
         if reference.dropped_by is None:
             reasons += dataset_reasons(reference.metrics, rescore, on)

@@ -19,7 +19,7 @@ from u2eval.records import Judgement, Verdict
 
 ANSWER_READING = "answer reading (strict's parser vs the official matcher)"
 TRUTH_READING = "truth reading (strict reads cells as Python literals and checks them)"
-KIT_FAILURES = "infra_error_as_answer (the kit's failure messages, infra errors in strict, scored as answers)"
+KIT_FAILURES = "kit failure messages (infra errors in strict, scored as answers by the official scorer)"
 ROW_ORDER = "row_order_join (rows strict has no record for, paired with one by row order)"
 DATASET_QUIRKS = ("round_4dp", "f1_over_union", "empty_classification_scores_zero", "nan_reference_zeroes_text_metrics")
 

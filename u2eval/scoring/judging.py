@@ -11,30 +11,26 @@ Pure functions of (case, completion, task spec, quirks). What the verdicts hold,
 - generation: prediction is the hypothesis text ("" when there is none), truth the reference text;
   ``correct`` is None.
 
-Outcomes: an infra error (``completion.is_infra_error``) is ``infra_error`` and never counts in strict
-mode. The error kinds 'refused' and 'empty' are the model's own outcomes and count wrong. Otherwise the
-strict parser's outcome.
-
-Infra errors in reference mode: the official kit saved its error message as the answer and scored it, so
-the reference verdict scores :data:`~u2eval.scoring.official.REFERENCE_ERROR_TEXT` (the kit's
-"API call failed: 500") through the official pipeline (``infra_error_as_answer``). The scorer of this
-project leaves infra errors out of both modes anyway; the verdict shows what the official table did.
+Outcomes: an infra error (``completion.is_infra_error``) is ``infra_error`` and counts in neither mode
+(the official kit scored the failure message it saved instead of an answer: a replayed file's failure
+records are read as the kit read them, ``Verdict.from_official_file``). The error kinds 'refused' and
+'empty' are the model's own outcomes and count wrong. Otherwise the strict parser's outcome.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
+from u2eval.benchmark.sectors import NOT_VISIBLE
 from u2eval.benchmark.tasks import DatasetSpec, TaskSpec
 from u2eval.data.truth import Unread, read_label, read_location, read_measurement, read_text
-from u2eval.records import CaseMeta, Completion, Judgement, NotCounted, OfficialAnswer, Outcome, TaskKey, Verdict
+from u2eval.records import CaseMeta, Completion, Judgement, NotCounted, OfficialAnswer, Outcome, Verdict
 from u2eval.scoring.attribution import modes_disagree
 from u2eval.scoring.metrics import get_metric
 from u2eval.scoring.official import (
     PANDAS_NA,
     QUIRKS_BY_CAPABILITY,
-    REFERENCE_ERROR_TEXT,
     ReferenceQuirks,
     official_measurement_key,
     reference_classification,
@@ -42,10 +38,9 @@ from u2eval.scoring.official import (
     reference_location_truth,
     reference_measurement_truth,
     reference_number,
-    reference_options,
-    reference_stage_a_option,
     reference_text,
 )
+from u2eval.scoring.official_options import reference_options, reference_stage_a_option
 from u2eval.scoring.strict import EMPTY, REFUSED, Parsed, parse_location, parse_number, parse_option, parse_text
 
 DEFAULT_QUIRKS = ReferenceQuirks()
@@ -250,11 +245,8 @@ def _reference(case: CaseMeta, completion: Completion, task: TaskSpec, ds: Datas
     if completion.official is not None and q.row_order_join:
         return _official_reference(case, completion.official, task, ds, q)
     if completion.is_infra_error:
-        if not q.infra_error_as_answer:
-            return _not_counted(None, None, "infra_error")
-        answer = REFERENCE_ERROR_TEXT
-    else:
-        answer = completion.text or ""  # stage (a) turns a missing answer into "" as well
+        return _not_counted(None, None, "infra_error")
+    answer = completion.text or ""  # stage (a) turns a missing answer into "" as well
     return _REFERENCE[task.capability](case, answer, task, ds, q, _LIVE)
 
 
@@ -295,6 +287,39 @@ def judge(
     )
 
 
+# A place as the official pipeline reads it in words: its option's own spelling, where that differs from the
+# sector's name (OD's prompt lists 'not visible.' with its period, and stage (a) matches that option exactly).
+_PLACE_IN_WORDS = {NOT_VISIBLE: "Not visible."}
+
+
+def judge_placed(
+    case: CaseMeta, task: TaskSpec, sector: str | None, quirks: ReferenceQuirks = DEFAULT_QUIRKS
+) -> Judgement:
+    """Judge a location an answer gave as a region, not in words: ``sector`` is where the region lies (one of
+    :data:`~u2eval.benchmark.sectors.LOCATION_OPTIONS`, ``NOT_VISIBLE`` when the answer marks nothing) or None
+    when its region cannot be placed, judged as an empty answer (wrong in both modes, never guessed). Strict
+    compares the sector with the truth; reference reads the sector's name as the official pipeline reads an
+    answer's words, so the grounded sector scores are the official ones in both modes."""
+    if task.capability != "detection":
+        raise ValueError(f"{case.case_id}: only detection cases answer with a place, not {task.key}")
+    ds = task.dataset(case.dataset_id)
+    parsed = EMPTY if sector is None else Parsed(sector, "ok")
+    strict = _strict_location(case, parsed, task, ds)
+    reference = _reference_location(case, _PLACE_IN_WORDS.get(sector or "", sector or ""), task, ds, quirks)
+    return Judgement(
+        case_id=case.case_id,
+        task=task.key,
+        dataset_id=case.dataset_id,
+        anatomy=case.anatomy,
+        answer=sector,
+        outcome=parsed.outcome,
+        strict=strict,
+        reference=reference,
+        source=f"{case.source_file}:{case.row_index}",
+        image_sha256=case.image_sha256 or None,
+    )
+
+
 _CASE_TEXT_METRICS = ("bleu4", "rouge_l")
 
 
@@ -320,20 +345,3 @@ def _changed_by(
         for name in QUIRKS_BY_CAPABILITY[task.capability]
         if getattr(q, name) and _verdict_key(_reference(case, completion, task, ds, replace(q, **{name: False}))) != key
     ]
-
-
-def judge_many(
-    cases: Mapping[str, CaseMeta],
-    completions: Iterable[Completion],
-    tasks: Mapping[TaskKey, TaskSpec] | Mapping[str, TaskSpec],
-    quirks: ReferenceQuirks = DEFAULT_QUIRKS,
-) -> list[Judgement]:
-    """Judge completions joined to their cases by ``case_id`` (never by position), in completion order.
-    ``tasks`` maps task keys to specs. A completion without a case raises KeyError."""
-    judged: list[Judgement] = []
-    for completion in completions:
-        case = cases.get(completion.case_id)
-        if case is None:
-            raise KeyError(f"no case for completion {completion.case_id!r}")
-        judged.append(judge(case, completion, tasks[case.task], quirks))
-    return judged

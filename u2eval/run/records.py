@@ -1,0 +1,61 @@
+"""The records of a run folder's own files: its manifest (what produced the numbers), each case of its case list,
+and what each case's request held (``prompts.jsonl`` keeps each text once). Read and written by
+``u2eval.run.folder``; the records every stage shares are ``u2eval.records``.
+"""
+
+from __future__ import annotations
+
+from u2eval.records import CaseMeta, DiskRecord, GenerationConfig, ModelInfo
+
+
+class Manifest(DiskRecord):
+    """Provenance of a run: enough to say exactly what produced its numbers."""
+
+    u2eval_version: str
+    git_sha: str | None
+    git_dirty: bool | None
+    dataset: dict[str, str | None]
+    case_ids_sha256: str
+    n_cases: int
+    tasks: dict[str, str]
+    templates: dict[str, str]
+    prompt_source: str
+    prompt_variant: str
+    model: ModelInfo
+    generation: GenerationConfig
+    seed: int
+    limit: int | None
+    scoring_modes: list[str]
+    started_at: str
+    finished_at: str | None = None
+    timings: dict[str, float] = {}
+    dispatch: dict[str, int] = {}
+    data_errors: list[str] = []
+    grounded: bool = False  # grounded scoring is part of the run (grounded.json): `u2eval score` redoes it
+    box_convention: str | None = None  # how answers write boxes (u2eval.grounded.boxes), so re-scoring reads them alike
+    quirks: dict[str, bool] = {}  # reference quirks switched by hand (--quirk NAME=off), redone by every re-scoring
+
+
+class SentPart(DiskRecord):
+    """One piece of what was sent: a text section by the sha256 of its text (``prompts.jsonl`` holds each text
+    once), or the image by the sha256 of its bytes as read (a resize is recorded with the answer)."""
+
+    part: str  # role | instruction | format | dataset | image
+    sha256: str
+
+
+class SentPrompt(DiskRecord):
+    """Exactly what a case's request held: the template identity, then its parts in the order sent."""
+
+    template: str
+    template_sha256: str
+    parts: list[SentPart]
+
+
+class RunCase(DiskRecord):
+    """One line of a run's ``cases.jsonl``: the case without its image, the store key of its request, and what
+    the request held (``prompt``; runs made before it was recorded have none)."""
+
+    key: str
+    case: CaseMeta
+    prompt: SentPrompt | None = None
