@@ -1,7 +1,8 @@
 """Every command and output shown in the README and docs/ is run, so they cannot drift from what u2eval does.
 
 In a document, a ```bash block is run line by line (a trailing backslash continues a line) in the document's
-own sandbox, a fresh folder that earlier blocks of the same document have written to; the ```output block
+own sandbox, a fresh folder that earlier blocks of the same document have written to; a ```python block is run
+whole there by the Python of the install; the ```output block
 that follows it lists lines its output must show, in that order (``…`` stands for any lines). A block that
 cannot run here (it needs a GPU, a provider's own endpoint, a package outside the dev install) is preceded by
 ``<!-- not run: why -->``, and the reason is checked to be there. Everything else runs against local stand-ins:
@@ -163,6 +164,13 @@ def test_the_commands_and_outputs_a_document_shows_are_what_u2eval_does(
             assert last_output is not None, f"{where}: an output block must follow a block that runs"
             missing = shows(last_output, expected_lines(block.text))
             assert missing is None, f"{where}: the output does not show {missing!r}:\n{last_output[-4000:]}"
+            continue
+        if block.kind == "python":
+            done = subprocess.run(
+                [sys.executable, "-c", block.text], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+            )
+            assert done.returncode == 0, f"{where}: the Python block failed:\n{done.stderr[-3000:]}"
+            last_output = done.stdout + done.stderr
             continue
         if block.kind != "bash":
             last_output = None

@@ -6,6 +6,7 @@ import math
 import random
 import warnings
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -271,3 +272,32 @@ def test_perfect_estimates_have_zero_error(values: list[float]) -> None:
     errors = [m.signed_error(v, v, (0.0, 100.0)) for v in values]
     assert on_errors("rmse", errors) == 0.0 and on_errors("mae", errors) == 0.0
     assert on_errors("within_tolerance", errors) == 100.0
+
+
+def test_scores_are_the_official_arithmetic_to_the_bit() -> None:
+    # The one definition (per-case statistics, summed, then finished) gives exactly the numbers the official
+    # scorer's own expressions give, for every length: numpy's mean (pairwise sums), np.std's two passes,
+    # Python's int / int for accuracy. Rounding to 4 decimals then lands on the same side.
+    rng = random.Random(7)
+    for n in [*range(1, 40), 127, 128, 129, 1000]:
+        errors = [rng.uniform(-1.5, 1.5) for _ in range(n)]
+        e = np.asarray(errors)
+        assert on_errors("rmse", errors) == float(np.sqrt(np.mean(e**2)))
+        assert on_errors("mae", errors) == float(np.mean(np.abs(e)))
+        assert on_errors("std", errors) == float(np.std(e))
+        assert on_errors("within_tolerance", errors) == float(np.mean(np.abs(e) <= m.TOLERANCE) * 100)
+        flags = [rng.random() < 0.6 for _ in range(n)]
+        assert accuracy(flags) == sum(flags) / len(flags)
+        hyps = [
+            " ".join(rng.choice(["liver", "normal", "size", "the", "is"]) for _ in range(rng.randint(0, 9)))
+            for _ in range(n)
+        ]
+        refs = [
+            " ".join(rng.choice(["liver", "normal", "size", "the", "cyst"]) for _ in range(rng.randint(1, 9)))
+            for _ in range(n)
+        ]
+        assert (
+            rouge_l(hyps, refs)
+            == float(np.mean(np.array([t.rouge_l_case(h, [r]) for h, r in zip(hyps, refs, strict=True)]))) * 100
+        )
+        assert bleu4(hyps, refs) == t.corpus_bleu([t.bleu_stats(h, [r]) for h, r in zip(hyps, refs, strict=True)])

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
 
 
+@cache  # the install's layout does not change while it runs; task lookups ask for it on every call
 def resource_dir(name: str) -> Path:
     """The ``tasks`` or ``prompts`` folder, whichever layout this install has."""
     for candidate in (_PACKAGE / "_data" / name, _PACKAGE.parent / name):

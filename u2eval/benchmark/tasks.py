@@ -151,7 +151,12 @@ TASKS_DIR_ENV = "U2EVAL_TASKS_DIR"  # a folder of task files used instead of the
 def tasks_dir() -> Path:
     """The folder the task files come from: ``$U2EVAL_TASKS_DIR`` when set, else the shipped ``tasks/``."""
     override = os.environ.get(TASKS_DIR_ENV, "").strip()
-    return Path(override).expanduser().resolve() if override else resource_dir("tasks")
+    return _resolved(override) if override else resource_dir("tasks")
+
+
+@cache  # every task lookup asks where the tasks are: resolving the path each time cost more than the lookup
+def _resolved(folder: str) -> Path:
+    return Path(folder).expanduser().resolve()
 
 
 def _one_line(exc: ValidationError) -> str:

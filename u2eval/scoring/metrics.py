@@ -60,9 +60,11 @@ TOLERANCE = 0.1  # CVE tolerance in normalised units, inclusive (facts §6.3)
 def column_sums(table: FloatArray, weights: FloatArray | None = None) -> FloatArray:
     """Rows of [count, sum of each column] of a per-case table: one row of plain sums (``weights`` None, taken
     as np.mean takes them), or one row per row of (R x n) case weights."""
+    if weights is None and table.shape[0] == 1:  # one case (judging's per-case text metrics): its own row
+        return np.concatenate(([1.0], table[0]))[None, :]
     if weights is None:
-        sums = [np.add.reduce(np.ascontiguousarray(table[:, j])) for j in range(table.shape[1])]
-        return np.array([[float(table.shape[0]), *sums]], dtype=np.float64)
+        columns = np.ascontiguousarray(table.T)  # each column contiguous: summed pairwise, as np.mean sums
+        return np.concatenate(([float(table.shape[0])], np.add.reduce(columns, axis=1)))[None, :]
     with np.errstate(over="ignore", invalid="ignore"):
         return np.asarray(weights @ np.column_stack([np.ones(table.shape[0]), table]), dtype=np.float64)
 
@@ -116,8 +118,10 @@ class Metric(Generic[S]):
 
 
 def _ratio(numerator: FloatArray, count: FloatArray) -> FloatArray:
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return np.where(count > 0, numerator / np.where(count > 0, count, 1.0), np.nan)
+    """numerator / count, NaN where the count is 0 (divided only where it is not: no warning to silence)."""
+    out: FloatArray = np.full(numerator.shape, np.nan)
+    np.divide(numerator, count, out=out, where=count > 0)
+    return out
 
 
 def mean_metric(
@@ -134,10 +138,7 @@ def mean_metric(
 
     def finish(sums: FloatArray) -> FloatArray:
         mean = _ratio(sums[:, 1], sums[:, 0])
-        if then is None:
-            return mean
-        with np.errstate(over="ignore", invalid="ignore"):
-            return np.asarray(then(mean), dtype=np.float64)
+        return mean if then is None else np.asarray(then(mean), dtype=np.float64)
 
     return Metric(name, value, stats, finish, higher_is_better, full_scale)
 
@@ -227,9 +228,8 @@ def _error(verdict: Verdict, dataset: DatasetSpec) -> float:
 
 
 def _squared_error(verdict: Verdict, dataset: DatasetSpec) -> float:
-    e = np.float64(_error(verdict, dataset))
-    with np.errstate(over="ignore"):
-        return float(e * e)  # as numpy squares e for np.mean(e**2)
+    e = _error(verdict, dataset)
+    return e * e  # the product numpy's e**2 gives for np.mean(e**2); a float overflows to inf, as numpy's does
 
 
 def _within(verdict: Verdict, dataset: DatasetSpec) -> float:
