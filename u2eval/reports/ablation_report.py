@@ -57,6 +57,11 @@ def _comparison(comparison: Comparison) -> list[str]:
         if comparison.pooled is not None:
             names = ", ".join(r.task.upper() for r in binary)
             lines.append(_binary_line(comparison.pooled, f"**pooled** ({names})"))
+        lines += [
+            "",
+            f"The cases behind b and c, each beside the other run's answer: `u2eval view {comparison.run_a} "
+            f"{comparison.run_b}`.",
+        ]
     continuous = [r for r in comparison.tasks if r.kind == "continuous"]
     if continuous:
         lines += [

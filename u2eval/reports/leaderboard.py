@@ -69,6 +69,7 @@ class BoardRow(_Frozen):
     dataset: str
     prompt_variant: str
     run: str | None
+    view: str | None = None  # the run's case browser (``u2eval view``), when it has been made
     stale_summary: bool = False
     grounded: GroundedCells | None = None  # with --grounded: region scores and grounded metrics (runs only)
     input_tokens: int | None = None  # summed over the answers that report usage (None: none does)
@@ -179,6 +180,12 @@ def _cell(estimate: float | None, low: float | None, high: float | None) -> Cell
     return Cell(score=report_float(estimate), low=report_float(low), high=report_float(high))
 
 
+def _view_page(folder: Path) -> str | None:
+    """The run's case browser as a file URI, when ``u2eval view`` has written it (a link only where it leads)."""
+    page = folder / "view" / "index.html"
+    return page.resolve().as_uri() if page.is_file() else None
+
+
 def run_row(run: LoadedRun, options: BoardOptions) -> tuple[BoardRow, list[SliceRow]]:
     summary = run.summary.modes[options.mode]
     table = case_table(run.judgements, options.mode, run.scenarios)
@@ -203,6 +210,7 @@ def run_row(run: LoadedRun, options: BoardOptions) -> tuple[BoardRow, list[Slice
         dataset=dataset_label(run.manifest.dataset),
         prompt_variant=run.manifest.prompt_variant,
         run=_short(run.folder),
+        view=_view_page(run.folder),
         stale_summary=run.stale_summary,
         grounded=grounded_cells(run, options.mode) if options.grounded else None,
         input_tokens=total.input_tokens if total is not None and total.cases_reporting else None,

@@ -185,6 +185,14 @@ _JS = r"""
 """
 
 
+def _run_cell(row: BoardRow) -> str:
+    """The run's folder, linked to its case browser when ``u2eval view`` has made one."""
+    name = html.escape(row.run or "–")
+    if row.view is None:
+        return name
+    return f'<a href="{html.escape(row.view, quote=True)}" title="every case of the run">{name}</a>'
+
+
 def _td(value: str, sort: str | float | None, css: str = "") -> str:
     key = "" if sort is None else str(sort)
     cls = f' class="{css}"' if css else ""
@@ -225,7 +233,7 @@ def _table(board: Board, rows: list[BoardRow], table_id: str) -> str:
             _td(html.escape("; ".join(row.partial_reasons) or "no"), "; ".join(row.partial_reasons), "text"),
             _td(html.escape(row.prompt_variant), row.prompt_variant, "text"),
             _td(html.escape(row.dataset), row.dataset, "text"),
-            _td(html.escape(row.run or "–"), row.run or "", "text"),
+            _td(_run_cell(row), row.run or "", "text"),
             *([_td(html.escape(row.apart or ""), row.apart or "", "text")] if "why apart" in head else []),
             *(_td(fmt(v, 3), v) for v in (grounded_values(row) if board.grounded else [])),
         ]
