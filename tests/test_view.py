@@ -136,7 +136,13 @@ def test_filters_change_the_cases_and_a_case_shows_its_sectors_on_its_image(
     cases = data["cases"]
     assert isinstance(cases, list)
     wrong_ll = [c for c in cases if c["task"] == "ll" and c["strict"]["label"] == "wrong"]
-    case = next(c for c in wrong_ll if c["strict"]["truth"] in SECTORS and c["strict"]["prediction"] in SECTORS)
+    case = next(
+        c
+        for c in wrong_ll
+        if c["strict"]["truth"] in SECTORS
+        and c["strict"]["prediction"] in SECTORS
+        and 0.02 < c["answer_regions"]["boxes"][0][1] < 0.98  # its top edge inside the image, to look at
+    )
     with open_page(page, 1500, 1000) as browser:
         assert browser.inner_text("#count") == "200 of 200 cases"
         browser.select_option("#f-task", "ll")
@@ -156,6 +162,13 @@ def test_filters_change_the_cases_and_a_case_shows_its_sectors_on_its_image(
         plain = sum(_tint(shot, box) for box in others) / len(others)
         assert _tint(shot, truth) > plain + 20  # the truth's sector is washed green
         assert _tint(shot, answered) < plain - 20  # the answered one red
+        # The answer's box is outlined in orange: the middle of its top edge is orange on the screen.
+        x0, y0, x1, _ = case["answer_regions"]["boxes"][0][:4]
+        w, h = shot.size
+        edge = np.asarray(shot.convert("RGB"), dtype=np.float64)[
+            round(y0 * h) - 1 : round(y0 * h) + 2, round((x0 + x1) / 2 * w) - 1 : round((x0 + x1) / 2 * w) + 2
+        ].mean(axis=(0, 1))
+        assert edge[0] > 200 and 100 < edge[1] < 190 and edge[2] < 80, edge
         # A link into the cases (as a dataset's matrix cell gives) opens them filtered.
         browser.evaluate("location.hash = '#task=cve'")
         browser.wait_for_function("document.getElementById('count').textContent.startsWith('20 of')")
@@ -200,7 +213,9 @@ def test_two_runs_show_mcnemars_cells_as_the_paired_comparison_counts_them(tmp_p
             assert (b, c) == (task.b, task.c) and b + c + sum(both) == task.n, task.task
         # A cell's count leads to its cases, each beside run B's answer.
         browser.click("#pairs tr[data-task='dd'] td[data-cell='right under A only'] a")
-        assert browser.inner_text("#count").startswith(f"{comparison.tasks[0].b} of")
+        browser.wait_for_function(
+            f"document.getElementById('count').textContent.startsWith('{comparison.tasks[0].b} of')"
+        )
         browser.click("#rows .row")
         assert browser.inner_text("#case").count("Run B: random/random-guess (right under A only)") == 1
         assert browser.query_selector(".answer-b") is not None
@@ -261,3 +276,55 @@ def test_serve_gives_the_page_over_loopback_http(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@needs_browser
+def test_each_detection_dataset_maps_its_true_and_answered_sectors_on_the_image_grid(
+    grounded_view: tuple[Path, dict[str, object]],
+) -> None:
+    page, data = grounded_view
+    cases = data["cases"]
+    assert isinstance(cases, list)
+    ll04 = [c for c in cases if c["task"] == "ll" and c["dataset"] == "04" and c["strict"]["counted"]]
+    with open_page(page, 1500, 1000) as browser:
+        browser.click("#to-datasets")
+        detection = {(c["task"], c["dataset"]) for c in cases if c["task"] in ("ll", "od", "kd")}
+        assert len(browser.query_selector_all(".sector-map")) == 2 * len(detection)  # true and answered, each
+        section = browser.query_selector(".dataset:has(h3:text-is('LL 04 (4 cases)'))")
+        assert section is not None
+        true_map, answered_map = section.query_selector_all(".sector-map")
+        for sector_map, key in ((true_map, "truth"), (answered_map, "prediction")):
+            for cell in sector_map.query_selector_all("td.sector"):
+                name = cell.get_attribute("data-sector")
+                shown = int(cell.inner_text().split(" ")[0])
+                assert shown == sum(c["strict"][key] == name for c in ll04), (key, name)
+        first = true_map.query_selector("td.sector a")
+        assert first is not None
+        name = first.evaluate("a => a.parentElement.dataset.sector")
+        first.click()
+        wanted = sum(c["strict"]["truth"] == name for c in ll04)
+        # its cases, the list shown again (once the address has changed: a link's hashchange comes after the click)
+        browser.wait_for_function(f"document.getElementById('count').textContent === '{wanted} of 200 cases'")
+
+
+@needs_browser
+def test_masks_are_drawn_pixel_for_pixel_over_the_image(grounded_view: tuple[Path, dict[str, object]]) -> None:
+    import base64
+
+    page, data = grounded_view
+    cases = data["cases"]
+    assert isinstance(cases, list)
+    case = next(c for c in cases if "mask" in c.get("truth_regions", {}) and "mask" in (c.get("answer_regions") or {}))
+    for drawn, colour in (
+        (case["truth_regions"]["mask"], (0, 255, 110)),
+        (case["answer_regions"]["mask"], (255, 150, 0)),
+    ):
+        with Image.open(io.BytesIO(base64.b64decode(drawn.split(",", 1)[1]))) as mask:
+            pixels = np.asarray(mask.convert("RGBA"))
+            on = pixels[:, :, 3] > 0
+            assert on.any() and (pixels[on][:, :3] == colour).all()  # one colour where the mask is, clear elsewhere
+            assert list(mask.size) == case["image"]["size"]  # at the image's own size
+    with open_page(page, 1500, 1000) as browser:
+        browser.fill("#f-q", case["id"])
+        browser.click("#rows .row")
+        assert len(browser.query_selector_all("#case svg image.mask")) == 2

@@ -227,6 +227,13 @@ def render_markdown(summary: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Where the cases behind the numbers are (no path: a summary reads the same wherever its folder is).
+_VIEW_LINE = (
+    "\nEvery case behind these numbers, with its image, the prompt as sent and both verdicts: `u2eval view` this\n"
+    "run folder (docs/view.md).\n"
+)
+
+
 def write_summary(
     folder: Path, summary: Summary, data_errors: Sequence[str] = (), sections: Sequence[str] = ()
 ) -> Path:
@@ -239,6 +246,7 @@ def write_summary(
         if len(data_errors) > MAX_LISTED:
             lines.append(f"- ... and {len(data_errors) - MAX_LISTED} more (manifest.json lists them all)")
         text += "\n".join(lines) + "\n"
+    text += _VIEW_LINE
     path = folder / SUMMARY_MD
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")

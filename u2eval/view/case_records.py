@@ -22,13 +22,15 @@ from u2eval.grounded.placement import truth_boxes, truth_points
 from u2eval.grounded.regions import mask_extent
 from u2eval.grounded.scorer import GROUNDED_CASES_FILE, answer_regions
 from u2eval.grounded.stats import GroundedCase
-from u2eval.records import Box, CaseMeta, Completion, Judgement, Point, Regions, Verdict
+from u2eval.grounded.truth import read_truths
+from u2eval.records import Box, CaseMeta, Completion, Judgement, Mask, Point, Regions, Verdict
 from u2eval.run.folder import RunFolder
 from u2eval.run.records import Manifest, RunCase, SentPrompt
 from u2eval.run.scoring_pass import judge_answers
 from u2eval.run.sent_prompts import read_texts
 from u2eval.scoring.metrics import signed_error
 from u2eval.view.images import ImageExport
+from u2eval.view.masks import ANSWER_RGB, TRUTH_RGB, mask_data_url
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,7 @@ def case_record(
     grounded: GroundedCase | None,
     convention: BoxConvention | None,
     image: Mapping[str, object] | None,
+    truth_mask: Mask | None = None,
 ) -> JsonDict:
     task = get_task(case.task)
     value_range = task.dataset(case.dataset_id).value_range if task.capability == "regression" else None
@@ -148,10 +151,15 @@ def case_record(
             "boxes": _boxes(truth_boxes(case.columns.get("gt_bbox"))),
             "points": _points(truth_points(case.columns.get("keypoints"))),
         }
+        if truth_mask is not None and (drawn := mask_data_url([truth_mask], TRUTH_RGB)) is not None:
+            record["truth_regions"]["mask"] = drawn  # type: ignore[index]
     if task.capability == "detection" or completion.regions is not None:
         regions = _answer_regions(case, completion, convention)
         if regions is not None:
             record["answer_regions"] = regions
+            masks = completion.regions.masks if completion.regions is not None else []
+            if (drawn := mask_data_url(masks, ANSWER_RGB)) is not None:
+                regions["mask"] = drawn
     if grounded is not None:
         record["grounded"] = grounded.model_dump(
             mode="json", exclude_none=True, exclude={"case_id", "task", "dataset_id"}
@@ -179,6 +187,7 @@ def view_data(folder: Path, images: ImageExport | None = None, judged: Judged | 
     switches = manifest.quirks if manifest is not None else {}
     sent = {rc.case.case_id: rc.prompt for rc in run_cases}
     grounded = _grounded(folder)
+    truths = read_truths(folder)  # the masks a grounded scoring read from the dataset, kept in the folder
     convention = run.grounded_options().convention
     exported = images.images if images is not None else {}
     records = []
@@ -187,11 +196,10 @@ def view_data(folder: Path, images: ImageExport | None = None, judged: Judged | 
         shown = (
             None if image is None else {"file": image.image, "thumb": image.thumb, "size": [image.width, image.height]}
         )
-        records.append(
-            case_record(
-                case, completion, judgement, sent.get(case.case_id), grounded.get(case.case_id), convention, shown
-            )
-        )
+        truth = truths.get(case.case_id)
+        mask = truth.mask if truth is not None and truth.image_sha256 == case.image_sha256 else None
+        prompt, regions = sent.get(case.case_id), grounded.get(case.case_id)
+        records.append(case_record(case, completion, judgement, prompt, regions, convention, shown, mask))
     texts = read_texts(folder)
     used = {sha for r in records for _, sha in r["prompt"]}  # type: ignore[attr-defined]
     model = manifest.model if manifest is not None else None

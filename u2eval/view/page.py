@@ -45,13 +45,14 @@ main { display: grid; grid-template-columns: minmax(560px, 1fr) minmax(420px, 1f
 .answer-sector { fill: rgba(255,40,40,0.28); stroke: rgb(255,40,40); stroke-width: 0.004; stroke-dasharray: 0.02 0.01; }
 .truth-region { fill: none; stroke: rgb(0,255,110); stroke-width: 0.006; }
 .answer-region { fill: none; stroke: rgb(255,150,0); stroke-width: 0.006; }
-.point { fill: currentColor; } .truth-region.point { fill: rgb(0,255,110); } .answer-region.point { fill: rgb(255,150,0); }
+.mask { opacity: 0.45; } .point { fill: currentColor; } .truth-region.point { fill: rgb(0,255,110); } .answer-region.point { fill: rgb(255,150,0); }
 table { border-collapse: collapse; margin: 6px 0; } th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: left; vertical-align: top; }
 pre { white-space: pre-wrap; background: #f7f7f7; padding: 6px; border: 1px solid #eee; max-height: 320px; overflow: auto; }
 .note { color: #666; font-size: 12px; } .tabs { padding: 0 16px; } .tabs a { margin-right: 12px; }
 #datasets { padding: 8px 16px; display: none; } body.show-datasets #datasets { display: block; } body.show-datasets main { display: none; }
 .dataset { display: inline-block; vertical-align: top; margin: 0 24px 24px 0; } .matrix td { text-align: center; min-width: 28px; }
 .pairs { padding: 0 16px; } .pairs:empty { display: none; }
+.sector-map { display: inline-block; margin: 0 16px 8px 0; } .sectors td { width: 84px; height: 40px; text-align: center; }
 .scatter { width: 280px; height: 280px; } .scatter .frame { fill: none; stroke: #999; stroke-width: 0.004; }
 .scatter .diagonal { stroke: #999; stroke-width: 0.004; stroke-dasharray: 0.02; } .scatter .dot { fill: rgba(40,80,200,0.6); cursor: pointer; }
 """

@@ -130,6 +130,7 @@ function overlay(c) {
   }
   const draw = (regions, cls) => {
     if (!regions) return;
+    if (regions.mask) layer.append(svg("image", {href: regions.mask, x: 0, y: 0, width: 1, height: 1, preserveAspectRatio: "none", class: "mask " + cls}));
     for (const [x0, y0, x1, y1] of [...(regions.boxes || []), ...(regions.masks || [])]) {
       layer.append(svg("rect", {x: x0, y: y0, width: x1 - x0, height: y1 - y0, class: cls}));
     }
@@ -195,9 +196,12 @@ function datasets() {  // drawn when first shown: the case list is usable before
   const place = (ref) => { const [task, dataset] = ref.split("/"); return [DATA.task_order.indexOf(task), dataset]; };
   const order = (a, b) => { const [x, y] = [place(a[0]), place(b[0])]; return x[0] - y[0] || x[1].localeCompare(y[1], undefined, {numeric: true}); };
   for (const [ref, cases] of Object.entries(groups).sort(order)) {
-    const box = el("section", {class: "dataset"}, el("h3", {text: ref.toUpperCase() + " (" + cases.length + " cases)"}));
+    const box = el("section", {class: "dataset"}, el("h3", {text: cases[0].task.toUpperCase() + " " + cases[0].dataset + " (" + cases.length + " cases)"}));
     if (cases[0].range) box.append(scatter(cases)); else if (cases[0].task === "rg" || cases[0].task === "cg") continue;
-    else box.append(matrix(ref, cases));
+    else {
+      if (cases[0].task === "ll" || cases[0].task === "od" || cases[0].task === "kd") box.append(sectorMaps(ref, cases));
+      box.append(matrix(ref, cases));
+    }
     pane.append(box);
   }
 }
@@ -222,6 +226,34 @@ function matrix(ref, cases) {
   }
   return el("table", {class: "matrix"}, body);
 }
+const GRID = [["upper left", "upper center", "upper right"], ["middle left", "center", "middle right"],
+  ["lower left", "lower center", "lower right"]];
+function sectorMaps(ref, cases) {  // the image's 3x3 sectors: where the truths lie (shaded by share right), where the answers went
+  const counted = cases.filter((c) => c.strict.counted);
+  const [task, dataset] = ref.split("/");
+  const grid = (title, key) => {
+    const body = el("tbody");
+    for (const names of GRID) {
+      const row = el("tr");
+      for (const name of names) {
+        const here = counted.filter((c) => show(c.strict[key]) === name);
+        const right = here.filter((c) => c.strict.label === "right").length;
+        const filter = key === "truth" ? "truth" : "pred";
+        const link = el("a", {href: "#task=" + task + "&dataset=" + encodeURIComponent(dataset) + "&" + filter + "=" + encodeURIComponent(name),
+          text: here.length + (key === "truth" ? " (" + right + " right)" : "")});
+        const cell = el("td", {class: "sector", "data-sector": name}, here.length ? link : "0");
+        if (here.length) cell.style.background = key === "truth" ? "rgba(40,140,60," + (0.1 + 0.7 * right / here.length) + ")" : "rgba(200,60,40," + Math.min(0.8, 0.1 + here.length / counted.length * 3) + ")";
+        row.append(cell);
+      }
+      body.append(row);
+    }
+    return el("figure", {class: "sector-map"}, el("table", {class: "sectors"}, body), el("figcaption", {text: title}));
+  };
+  const invisible = counted.filter((c) => c.strict.truth === "not visible").length;
+  return el("div", {}, grid("true sectors (shade: share answered right)", "truth"), grid("answered sectors", "prediction"),
+    el("p", {class: "note", text: invisible + " case(s) whose truth is not visible; the matrix below has every answer."}));
+}
+
 function scatter(cases) {
   const points = cases.filter((c) => typeof c.strict.prediction === "number" && typeof c.strict.truth === "number");
   const [low, high] = cases[0].range;

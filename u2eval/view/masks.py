@@ -1,0 +1,38 @@
+"""Masks drawn on a case's image: a run-length mask (the truth's ``seg_data``, or the regions an answer
+carried) made a small PNG, one colour where the mask is on and transparent elsewhere, as a data URL the page
+lays over the image at its own size. A mask's pixels are drawn, not its extent."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from u2eval.grounded.regions import mask_to_array
+from u2eval.records import Mask
+
+TRUTH_RGB = (0, 255, 110)
+ANSWER_RGB = (255, 150, 0)
+
+
+def mask_data_url(masks: Sequence[Mask], rgb: tuple[int, int, int]) -> str | None:
+    """The union of ``masks`` (each at its own size, the first one's size for all) as a PNG data URL; None for
+    no mask or an empty one."""
+    if not masks:
+        return None
+    width, height = masks[0].width, masks[0].height
+    on = np.zeros((height, width), dtype=bool)
+    for mask in masks:
+        pixels = mask_to_array(mask)
+        if pixels.shape == on.shape:
+            on |= pixels
+    if not on.any():
+        return None
+    rgba = np.zeros((height, width, 4), dtype=np.uint8)
+    rgba[on] = (*rgb, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
