@@ -288,6 +288,7 @@ def test_each_detection_dataset_maps_its_true_and_answered_sectors_on_the_image_
     ll04 = [c for c in cases if c["task"] == "ll" and c["dataset"] == "04" and c["strict"]["counted"]]
     with open_page(page, 1500, 1000) as browser:
         browser.click("#to-datasets")
+        browser.wait_for_selector(".sector-map")
         detection = {(c["task"], c["dataset"]) for c in cases if c["task"] in ("ll", "od", "kd")}
         assert len(browser.query_selector_all(".sector-map")) == 2 * len(detection)  # true and answered, each
         section = browser.query_selector(".dataset:has(h3:text-is('LL 04 (4 cases)'))")

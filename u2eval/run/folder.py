@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +123,10 @@ class RunFolder:
 
     def cases(self) -> list[RunCase]:
         """The run's case list (cases.jsonl); a ConfigError naming the line for a record that cannot be read."""
+        return list(self.iter_cases())
+
+    def iter_cases(self) -> Iterator[RunCase]:
+        """The run's case list read one line at a time (for a pass that keeps none of them)."""
         path = self.path / CASES_FILE
         if not path.is_file() and (self.path / (CASES_FILE + ".part")).is_file():
             raise ConfigError(
@@ -131,14 +135,12 @@ class RunFolder:
             )
         if not path.is_file():
             raise ConfigError(f"{self.path} is not a u2eval run folder (no {CASES_FILE})")
-        cases = []
         with path.open(encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
                 try:
-                    cases.append(RunCase.model_validate_json(line))
+                    yield RunCase.model_validate_json(line)
                 except ValidationError as exc:
                     raise ConfigError(f"{path}:{number}: unreadable case record ({exc.error_count()} errors)") from exc
-        return cases
 
     def write_cases(self, cases: Sequence[RunCase]) -> None:
         """A whole case list, written then renamed into place (``u2eval merge``; a run streams its own)."""
@@ -149,9 +151,12 @@ class RunFolder:
     def answers(self, store: ResponseStore | None = None) -> list[tuple[CaseMeta, Completion]]:
         """Every case with its stored answer; a case with no stored answer gets a 'missing' infra error.
         ``store``: the store a run holds open (else the folder's own is read)."""
+        return [(run_case.case, completion) for run_case, completion in self.iter_answers(store)]
+
+    def iter_answers(self, store: ResponseStore | None = None) -> Iterator[tuple[RunCase, Completion]]:
+        """Each case of the list with its stored answer, one at a time (as ``answers``)."""
         store = store if store is not None else ResponseStore(self.path, repair=False)
-        answers = []
-        for run_case in self.cases():
+        for run_case in self.iter_cases():
             meta = run_case.case
             completion = store.get(run_case.key)
             if completion is None:
@@ -161,8 +166,7 @@ class RunFolder:
             elif completion.case_id != meta.case_id:
                 # Identical prompts share one stored answer; it is judged once per case.
                 completion = completion.model_copy(update={"case_id": meta.case_id})
-            answers.append((meta, completion))
-        return answers
+            yield run_case, completion
 
     def replay_answers(self) -> dict[str, tuple[str, JsonValue]]:
         """case_id -> (where, answer text), for replaying the run (infra errors are not answers)."""

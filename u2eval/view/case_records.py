@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from pydantic import ValidationError
 
@@ -25,10 +26,12 @@ from u2eval.grounded.stats import GroundedCase
 from u2eval.grounded.truth import read_truths
 from u2eval.records import Box, CaseMeta, Completion, Judgement, Mask, Point, Regions, Verdict
 from u2eval.run.folder import RunFolder
-from u2eval.run.records import Manifest, RunCase, SentPrompt
+from u2eval.run.records import Manifest, SentPrompt
 from u2eval.run.scoring_pass import judge_answers
 from u2eval.run.sent_prompts import read_texts
+from u2eval.scoring.judging import judge
 from u2eval.scoring.metrics import signed_error
+from u2eval.scoring.switches import reading_quirks
 from u2eval.view.images import ImageExport
 from u2eval.view.masks import ANSWER_RGB, TRUTH_RGB, mask_data_url
 
@@ -169,57 +172,98 @@ def case_record(
     return record
 
 
-Judged = tuple[Manifest | None, list[RunCase], list[tuple[CaseMeta, Completion]], list[Judgement]]
+def _label(manifest: Manifest | None, folder: Path) -> str:
+    return f"{manifest.model.adapter}/{manifest.model.model}" if manifest is not None else folder.name
 
 
-def _judged(folder: Path) -> Judged:
-    """A run folder read and judged as its manifest says (its quirk switches)."""
+def page_header(folder: Path, images: ImageExport | None, folder_b: Path | None = None) -> JsonDict:
+    """What the page says of the run (and of run B), besides its cases."""
+    manifest = RunFolder(folder).manifest()
+    header: JsonDict = {
+        "folder": str(folder),
+        "model": _label(manifest, folder),
+        "prompt_variant": manifest.prompt_variant if manifest is not None else None,
+        "quirks": dict(manifest.quirks) if manifest is not None else {},
+        "task_order": list(task_keys()),
+        "images_missing": dict(images.missing) if images is not None else {},
+    }
+    if folder_b is not None:
+        header["run_b"] = {"folder": str(folder_b), "model": _label(RunFolder(folder_b).manifest(), folder_b)}
+    return header
+
+
+def _answers_of(folder: Path) -> dict[str, tuple[Completion, Judgement]]:
+    """Run B's answers and judgements by case id (judged with its own quirk switches)."""
     run = RunFolder(folder)
     manifest = run.manifest()
     answers = run.answers()
-    return manifest, run.cases(), answers, judge_answers(answers, manifest.quirks if manifest is not None else {})
+    judged = judge_answers(answers, manifest.quirks if manifest is not None else {})
+    return {j.case_id: (completion, j) for (_, completion), j in zip(answers, judged, strict=True)}
 
 
-def view_data(folder: Path, images: ImageExport | None = None, judged: Judged | None = None) -> JsonDict:
-    """Everything the page of one run shows, from its folder (and its images, when they were exported)."""
+def _with_b(record: JsonDict, a: Judgement, found: tuple[Completion, Judgement] | None) -> None:
+    if found is None:
+        record["pair"] = "only in A"
+        return
+    completion, b = found
+    record["pair"] = pair_label(a.strict, b.strict, a.outcome, b.outcome)
+    record["b"] = {
+        "answer": completion.text,
+        "outcome": b.outcome,
+        "strict": verdict_label(b, b.strict),
+        "reference": verdict_label(b, b.reference),
+        "prediction": b.strict.prediction,
+    }
+
+
+def iter_records(folder: Path, images: ImageExport | None = None, folder_b: Path | None = None) -> Iterator[JsonDict]:
+    """Each case's record, judged and made one at a time (a page of any size is written as it is read); with
+    ``folder_b``, beside run B's answer to it and the McNemar cell it falls in."""
     run = RunFolder(folder)
-    manifest, run_cases, answers, judgements = judged if judged is not None else _judged(folder)
-    switches = manifest.quirks if manifest is not None else {}
-    sent = {rc.case.case_id: rc.prompt for rc in run_cases}
+    manifest = run.manifest()
+    quirks = reading_quirks(manifest.quirks if manifest is not None else {})
     grounded = _grounded(folder)
     truths = read_truths(folder)  # the masks a grounded scoring read from the dataset, kept in the folder
     convention = run.grounded_options().convention
     exported = images.images if images is not None else {}
-    records = []
-    for (case, completion), judgement in zip(answers, judgements, strict=True):
+    others = _answers_of(folder_b) if folder_b is not None else None
+    for run_case, completion in run.iter_answers():
+        case = run_case.case
+        judgement = judge(case, completion, get_task(case.task), quirks)
         image = exported.get(case.case_id)
         shown = (
             None if image is None else {"file": image.image, "thumb": image.thumb, "size": [image.width, image.height]}
         )
         truth = truths.get(case.case_id)
         mask = truth.mask if truth is not None and truth.image_sha256 == case.image_sha256 else None
-        prompt, regions = sent.get(case.case_id), grounded.get(case.case_id)
-        records.append(case_record(case, completion, judgement, prompt, regions, convention, shown, mask))
-    texts = read_texts(folder)
-    used = {sha for r in records for _, sha in r["prompt"]}  # type: ignore[attr-defined]
-    model = manifest.model if manifest is not None else None
-    return {
-        "folder": str(folder),
-        "model": f"{model.adapter}/{model.model}" if model is not None else folder.name,
-        "prompt_variant": manifest.prompt_variant if manifest is not None else None,
-        "quirks": dict(switches),
-        "task_order": list(task_keys()),
-        "texts": {sha: texts[sha] for sha in sorted(used) if sha in texts},
-        "images_missing": dict(images.missing) if images is not None else {},
-        "cases": records,
-    }
+        regions = grounded.get(case.case_id)
+        record = case_record(case, completion, judgement, run_case.prompt, regions, convention, shown, mask)
+        if others is not None:
+            _with_b(record, judgement, others.get(case.case_id))
+        yield record
 
 
-def data_json(data: Mapping[str, object]) -> str:
-    """The data as JSON that can sit inside a <script> element: '<', '>' and '&' escaped, so no text of a case
-    (an answer with '</script>' in it) can end the element or start markup."""
-    text = json.dumps(data, ensure_ascii=True, separators=(",", ":"), sort_keys=False)
+def _escaped(text: str) -> str:
+    # '<', '>' and '&' as JSON escapes: no text of a case (an answer holding '</script>') can end the
+    # <script> element the data sits in, or start markup.
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def write_data(out: TextIO, folder: Path, header: Mapping[str, object], records: Iterable[JsonDict]) -> int:
+    """The page's data as JSON, written record by record (``cases``, then the prompt ``texts`` they use, each
+    once); returns how many cases were written."""
+    body = json.dumps(dict(header), ensure_ascii=True, separators=(",", ":"))
+    out.write(_escaped(body[:-1]) + ',"cases":[')
+    used: set[str] = set()
+    count = 0
+    for record in records:
+        out.write(("," if count else "") + _escaped(json.dumps(record, ensure_ascii=True, separators=(",", ":"))))
+        used.update(sha for _, sha in record["prompt"])  # type: ignore[attr-defined]
+        count += 1
+    texts = read_texts(folder)
+    kept = {sha: texts[sha] for sha in sorted(used) if sha in texts}
+    out.write('],"texts":' + _escaped(json.dumps(kept, ensure_ascii=True, separators=(",", ":"))) + "}")
+    return count
 
 
 PAIR_LABELS = ("right under both", "right under A only", "right under B only", "wrong under both")
@@ -237,33 +281,3 @@ def pair_label(a: Verdict, b: Verdict | None, a_outcome: str, b_outcome: str | N
     if a.correct:
         return "right under A only"  # McNemar's b
     return "right under B only" if b.correct else "wrong under both"  # c, or neither
-
-
-def paired_view_data(folder_a: Path, folder_b: Path, images: ImageExport | None = None) -> JsonDict:
-    """Run A's page data with, on each case, run B's answer and verdicts and the McNemar cell it falls in."""
-    judged_a = _judged(folder_a)
-    data = view_data(folder_a, images, judged_a)
-    manifest_b, _, answers_b, judgements_b = _judged(folder_b)
-    judged_b = {j.case_id: (c, j) for (_, c), j in zip(answers_b, judgements_b, strict=True)}
-    by_id = {j.case_id: j for j in judged_a[3]}
-    for record in data["cases"]:  # type: ignore[attr-defined]
-        a = by_id[record["id"]]
-        found = judged_b.get(record["id"])
-        if found is None:
-            record["pair"] = "only in A"
-            continue
-        completion, b = found
-        record["pair"] = pair_label(a.strict, b.strict, a.outcome, b.outcome)
-        record["b"] = {
-            "answer": completion.text,
-            "outcome": b.outcome,
-            "strict": verdict_label(b, b.strict),
-            "reference": verdict_label(b, b.reference),
-            "prediction": b.strict.prediction,
-        }
-    model_b = manifest_b.model if manifest_b is not None else None
-    data["run_b"] = {
-        "folder": str(folder_b),
-        "model": f"{model_b.adapter}/{model_b.model}" if model_b else folder_b.name,
-    }
-    return data

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from u2eval.run.folder import RunFolder
-from u2eval.view.case_records import data_json, paired_view_data, view_data
+from u2eval.view.case_records import iter_records, page_header, write_data
 from u2eval.view.images import ImageExport, export_images
 from u2eval.view.page_script import SCRIPT
 
@@ -95,16 +95,17 @@ _LABELS = {
 }
 
 
-def render_page(data_json_text: str, title: str) -> str:
+def _page_parts(title: str) -> tuple[str, str]:
+    """The page before its data and after it."""
     selects = "\n  ".join(f'<label>{text} <select id="f-{key}"></select></label>' for key, text in _LABELS.items())
-    return (
+    head = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n"
         f'<body data-rendered="no">{_BODY.format(selects=selects)}'
-        f'<script id="view-data" type="application/json">{data_json_text}</script>\n'
-        f"<script>{SCRIPT}{_TABS}</script></body></html>\n"
+        '<script id="view-data" type="application/json">'
     )
+    return head, f"</script>\n<script>{SCRIPT}{_TABS}</script></body></html>\n"
 
 
 @dataclass(frozen=True)
@@ -128,15 +129,21 @@ def build_view(
     export: ImageExport | None = None
     if with_images:
         export = export_images(folder.grounded_options().source_root, [c.case for c in folder.cases()], out, workers)
-    data = view_data(run, export) if run_b is None else paired_view_data(run, run_b, export)
+    header = page_header(run, export, run_b)
     page = out / PAGE
-    page.write_text(render_page(data_json(data), f"{data['model']} · cases"), encoding="utf-8")
+    before, after = _page_parts(f"{header['model']} · cases")
+    tmp = page.with_suffix(".html.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:  # written as the cases are read: memory holds one at a time
+        handle.write(before)
+        cases = write_data(handle, run, header, iter_records(run, export, run_b))
+        handle.write(after)
+    tmp.replace(page)
     written = page.stat().st_size
     files = {f for image in (export.images.values() if export else []) for f in (image.image, image.thumb)}
     written += sum((out / f).stat().st_size for f in files)
     return ViewResult(
         page=page,
-        cases=len(data["cases"]),  # type: ignore[arg-type]
+        cases=cases,
         images=len(export.images) if export else 0,
         missing_images=len(export.missing) if export else 0,
         seconds=time.perf_counter() - started,
