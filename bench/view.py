@@ -4,8 +4,8 @@ Prints, over several repetitions (min / median / max): the time to build the vie
 and written once; a second build reuses them) against ``u2eval score`` of the same run, the size of what is
 written, the peak memory of the building process for the sample (200 cases) and the full run, and the time
 from the page's navigation start in headless Chromium until its case list is usable (rows drawn). Targets: the list
-usable in under 2 s; peak memory that does not grow with the images (the full run's peak under 4x the
-sample's, for 36x the cases).
+usable in under 2 s; peak memory that does not grow with the cases beyond what reading the run's answers
+takes (the full run's build under ``u2eval score``'s own peak).
 
     python bench/view.py [--repeat 3]
 """
@@ -77,7 +77,8 @@ def main() -> int:
         for _ in range(args.repeat):
             shutil.rmtree(tmp / "fresh", ignore_errors=True)
             fresh.append(_timed([*u2eval, "view", str(full_run), "--out", str(tmp / "fresh")])[0])
-        score = [_timed([*u2eval, "score", str(full_run)])[0] for _ in range(args.repeat)]
+        scored = [_timed([*u2eval, "score", str(full_run)]) for _ in range(args.repeat)]
+        score, score_peak = [t for t, _ in scored], max(p for _, p in scored)
         page = tmp / "view" / "index.html"
         size = sum(p.stat().st_size for p in (tmp / "view").rglob("*") if p.is_file())
         page_size = page.stat().st_size
@@ -88,9 +89,12 @@ def main() -> int:
     )
     print(f"u2eval score, same run: {_spread(score)}")
     print(f"written: {size / 1e6:.1f} MB (the page {page_size / 1e6:.1f} MB, the rest images and thumbnails)")
-    print(f"peak memory of the build: sample (200 cases) {sample_peak} MB, full (7,241) {full_peak} MB")
+    print(
+        f"peak memory of the build: sample (200 cases) {sample_peak} MB, full (7,241) {full_peak} MB; "
+        f"u2eval score of the full run {score_peak} MB"
+    )
     print(f"case list usable in headless Chromium: {_spread(usable)} (target median <= {USABLE_S:g} s)")
-    ok = statistics.median(usable) <= USABLE_S and full_peak <= 4 * sample_peak
+    ok = statistics.median(usable) <= USABLE_S and full_peak <= score_peak
     return 0 if ok else 1
 
 
