@@ -154,6 +154,7 @@ def test_filters_change_the_cases_and_a_case_shows_its_sectors_on_its_image(
         browser.click("#rows .row")
         figure = browser.wait_for_selector(".figure")
         assert figure is not None
+        assert browser.get_attribute("#case .figure a", "href") == case["image"]["file"]  # a click: full size
         shot = Image.open(io.BytesIO(figure.screenshot()))
         truth, answered = SECTORS[case["strict"]["truth"]], SECTORS[case["strict"]["prediction"]]
         others = [
@@ -329,3 +330,13 @@ def test_masks_are_drawn_pixel_for_pixel_over_the_image(grounded_view: tuple[Pat
         browser.fill("#f-q", case["id"])
         browser.click("#rows .row")
         assert len(browser.query_selector_all("#case svg image.mask")) == 2
+
+
+def test_a_run_started_afresh_takes_its_folders_old_view_with_it(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    run(RunOptions(model="random", out=folder, tasks=("kd",)))
+    build_view(folder, folder / "view", with_images=False)
+    run(RunOptions(model="random", out=folder, tasks=("kd",)))  # the same run resumed: its view stays
+    assert (folder / "view" / "index.html").is_file()
+    run(RunOptions(model="random", seed=5, out=folder, tasks=("kd",), force=True))  # another run: it goes
+    assert not (folder / "view").exists()

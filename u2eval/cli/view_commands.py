@@ -9,6 +9,7 @@ import typer
 
 from u2eval.cli.common import app, console
 from u2eval.errors import ConfigError
+from u2eval.run.identity import VIEW_FOLDER
 
 
 @app.command()
@@ -27,7 +28,7 @@ def view(
     for folder in (run_dir, run_b):
         if folder is not None and not folder.is_dir():
             raise ConfigError(f"no such run folder: {folder}")
-    out = out_dir or run_dir / ("view" if run_b is None else f"view-vs-{run_b.name}")
+    out = out_dir or run_dir / (VIEW_FOLDER if run_b is None else f"{VIEW_FOLDER}-vs-{run_b.name}")
     result = build_view(run_dir, out, with_images=not no_images, run_b=run_b)
     console.print(
         f"wrote {result.page} ({result.cases} cases, {result.images} images, "

@@ -10,6 +10,7 @@ folder whose run stored no answer (say a model name the provider refused at the 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from u2eval.run.store import RESPONSES_FILE
 from u2eval.scoring.summary_report import SUMMARY_MD
 
 IDENTITY_FILE = "identity.json"
+VIEW_FOLDER = "view"  # where `u2eval view` writes a run's case browser by default
 # Every file a run writes into its folder (the lock stays: it is held while this runs).
 RUN_FILES = (
     IDENTITY_FILE,
@@ -123,4 +125,5 @@ def claim(folder: Path, identity: Mapping[str, object], force: bool) -> None:
         if differs:
             for name in RUN_FILES:
                 (folder / name).unlink(missing_ok=True)
+            shutil.rmtree(folder / VIEW_FOLDER, ignore_errors=True)  # another run's cases: never shown as this one's
     path.write_text(json.dumps(identity, sort_keys=True, indent=2) + "\n", encoding="utf-8")

@@ -155,7 +155,7 @@ function openCase(id) {
   const figure = el("div", {class: "figure"});
   if (c.image) {
     const img = el("img", {src: c.image.file, alt: "the case's image", id: "case-image"});
-    figure.append(img, overlay(c));
+    figure.append(el("a", {href: c.image.file, target: "_blank", title: "the image at full size"}, img), overlay(c));
     pane.append(figure, el("p", {class: "note", text: c.image.size.join(" × ") + " pixels"
       + (c.sent_size ? "; sent to the model as " + c.sent_size.join(" × ") : "")}));
   } else {
