@@ -3,6 +3,7 @@ it, both verdicts and the prompt as sent; filters that change what is shown; unt
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -340,3 +341,41 @@ def test_a_run_started_afresh_takes_its_folders_old_view_with_it(tmp_path: Path)
     assert (folder / "view" / "index.html").is_file()
     run(RunOptions(model="random", seed=5, out=folder, tasks=("kd",), force=True))  # another run: it goes
     assert not (folder / "view").exists()
+
+
+class GeminiMasks:
+    """Answers every case as Gemini writes a segmentation: a box with its mask as a PNG, in the text."""
+
+    info = ModelInfo(adapter="gemini-text", model="masks")
+    max_batch_size = 16
+
+    async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]:
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((40, 40), 220, dtype=np.uint8)).save(buffer, format="PNG")
+        uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        text = f'```json\n[{{"box_2d": [100, 100, 600, 600], "mask": "{uri}", "label": "lesion"}}]\n```'
+        return [Completion(case_id=r.case.case_id, key=r.key, text=text) for r in requests]
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_masks_written_in_an_answers_text_are_drawn_too(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    options = RunOptions(model="gemini-text", out=folder, tasks=("ll",), grounded=True, box_convention="gemini")
+    run(options, adapter=GeminiMasks())
+    data = _data(build_view(folder, tmp_path / "view", with_images=False).page)
+    drawn = [c["answer_regions"] for c in data["cases"] if c.get("answer_regions")]  # type: ignore[union-attr]
+    assert drawn and all("mask" in regions and regions["masks"] for regions in drawn)
+
+
+def test_a_run_that_cannot_be_read_to_its_end_leaves_no_half_page(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    run(RunOptions(model="random", out=folder, tasks=("kd",)))
+    lines = (folder / "cases.jsonl").read_text(encoding="utf-8").splitlines()
+    lines[2] = '{"broken": '
+    (folder / "cases.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    command = [sys.executable, "-m", "u2eval", "view", str(folder), "--no-images"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "cases.jsonl:3: unreadable case record" in done.stderr
+    assert "Traceback" not in done.stderr and not any((folder / "view").iterdir())

@@ -82,12 +82,16 @@ def _points(points: Sequence[Point]) -> list[list[object]]:
 def _regions(regions: Regions | None) -> JsonDict | None:
     if regions is None or not (regions.boxes or regions.points or regions.masks):
         return None
-    # A mask is drawn by its extent here; its pixels stay with the answer (grounded.json scores them).
+    # A mask's extent is outlined, and its pixels laid over the image (a 1-bit PNG).
     extents = [box for box in (mask_extent(m) for m in regions.masks) if box is not None]
-    return {"boxes": _boxes(regions.boxes), "points": _points(regions.points), "masks": _boxes(extents)}
+    drawn: JsonDict = {"boxes": _boxes(regions.boxes), "points": _points(regions.points), "masks": _boxes(extents)}
+    if (mask := mask_data_url(regions.masks, ANSWER_RGB)) is not None:
+        drawn["mask"] = mask
+    return drawn
 
 
 def _answer_regions(case: CaseMeta, completion: Completion, convention: BoxConvention | None) -> JsonDict | None:
+    """The regions the answer gave, as the grounded scorer reads them: its own, or those its text writes."""
     try:
         _, regions, _ = answer_regions(case, completion, convention)
     except Exception as exc:  # noqa: BLE001 - an odd answer costs the page its drawing, never the page
@@ -160,9 +164,6 @@ def case_record(
         regions = _answer_regions(case, completion, convention)
         if regions is not None:
             record["answer_regions"] = regions
-            masks = completion.regions.masks if completion.regions is not None else []
-            if (drawn := mask_data_url(masks, ANSWER_RGB)) is not None:
-                regions["mask"] = drawn
     if grounded is not None:
         record["grounded"] = grounded.model_dump(
             mode="json", exclude_none=True, exclude={"case_id", "task", "dataset_id"}
@@ -264,9 +265,6 @@ def write_data(out: TextIO, folder: Path, header: Mapping[str, object], records:
     kept = {sha: texts[sha] for sha in sorted(used) if sha in texts}
     out.write('],"texts":' + _escaped(json.dumps(kept, ensure_ascii=True, separators=(",", ":"))) + "}")
     return count
-
-
-PAIR_LABELS = ("right under both", "right under A only", "right under B only", "wrong under both")
 
 
 def pair_label(a: Verdict, b: Verdict | None, a_outcome: str, b_outcome: str | None) -> str:

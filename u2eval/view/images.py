@@ -10,7 +10,7 @@ import hashlib
 import io
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,10 +136,3 @@ def export_images(root: Path | None, cases: Sequence[CaseMeta], out: Path, worke
         if case.case_id not in images and case.case_id not in missing:
             missing[case.case_id] = f"row {case.row_index} of {case.source_file} is not in the dataset"
     return ImageExport(images, missing)
-
-
-def image_files(export: ImageExport) -> Iterable[str]:
-    """Every file the export wrote or reused (for the size of what a view writes)."""
-    for image in export.images.values():
-        yield image.image
-        yield image.thumb

@@ -133,10 +133,14 @@ def build_view(
     page = out / PAGE
     before, after = _page_parts(f"{header['model']} · cases")
     tmp = page.with_suffix(".html.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:  # written as the cases are read: memory holds one at a time
-        handle.write(before)
-        cases = write_data(handle, run, header, iter_records(run, export, run_b))
-        handle.write(after)
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:  # written as the cases are read: one at a time in memory
+            handle.write(before)
+            cases = write_data(handle, run, header, iter_records(run, export, run_b))
+            handle.write(after)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a run that cannot be read to its end leaves no half page behind
+        raise
     tmp.replace(page)
     written = page.stat().st_size
     files = {f for image in (export.images.values() if export else []) for f in (image.image, image.thumb)}
