@@ -14,7 +14,7 @@ from fake_models import Oracle
 from u2eval.benchmark.tasks import DatasetSpec, get_task, select_tasks
 from u2eval.records import Judgement, Verdict
 from u2eval.reports import uncertainty
-from u2eval.reports.stats import holm, mcnemar_test, percentile_interval, stratum_weights
+from u2eval.stats import holm, mcnemar_test, percentile_interval, stratum_weights
 from u2eval.reports.uncertainty import block_metric, case_table, run_intervals
 from u2eval.run.runner import RunOptions, run
 from u2eval.run.scoring_pass import judge_folder

@@ -28,10 +28,10 @@ from u2eval.models.protocol import ModelAdapter
 from u2eval.records import ScoringMode
 from u2eval.reports.paired import Comparison, TaskComparison, adjust, compare
 from u2eval.reports.rundata import load_run
-from u2eval.reports.stats import CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from u2eval.resources import resource_dir
 from u2eval.run.runner import RunOptions, RunProgress, run
 from u2eval.run.store import ResponseStore
+from u2eval.stats import CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 
 __all__ = [
     "PRESETS",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from u2eval.reports.ablation import AblationReport, Comparison, TaskComparison
 from u2eval.reports.leaderboard_text import fmt
-from u2eval.reports.stats import EXACT_BELOW
+from u2eval.stats import EXACT_BELOW
 
 __all__ = ["render_markdown", "write_report"]
 

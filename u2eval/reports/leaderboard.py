@@ -29,12 +29,12 @@ from u2eval.reports.comparability import PUBLISHED_ON_STRICT, partial_reasons, p
 from u2eval.reports.grounded_board import GroundedCells, grounded_cells
 from u2eval.reports.rundata import LoadedRun, find_runs, load_run
 from u2eval.reports.slices import SliceBy, SliceRow, slice_rows
-from u2eval.reports.stats import CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from u2eval.reports.uncertainty import case_table, run_intervals
 from u2eval.resources import published_table
 from u2eval.scoring.metrics import score_label
 from u2eval.scoring.summary import report_float
 from u2eval.scoring.table_rules import clip01, task_score
+from u2eval.stats import CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 
 __all__ = ["Board", "BoardOptions", "BoardRow", "Cell", "build_board", "published_rows"]
 

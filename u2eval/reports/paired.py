@@ -21,10 +21,10 @@ from u2eval.benchmark.tasks import get_task
 from u2eval.errors import ConfigError
 from u2eval.records import ScoringMode
 from u2eval.reports.rundata import LoadedRun
-from u2eval.reports.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, FloatArray, holm, mcnemar_test, percentile_interval
 from u2eval.reports.uncertainty import BINARY, CaseTable, case_table, pooled_metric, task_replicates
 from u2eval.scoring.metrics import score_label
 from u2eval.scoring.summary import report_float
+from u2eval.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, FloatArray, holm, mcnemar_test, percentile_interval
 
 __all__ = ["Comparison", "TaskComparison", "adjust", "compare"]
 

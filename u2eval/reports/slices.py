@@ -20,9 +20,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from u2eval.benchmark.tasks import get_task
-from u2eval.reports.stats import FloatArray, percentile_interval
 from u2eval.reports.uncertainty import CaseTable, block_metric, pooled_metric, task_replicates, unit_scores
 from u2eval.scoring.summary import ModeSummary, report_float
+from u2eval.stats import FloatArray, percentile_interval
 
 __all__ = ["SLICE_KINDS", "SliceBy", "SliceRow", "slice_rows"]
 

@@ -27,10 +27,10 @@ import numpy as np
 
 from u2eval.benchmark.tasks import DatasetSpec, TaskSpec, get_task, task_keys
 from u2eval.records import Judgement, ScoringMode
-from u2eval.reports.stats import FloatArray, Interval, percentile_interval, stratum_weights
 from u2eval.scoring.dataset_scores import scorable
 from u2eval.scoring.metrics import column_sums, get_metric, scored_as
 from u2eval.scoring.summary import ModeSummary
+from u2eval.stats import FloatArray, Interval, percentile_interval, stratum_weights
 
 __all__ = [
     "Block",
