@@ -116,6 +116,7 @@ class OpenAIAdapter(Identified):
         self._model = model
         self._settings = settings
         self._generation = options.generation
+        self._text_only = options.text_only
         self._key_env = settings.api_key_env
         key = os.environ.get(settings.api_key_env, "").strip()
         if not key:
@@ -183,8 +184,10 @@ class OpenAIAdapter(Identified):
 
     async def preflight(self) -> None:
         """One tiny request per endpoint (a 32x32 image, one output token, the run's own parameters): a
-        wrong key, an unknown model, a model without vision or a parameter the model rejects fails here."""
-        probe = Prompt("preflight", None, (ImagePart(_PROBE_PNG, "image/png"), TextPart("Reply OK.")), "", "")
+        wrong key, an unknown model, a model without vision or a parameter the model rejects fails here. A
+        text-only adapter (a judge) probes with text alone."""
+        image = () if self._text_only else (ImagePart(_PROBE_PNG, "image/png"),)
+        probe = Prompt("preflight", None, (*image, TextPart("Reply OK.")), "", "")
         config = self._generation.model_copy(update={"max_tokens": 1})
         body = self._body(probe, config)
         try:

@@ -203,8 +203,15 @@ PROBE_MAX_BYTES = 1024  # u2eval's preflight sends a tiny image; every case imag
 
 
 def is_probe(body: dict[str, Any]) -> bool:
-    """A preflight call: no image, or only images under PROBE_MAX_BYTES."""
-    return all(len(url.partition(",")[2]) * 3 // 4 <= PROBE_MAX_BYTES for url in image_parts(body))
+    """A preflight call: only images under PROBE_MAX_BYTES, or (a text-only adapter's, e.g. a judge's) no image
+    and the preflight's one line."""
+    images = image_parts(body)
+    if images:
+        return all(len(url.partition(",")[2]) * 3 // 4 <= PROBE_MAX_BYTES for url in images)
+    messages = body.get("messages", [])
+    texts = [p.get("text") for m in messages if isinstance(m.get("content"), list) for p in m["content"]]
+    texts += [m["content"] for m in messages if isinstance(m.get("content"), str)]
+    return texts == ["Reply OK."]
 
 
 @dataclass

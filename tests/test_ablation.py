@@ -24,9 +24,9 @@ from u2eval.reports.ablation import (
 )
 from u2eval.reports.ablation_report import render_markdown, write_report
 from u2eval.reports.rundata import load_run
-from u2eval.stats import mcnemar_test
 from u2eval.run.folder import RunFolder
 from u2eval.run.runner import RunOptions, run
+from u2eval.stats import mcnemar_test
 
 
 def test_variant_names_round_trip_and_bad_ones_are_refused() -> None:

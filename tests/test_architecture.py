@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Lowest first. "" is the ground: the modules directly in u2eval/ (errors, records, resources, provenance).
-STAGES = ("", "benchmark", "data", "scoring", "grounded", "models", "run", "reports", "view", "cli")
+STAGES = ("", "benchmark", "data", "scoring", "grounded", "models", "run", "judges", "reports", "view", "cli")
 # The model adapters sit beside models/: they know the protocol, the records and the benchmark's facts (the
 # replay reads the official kit's files with scoring/'s reader, the grounded stand-in writes boxes with
 # grounded/'s conventions), never how runs are made, stored or reported.

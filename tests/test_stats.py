@@ -14,7 +14,6 @@ from fake_models import Oracle
 from u2eval.benchmark.tasks import DatasetSpec, get_task, select_tasks
 from u2eval.records import Judgement, Verdict
 from u2eval.reports import uncertainty
-from u2eval.stats import holm, mcnemar_test, percentile_interval, stratum_weights
 from u2eval.reports.uncertainty import block_metric, case_table, run_intervals
 from u2eval.run.runner import RunOptions, run
 from u2eval.run.scoring_pass import judge_folder
@@ -22,6 +21,7 @@ from u2eval.scoring import metrics
 from u2eval.scoring.aggregate import summarise
 from u2eval.scoring.metrics import scored_as
 from u2eval.scoring.summary import report_float
+from u2eval.stats import holm, mcnemar_test, percentile_interval, stratum_weights
 
 # ---------------------------------------------------------------------------------------------- McNemar
 

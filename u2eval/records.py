@@ -38,7 +38,8 @@ INFRA_ERROR_KINDS: frozenset[str] = frozenset(
 )
 
 Outcome = Literal["ok", "unparseable", "refused", "empty", "infra_error"]
-ScoringMode = Literal["reference", "strict"]
+ScoringMode = Literal["reference", "strict", "judged"]
+# The modes every run is scored in; ``judged`` (strict plus a judge's readings) only once a judge has read it.
 SCORING_MODES: tuple[ScoringMode, ...] = ("strict", "reference")
 
 

@@ -24,6 +24,7 @@ from u2eval.errors import U2EvalError
 # isort: off
 from u2eval.cli import run_commands  # noqa: E402, F401
 from u2eval.cli import report_commands  # noqa: E402, F401
+from u2eval.cli import judge_commands  # noqa: E402, F401
 from u2eval.cli import view_commands  # noqa: E402, F401
 from u2eval.cli import info_commands  # noqa: E402, F401
 # isort: on

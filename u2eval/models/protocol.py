@@ -40,6 +40,9 @@ class AdapterOptions:
     # The answers a u2eval run folder holds, by case id (where, answer), for replaying a run: read by the run
     # layer, which owns the folder's files (an adapter knows nothing of runs).
     run_answers: Callable[[Path], Mapping[str, tuple[str, JsonValue]]] | None = None
+    # The requests carry text alone (a judge reading answers): a preflight then checks the text path, so a
+    # model without vision may serve.
+    text_only: bool = False
 
 
 @runtime_checkable

@@ -62,6 +62,9 @@ class Preset(BaseModel):
     extra: dict[str, Any] = {}
     # How the model writes boxes in its answers (u2eval.grounded.boxes), for grounded scoring; never guessed.
     box_convention: str | None = None
+    # When the provider retires the model (ISO date, or year-month as announced): a judge's readings can only be
+    # redone until then, so `u2eval judge` records it and warns as the day nears.
+    retires: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@ through it, so each file has one format in one place. A run folder holds:
     judgements.jsonl   one Judgement per case
     summary.json/.md   the scores; a pure function of cases.jsonl + responses.jsonl
     grounded.json      the answers' regions scored, when the run asks for it (grounded_cases.jsonl per case)
+    judges/            what judge models read in the answers (``u2eval judge``), one folder per judge:
+                       identity.json, responses.jsonl (its crash-safe store) and readings.jsonl; active.json
+                       names the judge behind the ``judged`` mode
     resume.json        what cases.jsonl was made from (u2eval.run.resume): a finished run re-run with the same
                        inputs is re-scored without reading the dataset
     .lock              held by the run (or the re-scoring) in progress: a second one is refused
@@ -35,6 +38,7 @@ from u2eval.records import CaseMeta, Completion, Judgement
 from u2eval.run.records import Manifest, RunCase
 from u2eval.run.store import RESPONSES_FILE, ResponseStore
 from u2eval.scoring.aggregate import Summary
+from u2eval.scoring.judge_records import JudgeIdentity, JudgeReading
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,10 @@ MANIFEST_FILE = "manifest.json"
 CASES_FILE = "cases.jsonl"
 JUDGEMENTS_FILE = "judgements.jsonl"
 SUMMARY_FILE = "summary.json"
+JUDGES_DIR = "judges"
+ACTIVE_JUDGE_FILE = "active.json"
+JUDGE_IDENTITY_FILE = "identity.json"
+READINGS_FILE = "readings.jsonl"
 
 
 def write_json(path: Path, payload: object) -> None:
@@ -194,6 +202,83 @@ class RunFolder:
             return Summary.model_validate_json((self.path / SUMMARY_FILE).read_text(encoding="utf-8"))
         except (OSError, ValidationError):
             return None
+
+    # -------------------------------------------------------------------------------------------- judges
+
+    def judge_path(self, name: str) -> Path:
+        """A judge's folder (its store, identity and readings)."""
+        return self.path / JUDGES_DIR / name
+
+    def judges(self) -> list[JudgeIdentity]:
+        """Every judge that has read this run, by name."""
+        root = self.path / JUDGES_DIR
+        found = sorted(root.glob(f"*/{JUDGE_IDENTITY_FILE}")) if root.is_dir() else []
+        return [self._judge_identity(path) for path in found]
+
+    def judge(self, name: str) -> JudgeIdentity:
+        """One judge of this run by name; a ConfigError listing the others when it has not read the run."""
+        path = self.judge_path(name) / JUDGE_IDENTITY_FILE
+        if not path.is_file():
+            known = ", ".join(j.name for j in self.judges()) or "none"
+            raise ConfigError(f"{self.path}: no judge {name!r} has read this run (its judges: {known})")
+        return self._judge_identity(path)
+
+    def _judge_identity(self, path: Path) -> JudgeIdentity:
+        try:
+            return JudgeIdentity.model_validate_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValidationError) as exc:
+            raise ConfigError(f"{path} cannot be read: {_short(exc)}") from exc
+
+    def write_judge_identity(self, identity: JudgeIdentity) -> Path:
+        folder = self.judge_path(identity.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / JUDGE_IDENTITY_FILE, identity.model_dump(mode="json"))
+        return folder
+
+    def active_judge(self) -> JudgeIdentity | None:
+        """The judge behind the ``judged`` mode (the last one run, or the one ``u2eval score --judge`` chose)."""
+        path = self.path / JUDGES_DIR / ACTIVE_JUDGE_FILE
+        if not path.is_file():
+            return None
+        try:
+            name = json.loads(path.read_text(encoding="utf-8"))["judge"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{path} cannot be read ({exc}): choose the judge again with u2eval score --judge"
+            ) from exc
+        return self.judge(str(name))
+
+    def set_active_judge(self, name: str | None) -> None:
+        """Make ``name`` the judge behind the ``judged`` mode (None: no judged mode)."""
+        path = self.path / JUDGES_DIR / ACTIVE_JUDGE_FILE
+        if name is None:
+            path.unlink(missing_ok=True)
+            return
+        self.judge(name)
+        write_json(path, {"judge": name})
+
+    def judge_readings(self, name: str) -> dict[str, JudgeReading]:
+        """case id -> what the judge read in its answer; a ConfigError naming the line for one that cannot be read."""
+        path = self.judge_path(name) / READINGS_FILE
+        readings: dict[str, JudgeReading] = {}
+        if not path.is_file():
+            return readings
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    reading = JudgeReading.model_validate_json(line)
+                except ValidationError as exc:
+                    raise ConfigError(f"{path}:{number}: unreadable judge reading ({_short(exc)})") from exc
+                readings[reading.case_id] = reading
+        return readings
+
+    def write_judge_readings(self, name: str, readings: Sequence[JudgeReading]) -> None:
+        """All of a judge's readings, in case-id order, written then renamed into place."""
+        path = self.judge_path(name) / READINGS_FILE
+        tmp = path.with_suffix(".jsonl.tmp")
+        ordered = sorted(readings, key=lambda r: r.case_id)
+        tmp.write_text("".join(r.model_dump_json() + "\n" for r in ordered), encoding="utf-8")
+        os.replace(tmp, path)
 
     def forget_grounded(self) -> None:
         """Remove grounded figures: made under settings no longer in force, they would mislead."""

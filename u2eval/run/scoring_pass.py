@@ -9,7 +9,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from u2eval.benchmark.tasks import get_task, select_tasks, task_sha256
+from u2eval.benchmark.tasks import get_task, select_tasks, task_keys, task_sha256
 from u2eval.grounded.report import render_grounded_markdown
 from u2eval.grounded.scorer import GroundedOptions, score_grounded
 from u2eval.provenance import version
@@ -17,7 +17,8 @@ from u2eval.records import CaseMeta, Completion, Judgement
 from u2eval.run.folder import RunFolder
 from u2eval.run.records import Manifest
 from u2eval.run.store import ResponseStore
-from u2eval.scoring.aggregate import Summary, summarise
+from u2eval.scoring.aggregate import JudgedScores, Summary, summarise
+from u2eval.scoring.judged import clinical_summary, judged_verdicts, summarise_judge
 from u2eval.scoring.judging import judge
 from u2eval.scoring.summary import subset_reasons
 from u2eval.scoring.summary_report import write_summary
@@ -70,7 +71,10 @@ def score_folder(
         subset = subset_reasons(limit, selection)
     if data_errors is None:
         data_errors = list(manifest.data_errors) if manifest else []
-    summary = summarise(judgements, tasks, subset=subset, unreadable_rows=len(data_errors), switches=switches)
+    judged = _judged(run, answers, judgements)
+    summary = summarise(
+        judgements, tasks, subset=subset, unreadable_rows=len(data_errors), switches=switches, judged=judged
+    )
     summary = summary.model_copy(update={"scored_with": scored_with})
     _warn_if_definitions_changed(folder, manifest, scored_with)
     run.write_judgements(judgements)
@@ -83,6 +87,22 @@ def score_folder(
         run.forget_grounded()
     write_summary(folder, summary, data_errors, sections)
     return summary, judgements
+
+
+def _judged(
+    run: RunFolder, answers: Sequence[tuple[CaseMeta, Completion]], judgements: Sequence[Judgement]
+) -> JudgedScores | None:
+    """The judged mode and the clinical score, from the readings of the folder's active judge (none: no judge)."""
+    identity = run.active_judge()
+    if identity is None:
+        return None
+    readings = run.judge_readings(identity.name)
+    verdicts = judged_verdicts(answers, judgements, readings)
+    return JudgedScores(
+        verdicts=verdicts,
+        judge=summarise_judge(identity, judgements, readings, verdicts),
+        clinical=clinical_summary(identity, judgements, readings, task_keys()),
+    )
 
 
 def _grounded_section(

@@ -20,9 +20,11 @@ from functools import partial
 import numpy as np
 
 from u2eval.benchmark.tasks import DatasetSpec, TaskSpec, all_tasks, task_keys
-from u2eval.records import Judgement, ScoringMode
+from u2eval.records import Judgement, ScoringMode, Verdict
 from u2eval.scoring.attribution import case_reasons, dataset_reasons
+from u2eval.scoring.clinical import ClinicalSummary
 from u2eval.scoring.dataset_scores import DatasetScore, metric_names, score_dataset
+from u2eval.scoring.judged import JudgeSummary
 from u2eval.scoring.metrics import get_metric
 from u2eval.scoring.summary import (
     REPORT_DECIMALS,
@@ -49,7 +51,7 @@ from u2eval.scoring.table_rules import (
 )
 from u2eval.scoring.text_metrics import sacrebleu_signature
 
-__all__ = ["ModeSummary", "Summary", "score_mode", "summarise"]
+__all__ = ["JudgedScores", "ModeSummary", "Summary", "score_mode", "summarise"]
 
 OUTCOMES = ("ok", "unparseable", "refused", "empty", "infra_error")
 
@@ -295,13 +297,16 @@ def summarise(
     subset: Sequence[str] = (),
     unreadable_rows: int = 0,
     switches: Mapping[str, bool] | None = None,
+    judged: JudgedScores | None = None,
 ) -> Summary:
     """Score judgements in both modes. ``tasks`` are the specs being scored; every judgement must belong
     to one of them. Weights (and what a reference fill means) for tasks not given come from the task files.
     ``subset``: why the run holds only part of its tasks' cases (``subset_reasons``), which makes it partial;
     so do ``unreadable_rows`` (rows or files the run could not read: their cases are lost). ``switches``: quirks
     set by hand for the reference mode (``u2eval.scoring.switches``; the judgements were read with them too);
-    the reference mode lists them among its quirks."""
+    the reference mode lists them among its quirks. ``judged``: a judge's readings of the run (the ``judged``
+    mode, scored as strict over the judged verdicts, and the clinical score); strict and reference are the
+    same with or without it."""
     switches = switches or {}
     reference = replace(REFERENCE_QUIRKS, **{k: v for k, v in switches.items() if k in QUIRK_NAMES})
     specs, official = _official_specs(tasks)
@@ -310,6 +315,8 @@ def summarise(
         mode: _score_mode(mode, STRICT_QUIRKS if mode == "strict" else reference, groups, specs, official, decimals)
         for mode in ("strict", "reference")
     }
+    if judged is not None:
+        modes["judged"] = _judged_mode(judged, groups, specs, official, decimals)
     reading = {k: v for k, v in switches.items() if k not in QUIRK_NAMES}  # in force while judging
     if reading:
         quirks = modes["reference"].quirks | reading
@@ -346,7 +353,35 @@ def summarise(
         differences=differences(
             modes["strict"], modes["reference"], {k: t.primary_metric for k, t in specs.items()}, explained
         ),
+        judge=judged.judge if judged is not None else None,
+        clinical=judged.clinical if judged is not None else None,
     )
+
+
+@dataclass(frozen=True)
+class JudgedScores:
+    """What a judge adds to a run's summary: each case's judged verdict, and how the judge went."""
+
+    verdicts: Mapping[str, Verdict]  # case id -> judged verdict (``u2eval.scoring.judged``)
+    judge: JudgeSummary
+    clinical: ClinicalSummary | None
+
+
+def _judged_mode(
+    judged: JudgedScores,
+    groups: Mapping[Ref, Sequence[Judgement]],
+    specs: Mapping[str, TaskSpec],
+    official: Mapping[str, TaskSpec],
+    decimals: int,
+) -> ModeSummary:
+    """The judged mode: the strict rules over the judged verdicts; partial while a case awaits its reading."""
+    swapped = {
+        ref: [j.model_copy(update={"strict": judged.verdicts.get(j.case_id, j.strict)}) for j in js]
+        for ref, js in groups.items()
+    }
+    mode = _score_mode("strict", STRICT_QUIRKS, swapped, specs, official, decimals)
+    status = "partial" if judged.judge.not_judged else mode.status
+    return mode.model_copy(update={"mode": "judged", "status": status})
 
 
 def _rescore_without(

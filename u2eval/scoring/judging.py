@@ -159,6 +159,11 @@ def _strict(case: CaseMeta, completion: Completion, task: TaskSpec, ds: DatasetS
     return outcome, _STRICT[task.capability](case, parsed, task, ds)
 
 
+def strict_verdict(case: CaseMeta, parsed: Parsed, task: TaskSpec) -> Verdict:
+    """The strict verdict of an answer already read as ``parsed`` (e.g. a judge's reading of it)."""
+    return _STRICT[task.capability](case, parsed, task, task.dataset(case.dataset_id))
+
+
 # ------------------------------------------------------------------------------- reference verdicts
 
 

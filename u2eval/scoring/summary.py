@@ -11,9 +11,11 @@ import math
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from u2eval.records import ScoringMode
+from u2eval.scoring.clinical import ClinicalSummary
+from u2eval.scoring.judged import JudgeSummary
 
 REPORT_DECIMALS = 6
 _SAME = 1e-12  # values closer than this are the same number
@@ -121,6 +123,9 @@ class TokenUsage(_Frozen):
 
 
 class Summary(_Frozen):
+    """A run's scores in every mode. ``judge`` and ``clinical`` exist once a judge has read the run (``u2eval
+    judge``); absent, they are left out of summary.json, which stays as it was before judges existed."""
+
     schema_version: int = 1
     headline_mode: ScoringMode = "strict"
     status: Status
@@ -140,6 +145,16 @@ class Summary(_Frozen):
     infra_errors_by_kind: dict[str, int] = {}  # the infra errors' kinds (rate_limit, timeout, missing, ...)
     infra_error_reasons: dict[str, str] = {}  # case id -> what its last attempt was told, in words
     usage: dict[str, TokenUsage] = {}  # per task and "total"
+    judge: JudgeSummary | None = None  # who judged the run (the ``judged`` mode in ``modes``) and how it went
+    clinical: ClinicalSummary | None = None  # the reports' and captions' clinical score (never in the U2-Score)
+
+    @model_serializer(mode="wrap")
+    def _without_absent_judge(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        data: dict[str, object] = handler(self)
+        for name in ("judge", "clinical"):
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
 
 def subset_reasons(limit: int | None, selection: str | None) -> list[str]:

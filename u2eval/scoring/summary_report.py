@@ -15,6 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from u2eval.benchmark.tasks import get_task, task_keys
+from u2eval.scoring.judge_report import clinical_section, judge_section
+from u2eval.scoring.judge_report import terminal_lines as judge_lines
 from u2eval.scoring.metrics import get_metric, score_label
 from u2eval.scoring.summary import ModeSummary, Summary, TaskResult
 
@@ -45,24 +47,19 @@ def _task_score(task: TaskResult | None) -> str:
 
 def _task_rows(summary: Summary) -> list[list[str]]:
     strict, reference = summary.modes["strict"], summary.modes["reference"]
+    judged = summary.modes.get("judged")
     rows = []
     for key in summary.tasks_run:
         spec = get_task(key)
         s, r = strict.tasks.get(key), reference.tasks.get(key)
         parse = summary.parse.get(key)
         infra = parse.outcomes.get("infra_error", 0) if parse else 0
-        rows.append(
-            [
-                key.upper(),
-                spec.name,
-                score_label(spec.primary_metric),
-                _fmt(s.score if s else None),
-                _task_score(r),
-                _fmt(parse.parse_rate if parse else None, 3),
-                str(parse.n_cases if parse else 0),
-                str(infra),
-            ]
-        )
+        row = [key.upper(), spec.name, score_label(spec.primary_metric), _fmt(s.score if s else None), _task_score(r)]
+        if judged is not None:
+            j = judged.tasks.get(key)
+            row.append(_fmt(j.score if j else None))
+        row += [_fmt(parse.parse_rate if parse else None, 3), str(parse.n_cases if parse else 0), str(infra)]
+        rows.append(row)
     return rows
 
 
@@ -76,6 +73,17 @@ TASK_HEADER = [
     "cases",
     "infra errors",
 ]
+
+
+def task_header(summary: Summary) -> list[str]:
+    """The task table's columns: a judged run has a judged score beside the other two."""
+    if "judged" not in summary.modes:
+        return TASK_HEADER
+    return [*TASK_HEADER[:5], "judged score", *TASK_HEADER[5:]]
+
+
+def _modes(summary: Summary) -> list[str]:
+    return [m for m in ("strict", "reference", "judged") if m in summary.modes]
 
 
 def _u2_line(mode: ModeSummary) -> str:
@@ -166,11 +174,12 @@ def render_markdown(summary: Summary) -> str:
         lines += [f"**Partial run**: not every task was evaluated ({', '.join(summary.tasks_run)} only).", ""]
     if summary.subset:
         lines += [f"**{subset_line(summary)}**", ""]
-    for mode in ("strict", "reference"):
+    for mode in _modes(summary):
         lines.append(
             f"- **{mode}**{' (headline)' if mode == summary.headline_mode else ''}: {_u2_line(summary.modes[mode])}"
         )
-    lines += ["", "## Tasks", "", "| " + " | ".join(TASK_HEADER) + " |", "|" + "---|" * len(TASK_HEADER)]
+    header = task_header(summary)
+    lines += ["", "## Tasks", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in _task_rows(summary)]
     lines += [
         "",
@@ -222,6 +231,7 @@ def render_markdown(summary: Summary) -> str:
             lines.append(
                 f"| {name} | {used.input_tokens:,} | {used.output_tokens:,} | {used.cases_reporting} of {used.cases} |"
             )
+    lines += judge_section(summary) + clinical_section(summary)
     if summary.sacrebleu_signature:
         lines += ["", f"sacreBLEU signature: `{summary.sacrebleu_signature}`"]
     return "\n".join(lines) + "\n"
@@ -256,13 +266,14 @@ def write_summary(
 
 def print_summary(summary: Summary, console: Console) -> None:
     table = Table(title="U2-Bench results")
-    keep = [i for i, column in enumerate(TASK_HEADER) if column != "name"]  # the terminal is narrow
+    header = task_header(summary)
+    keep = [i for i, column in enumerate(header) if column != "name"]  # the terminal is narrow
     for i in keep:
-        table.add_column(TASK_HEADER[i], justify="left" if i < 3 else "right")
+        table.add_column(header[i], justify="left" if i < 3 else "right")
     for row in _task_rows(summary):
         table.add_row(*(row[i] for i in keep))
     console.print(table)
-    for mode in ("strict", "reference"):
+    for mode in _modes(summary):
         label = f"{mode}{' (headline)' if mode == summary.headline_mode else ''}"
         console.print(f"[bold]{label}[/bold]: {_u2_line(summary.modes[mode])}")
     if summary.subset:
@@ -277,3 +288,5 @@ def print_summary(summary: Summary, console: Console) -> None:
             console.print(f"  {escape(line)}")
     if (tokens := usage_line(summary)) is not None:
         console.print(tokens)
+    for line in judge_lines(summary):
+        console.print(escape(line))
