@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import needs_browser
+from judge_standin import judge_answer
+from openai_server import OpenAIServer
 
-from tests.judge_standin import judge_answer
-from tests.openai_server import OpenAIServer
 from u2eval.benchmark.tasks import get_task
 from u2eval.judges.judge_pass import JudgeOptions, judge_run
 from u2eval.judges.prompts import TEMPLATES
@@ -104,9 +106,7 @@ def test_a_judge_reads_only_what_strict_cannot_and_leaves_strict_and_reference_b
     before = json.loads((run_dir / "summary.json").read_text())
     judgements_before = (run_dir / "judgements.jsonl").read_bytes()
     judgements = _judgements(run_dir)
-    extraction = [
-        j for j in judgements if j.outcome == "unparseable" and get_task(j.task).capability != "generation"
-    ]
+    extraction = [j for j in judgements if j.outcome == "unparseable" and get_task(j.task).capability != "generation"]
     clinical = [j for j in judgements if get_task(j.task).capability == "generation" and j.strict.counted]
     assert extraction and clinical and len(extraction) < len(judgements)
 
@@ -235,3 +235,90 @@ def test_the_cli_says_what_the_judge_did_and_exits_3_while_calls_fail(
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr
     assert "asked 2," in done.stdout + done.stderr
+
+
+def test_a_leaderboard_ranks_runs_one_judge_read_and_refuses_others(
+    answered_run: Path, judge_server: OpenAIServer, tmp_path: Path
+) -> None:
+    from u2eval.errors import ConfigError
+    from u2eval.reports.leaderboard import BoardOptions, build_board
+
+    runs = [Path(shutil.copytree(answered_run, tmp_path / "board" / name)) for name in ("a", "b")]
+    with pytest.raises(ConfigError, match="no judge has read them"):
+        build_board([tmp_path / "board"], BoardOptions(mode="judged", resamples=20))
+    for folder in runs:
+        _judge(folder, judge_server)
+    board = build_board([tmp_path / "board"], BoardOptions(mode="judged", resamples=20))
+    judged = json.loads((runs[0] / "summary.json").read_text())["modes"]["judged"]
+    assert [r.u2.score for r in board.rows] == [pytest.approx(judged["u2_score"])] * 2
+    assert any("Judged mode" in note and JUDGE in note for note in board.notes)
+    strict = build_board([tmp_path / "board"], BoardOptions(mode="strict", resamples=20))
+    assert strict.rows[0].u2.score != board.rows[0].u2.score  # the judge's readings moved the score
+    _judge(runs[1], judge_server, OTHER)
+    with pytest.raises(ConfigError, match="other judges read them"):
+        build_board([tmp_path / "board"], BoardOptions(mode="judged", resamples=20))
+
+
+def test_score_chooses_the_judge_and_without_one_the_summary_is_as_before_any_judge(
+    run_dir: Path, judge_server: OpenAIServer
+) -> None:
+    before = (run_dir / "summary.json").read_bytes()
+    first = _judge(run_dir, judge_server)
+    _judge(run_dir, judge_server, OTHER)
+    env = {**os.environ, "COLUMNS": "200"}
+    score = [sys.executable, "-m", "u2eval", "score", str(run_dir)]
+    done = subprocess.run([*score, "--judge", "none"], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (run_dir / "summary.json").read_bytes() == before
+    done = subprocess.run(
+        [*score, "--judge", first.identity.name], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 0 and "judged" in done.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["judge"]["identity"]["name"] == first.identity.name
+    done = subprocess.run([*score, "--judge", "nobody"], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 2 and first.identity.name in done.stderr
+    by = subprocess.run(
+        [*score, "--by", "task", "--mode", "judged"], capture_output=True, text=True, env=env, check=False
+    )
+    assert by.returncode == 0 and "(judged;" in by.stdout
+
+
+@needs_browser
+def test_the_case_view_shows_the_judged_verdict_the_reading_and_the_clinical_comparison(
+    run_dir: Path, judge_server: OpenAIServer, tmp_path: Path
+) -> None:
+    from browser import open_page
+
+    from u2eval.view.page import build_view
+
+    result = _judge(run_dir, judge_server)
+    page = build_view(run_dir, tmp_path / "view", with_images=False).page
+    found = re.search(r'<script id="view-data" type="application/json">(.*?)</script>', page.read_text(), re.S)
+    assert found is not None
+    data = json.loads(found.group(1))
+    cases = data["cases"]
+    assert data["judge"].startswith(result.identity.name)
+    verdicts = json.loads((run_dir / "summary.json").read_text())["modes"]["judged"]
+    assert sum(c["judged"]["label"] == "right" for c in cases) == sum(
+        round(d["metrics"]["accuracy"] * d["n_counted"]) for d in verdicts["datasets"] if "accuracy" in d["metrics"]
+    )
+    rescued = next(c for c in cases if c.get("judge", {}).get("status") == "read" and c["judged"]["label"] == "right"
+                   and c["strict"]["label"] == "wrong")  # fmt: skip
+    report = next(c for c in cases if c.get("clinical") and c["clinical"]["rows"])
+    with open_page(page, 1400, 1000) as browser:
+        browser.select_option("#f-judged", "right")
+        right = sum(c["judged"]["label"] == "right" for c in cases)
+        assert browser.inner_text("#count") == f"{right} of {len(cases)} cases"
+        browser.select_option("#f-judged", "")
+        browser.fill("#f-q", rescued["id"])
+        browser.click("#rows .row")
+        verdict_rows = browser.inner_text("#case .verdicts")
+        assert "judged" in verdict_rows and "right" in verdict_rows and "wrong" in verdict_rows
+        assert str(rescued["judge"]["reading"]) in browser.inner_text("#case")
+        browser.fill("#f-q", report["id"])
+        browser.click("#rows .row")
+        table = browser.inner_text("#case .clinical")
+        for row in report["clinical"]["rows"]:
+            assert all(cell in table for cell in row if cell)
+        assert f"score {report['clinical']['score']:g}" in browser.inner_text("#case")

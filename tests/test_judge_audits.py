@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from openai_server import OpenAIServer
 from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score
+from test_judge import JUDGE, KEY, OTHER, _judge, _judgements, answered_run, judge_server, run_dir
 
-from tests.openai_server import OpenAIServer
-from tests.test_judge import JUDGE, KEY, OTHER, _judge, _judgements, answered_run, judge_server, run_dir
 from u2eval.judges.agreement import compare_judges, load_judged
 from u2eval.judges.gold import load_gold
 from u2eval.run.folder import RunFolder

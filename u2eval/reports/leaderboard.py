@@ -152,9 +152,20 @@ def check_compatible(runs: Sequence[LoadedRun], mode: ScoringMode) -> None:
                 f"cannot rank these runs together: task {key} differs (task file sha256 "
                 f"{_groups_line(versions)}); rank each group separately"
             )
-    unscored = [_short(r.folder) for r in runs if mode not in r.manifest.scoring_modes]
+    unscored = [_short(r.folder) for r in runs if mode not in r.summary.modes]
     if unscored:
-        raise ConfigError(f"cannot rank these runs in {mode} mode: not a scoring mode of {', '.join(unscored)}")
+        how = " (no judge has read them: u2eval judge RUN --model JUDGE)" if mode == "judged" else ""
+        raise ConfigError(f"cannot rank these runs in {mode} mode: not a scoring mode of {', '.join(unscored)}{how}")
+    if mode == "judged":
+        judges: dict[str, list[str]] = defaultdict(list)
+        for run in runs:
+            assert run.summary.judge is not None  # a run with a judged mode has its judge
+            judges[run.summary.judge.identity.name].append(_short(run.folder))
+        if len(judges) > 1:
+            raise ConfigError(
+                f"cannot rank these runs in judged mode: other judges read them ({_groups_line(judges)}); have one "
+                "judge read every run (u2eval judge RUN --model JUDGE) and rank again"
+            )
 
 
 def _load(folders: Sequence[Path], step: Callable[[], None]) -> tuple[list[LoadedRun], list[str]]:
@@ -188,7 +199,7 @@ def _view_page(folder: Path) -> str | None:
 
 def run_row(run: LoadedRun, options: BoardOptions) -> tuple[BoardRow, list[SliceRow]]:
     summary = run.summary.modes[options.mode]
-    table = case_table(run.judgements, options.mode, run.scenarios)
+    table = case_table(run.judgements_for(options.mode), options.mode, run.scenarios)
     intervals = run_intervals(table, summary, options.resamples, options.seed)
     reasons = partial_reasons(run, options.mode)
     total = run.summary.usage.get("total")
@@ -285,6 +296,18 @@ def rank(rows: Sequence[BoardRow]) -> list[BoardRow]:
     return ranked + list(others)
 
 
+def _judge_note(runs: Sequence[LoadedRun], mode: ScoringMode) -> list[str]:
+    """Who read the answers behind a judged board (every run has the same judge: ``check_compatible``)."""
+    judge = runs[0].summary.judge if mode == "judged" else None
+    if judge is None:
+        return []
+    identity = judge.identity
+    return [
+        f"Judged mode: strict plus the readings of judge {identity.name} ({identity.adapter}/{identity.model}) of "
+        "the answers strict could not parse."
+    ]
+
+
 def _notes(rows: Sequence[BoardRow], published: bool) -> list[str]:
     apart = Counter(r.apart for r in rows if r.apart is not None)
     notes = [f"{n} row(s) listed apart, unranked: {why}." for why, n in sorted(apart.items())]
@@ -353,6 +376,6 @@ def build_board(
         by=options.by,
         slices=slices,
         grounded=options.grounded,
-        notes=_notes(rows, options.published and options.mode == "reference"),
+        notes=_judge_note(runs, options.mode) + _notes(rows, options.published and options.mode == "reference"),
         skipped=skipped,
     )

@@ -151,8 +151,8 @@ def compare(
         common = {c for c in common if cases_a[c].anatomy.lower() in wanted}
     if not common:
         raise ConfigError(f"{a.folder} and {b.folder} have no case in common: nothing to compare")
-    ta = case_table(a.judgements, mode, a.scenarios, only=common)
-    tb = case_table(b.judgements, mode, b.scenarios, only=common)
+    ta = case_table(a.judgements_for(mode), mode, a.scenarios, only=common)
+    tb = case_table(b.judgements_for(mode), mode, b.scenarios, only=common)
     tasks = list(dict.fromkeys(block.task.key for block in ta.blocks))
     rows = []
     for key in tasks:

@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from u2eval.benchmark.tasks import select_tasks
 from u2eval.errors import ConfigError
-from u2eval.records import CaseMeta, Completion, Judgement
+from u2eval.records import CaseMeta, Completion, Judgement, ScoringMode, Verdict
 from u2eval.run.folder import CASES_FILE, SUMMARY_FILE, RunFolder
 from u2eval.run.records import Manifest
-from u2eval.run.scoring_pass import judge_answers
+from u2eval.run.scoring_pass import judge_answers, judged_scores
 from u2eval.scoring.aggregate import Summary, summarise
 from u2eval.scoring.summary import subset_reasons
 
@@ -35,6 +36,17 @@ class LoadedRun:
     judgements: tuple[Judgement, ...]
     summary: Summary
     stale_summary: bool  # the folder's summary.json differs from the re-scored one (or is missing)
+    judged: Mapping[str, Verdict] | None = None  # case id -> judged verdict, for a run a judge has read
+
+    def judgements_for(self, mode: ScoringMode) -> tuple[Judgement, ...]:
+        """The judgements as a mode scores them: for ``judged``, each with its judged verdict in strict's place
+        (the judged mode is strict's rules over those verdicts)."""
+        if mode != "judged":
+            return self.judgements
+        if self.judged is None:
+            raise ConfigError(f"{self.folder}: no judge has read this run (u2eval judge {self.folder} --model JUDGE)")
+        verdicts = self.judged
+        return tuple(j.model_copy(update={"strict": verdicts.get(j.case_id, j.strict)}) for j in self.judgements)
 
     @property
     def cases(self) -> dict[str, CaseMeta]:
@@ -64,8 +76,14 @@ def load_run(folder: Path) -> LoadedRun:
     keys = {j.task for j in judgements}
     subset = subset_reasons(manifest.limit, manifest.dataset.get("selection"))
     tasks = tuple(t for t in select_tasks(None) if t.key in keys)
+    judged = judged_scores(run, answers, judgements)
     summary = summarise(
-        judgements, tasks, subset=subset, unreadable_rows=len(manifest.data_errors), switches=manifest.quirks
+        judgements,
+        tasks,
+        subset=subset,
+        unreadable_rows=len(manifest.data_errors),
+        switches=manifest.quirks,
+        judged=judged,
     )
     stored = folder / SUMMARY_FILE
     try:
@@ -76,7 +94,8 @@ def load_run(folder: Path) -> LoadedRun:
         stale = True
     if stale:
         log.warning("%s: summary.json is stale or missing; using the re-scored numbers", folder)
-    return LoadedRun(folder, manifest, tuple(answers), tuple(judgements), summary, stale)
+    verdicts = judged.verdicts if judged is not None else None
+    return LoadedRun(folder, manifest, tuple(answers), tuple(judgements), summary, stale, verdicts)
 
 
 def find_runs(paths: list[Path]) -> list[Path]:

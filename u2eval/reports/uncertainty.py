@@ -106,7 +106,8 @@ class CaseTable:
 def _block(ref: str, judgements: Sequence[Judgement], mode: ScoringMode, scenarios: Mapping[str, str]) -> Block:
     task = get_task(judgements[0].task)
     ds = task.dataset(judgements[0].dataset_id)
-    verdicts = [j.strict if mode == "strict" else j.reference for j in judgements]
+    # judged: the judgements come with the judged verdicts in place of strict's (LoadedRun.judgements_for)
+    verdicts = [j.reference if mode == "reference" else j.strict for j in judgements]
     counted = [j.outcome != "infra_error" and scorable(v, task) for j, v in zip(judgements, verdicts, strict=True)]
     rows = np.flatnonzero(counted)
     stats: dict[str, FloatArray] = {}

@@ -71,7 +71,7 @@ def score_folder(
         subset = subset_reasons(limit, selection)
     if data_errors is None:
         data_errors = list(manifest.data_errors) if manifest else []
-    judged = _judged(run, answers, judgements)
+    judged = judged_scores(run, answers, judgements)
     summary = summarise(
         judgements, tasks, subset=subset, unreadable_rows=len(data_errors), switches=switches, judged=judged
     )
@@ -89,7 +89,7 @@ def score_folder(
     return summary, judgements
 
 
-def _judged(
+def judged_scores(
     run: RunFolder, answers: Sequence[tuple[CaseMeta, Completion]], judgements: Sequence[Judgement]
 ) -> JudgedScores | None:
     """The judged mode and the clinical score, from the readings of the folder's active judge (none: no judge)."""

@@ -54,7 +54,7 @@ def not_counted_groups(
     """Every case outside the denominator, grouped by reason and detail (judgements come in case-id order)."""
     groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
     for j in judgements:
-        verdict = j.strict if mode == "strict" else j.reference
+        verdict = j.reference if mode == "reference" else j.strict  # judged: strict over the judged verdicts
         if not has_answer(j, mode):
             groups[("infra_error", None)].append(j.case_id)
         elif skipped_by is not None and verdict.not_counted != "dataset_skipped":
@@ -89,7 +89,7 @@ def score_dataset(
         why = "an answer stage (a) cannot read (not a string) makes the scorer skip the file"
         skipped = not_counted_groups(judgements, mode, task, why)
         return DatasetScore(len(judgements), n_infra, 0, dict.fromkeys(names), quirk, skipped)
-    verdicts = [v for j in answered if scorable(v := (j.strict if mode == "strict" else j.reference), task)]
+    verdicts = [v for j in answered if scorable(v := (j.reference if mode == "reference" else j.strict), task)]
     # The reference text of a row pandas reads as NaN (an empty cell): BLEU and ROUGE raise, the scorer writes 0.
     nan_reference = [v for v in verdicts if task.capability == "generation" and v.truth is None]
     if nan_reference and quirks.nan_reference_zeroes_text_metrics:

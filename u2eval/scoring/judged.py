@@ -57,6 +57,13 @@ def reading_of(judgement: Judgement, readings: Mapping[str, JudgeReading]) -> Ju
     return reading if reading.answer_sha256 == answer_sha256(judgement.answer) else None
 
 
+def judged_verdict(case: CaseMeta, judgement: Judgement, reading: JudgeReading | None) -> Verdict:
+    """One case's judged verdict, given the judge's current reading of its answer (``reading_of``)."""
+    if judge_kind(judgement) == "extraction" and reading is not None and reading.status == "read":
+        return strict_verdict(case, Parsed(reading.value, "ok"), get_task(judgement.task))
+    return judgement.strict
+
+
 def judged_verdicts(
     answers: Sequence[tuple[CaseMeta, object]],
     judgements: Sequence[Judgement],
@@ -64,14 +71,7 @@ def judged_verdicts(
 ) -> dict[str, Verdict]:
     """case id -> the judged verdict, for every case (``answers`` gives each case's record)."""
     cases = {meta.case_id: meta for meta, _ in answers}
-    verdicts: dict[str, Verdict] = {}
-    for j in judgements:
-        reading = reading_of(j, readings)
-        verdict = j.strict
-        if judge_kind(j) == "extraction" and reading is not None and reading.status == "read":
-            verdict = strict_verdict(cases[j.case_id], Parsed(reading.value, "ok"), get_task(j.task))
-        verdicts[j.case_id] = verdict
-    return verdicts
+    return {j.case_id: judged_verdict(cases[j.case_id], j, reading_of(j, readings)) for j in judgements}
 
 
 def summarise_judge(

@@ -33,6 +33,7 @@ from u2eval.scoring.judging import judge
 from u2eval.scoring.metrics import signed_error
 from u2eval.scoring.switches import reading_quirks
 from u2eval.view.images import ImageExport
+from u2eval.view.judge_records import ActiveJudge, active_judge, judge_part
 from u2eval.view.masks import ANSWER_RGB, TRUTH_RGB, mask_data_url
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ def case_record(
     convention: BoxConvention | None,
     image: Mapping[str, object] | None,
     truth_mask: Mask | None = None,
+    judge_view: ActiveJudge | None = None,
 ) -> JsonDict:
     task = get_task(case.task)
     value_range = task.dataset(case.dataset_id).value_range if task.capability == "regression" else None
@@ -145,6 +147,10 @@ def case_record(
         "attempts": completion.attempts,
         "latency_s": round(completion.latency_s, 3),
     }
+    if judge_view is not None:
+        judged, extra = judge_part(case, judgement, judge_view)
+        record["judged"] = _verdict(judgement, judged, value_range)
+        record |= extra
     if value_range is not None:
         record["range"] = list(value_range)
     if completion.error is not None:
@@ -188,6 +194,9 @@ def page_header(folder: Path, images: ImageExport | None, folder_b: Path | None 
         "task_order": list(task_keys()),
         "images_missing": dict(images.missing) if images is not None else {},
     }
+    identity = RunFolder(folder).active_judge()
+    if identity is not None:
+        header["judge"] = f"{identity.name} ({identity.adapter}/{identity.model})"
     if folder_b is not None:
         header["run_b"] = {"folder": str(folder_b), "model": _label(RunFolder(folder_b).manifest(), folder_b)}
     return header
@@ -228,6 +237,7 @@ def iter_records(folder: Path, images: ImageExport | None = None, folder_b: Path
     convention = run.grounded_options().convention
     exported = images.images if images is not None else {}
     others = _answers_of(folder_b) if folder_b is not None else None
+    judge_view = active_judge(folder)
     for run_case, completion in run.iter_answers():
         case = run_case.case
         judgement = judge(case, completion, get_task(case.task), quirks)
@@ -238,7 +248,7 @@ def iter_records(folder: Path, images: ImageExport | None = None, folder_b: Path
         truth = truths.get(case.case_id)
         mask = truth.mask if truth is not None and truth.image_sha256 == case.image_sha256 else None
         regions = grounded.get(case.case_id)
-        record = case_record(case, completion, judgement, run_case.prompt, regions, convention, shown, mask)
+        record = case_record(case, completion, judgement, run_case.prompt, regions, convention, shown, mask, judge_view)
         if others is not None:
             _with_b(record, judgement, others.get(case.case_id))
         yield record

@@ -88,6 +88,7 @@ _LABELS = {
     "anatomy": "anatomy",
     "strict": "strict verdict",
     "reference": "reference verdict",
+    "judged": "judged verdict",
     "outcome": "parse outcome",
     "truth": "truth (strict)",
     "pred": "answered (strict)",

@@ -12,7 +12,7 @@ SCRIPT = r"""
 const DATA = JSON.parse(document.getElementById("view-data").textContent);
 const CASES = DATA.cases;
 const ROW = 34;
-const FILTERS = ["task", "dataset", "anatomy", "strict", "reference", "outcome", "truth", "pred", "pair"];
+const FILTERS = ["task", "dataset", "anatomy", "strict", "reference", "judged", "outcome", "truth", "pred", "pair"];
 const CELLS = ["right under both", "right under A only", "right under B only", "wrong under both"];
 const state = {sort: "id", down: false, shown: CASES, open: null};
 const $ = (id) => document.getElementById(id);
@@ -33,6 +33,7 @@ function svg(tag, attrs) {
 const show = (v) => v === null || v === undefined ? "–" : (typeof v === "number" ? String(+v.toFixed(6)) : String(v));
 function value(c, key) {
   if (key === "strict" || key === "reference") return c[key].label;
+  if (key === "judged") return c.judged ? c.judged.label : "no judge";
   if (key === "truth") return show(c.strict.truth);
   if (key === "pred") return show(c.strict.prediction);
   if (key === "pair") return c.pair || "";
@@ -162,7 +163,7 @@ function openCase(id) {
     pane.append(el("p", {class: "note", text: "No image: " + (DATA.images_missing[c.id] || "images were not exported")}));
   }
   pane.append(el("h3", {text: "Verdicts"}));
-  const modes = ["strict", "reference"].map((m) => [m, c[m].prediction, c[m].truth, c[m].label,
+  const modes = ["strict", "reference", "judged"].filter((m) => c[m]).map((m) => [m, c[m].prediction, c[m].truth, c[m].label,
     (c[m].detail || "") + (c[m].changed_by ? " quirks: " + c[m].changed_by.join(", ") : ""),
     c[m].normalised_error !== undefined ? c[m].normalised_error : (c[m].metrics ? JSON.stringify(c[m].metrics) : null)]);
   const head = el("tr", {}, ...["mode", "read as", "truth", "verdict", "why", "error / metrics"].map((t) => el("th", {text: t})));
@@ -173,6 +174,20 @@ function openCase(id) {
     ["scenario", c.scenario], ["row", c.source], ["parse outcome", c.outcome], ["range", c.range ? c.range.join(" – ") : null],
     ["error", c.error ? c.error.kind + ": " + (c.error.message || "") : null], ["attempts", c.attempts],
     ["latency (s)", c.latency_s], ["tokens in / out", c.tokens ? c.tokens.join(" / ") : null]]));
+  if (c.judge) {
+    pane.append(el("h3", {text: "The judge's reading (" + DATA.judge + ")"}), table([["asked about", c.judge.kind],
+      ["outcome", c.judge.status], ["read as", c.judge.reading], ["why", c.judge.detail]]));
+    if (c.judge.reply !== undefined && c.judge.reply !== null && !c.clinical) pane.append(el("pre", {class: "judge-reply", text: c.judge.reply}));
+  }
+  if (c.clinical) {
+    const [matched, significant, minor] = c.clinical.counts;
+    pane.append(el("h3", {text: "Clinical comparison: score " + show(c.clinical.score) + " (" + matched + " matched, "
+      + significant + " significant, " + minor + " minor errors)"}));
+    const head = el("tr", {}, ...["reference finding", "answer finding", "errors"].map((t) => el("th", {text: t})));
+    const body = el("tbody", {}, head);
+    for (const row of c.clinical.rows) body.append(el("tr", {}, ...row.map((v) => el("td", {text: v || "–"}))));
+    pane.append(el("table", {class: "clinical"}, body));
+  }
   if (c.grounded) pane.append(el("h3", {text: "Grounded"}), table(Object.entries(c.grounded).map(([k, v]) => [k, Array.isArray(v) ? v.join(", ") : v])));
   pane.append(el("h3", {text: "The answer"}), el("pre", {class: "answer-text", text: c.answer === null ? "(none)" : c.answer}));
   if (DATA.run_b) {
