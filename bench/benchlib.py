@@ -58,8 +58,10 @@ def synthetic_set(n_cases: int, data_root: Path = DATA_ROOT) -> Path:
 class Server:
     """tests/openai_server.py in its own process (no shared GIL with the client or this script)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *options: str) -> None:
+        """``options``: more of the server's own, e.g. ``--judge``."""
         command = [sys.executable, str(ROOT / "tests" / "openai_server.py"), "--api-key", KEY, "--model", MODEL]
+        command += list(options)
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()

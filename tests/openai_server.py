@@ -179,6 +179,15 @@ def varied_answer(digest: str, chars: int = 0) -> str:
     return text
 
 
+_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+
+
+def unique_answer(digest: str, chars: int = 0) -> str:
+    """:func:`varied_answer` with the case's own tag (letters only, so no parser reads a number or a word in it):
+    every case's answer differs, so a judge is asked once per case (``bench/judge_throughput.py``)."""
+    return varied_answer(digest, chars) + f" Case {digest[:10].translate(_LETTERS)}."
+
+
 def image_digest(body: dict[str, Any]) -> str | None:
     """sha256 (hex) of the first image's bytes: which case a request is for."""
     urls = image_parts(body)
@@ -379,7 +388,7 @@ class OpenAIServer:
         self.plan = FaultPlan()
         self.log_requests = False  # log every case request (``GET /_log``)
         self.log: list[dict[str, Any]] = []
-        self.answers = "fixed"  # "fixed": ``answer(body)``; "varied": :func:`varied_answer` of the image
+        self.answers = "fixed"  # "fixed": ``answer(body)``; "varied" / "unique": :func:`varied_answer` of the image
         self.answer_chars = 0  # varied answers padded to at least this many characters
         self._attempts: dict[str, int] = {}
 
@@ -567,7 +576,12 @@ class OpenAIServer:
         remaining = self.latency_s - (time.monotonic() - arrived)
         if remaining > 0:
             await asyncio.sleep(remaining)
-        text = varied_answer(digest or "0", self.answer_chars) if self.answers == "varied" else self.answer(body)
+        if self.answers == "varied":
+            text = varied_answer(digest or "0", self.answer_chars)
+        elif self.answers == "unique":
+            text = unique_answer(digest or "0", self.answer_chars)
+        else:
+            text = self.answer(body)
         response = web.json_response(self._completion(body, text))
         self.stats.answered += 1
         if counted:
@@ -677,7 +691,13 @@ def main() -> None:
     parser.add_argument("--retry-after", type=float, default=1.0, help="the 429s' retry-after, seconds")
     parser.add_argument("--api-key", default="sk-test-key")
     parser.add_argument("--model", action="append", help="served model id (repeatable)")
+    parser.add_argument("--judge", action="store_true", help="answer u2eval's judge prompts (tests/judge_standin.py)")
     args = parser.parse_args()
+    answer = default_answer
+    if args.judge:
+        from judge_standin import judge_answer  # this script's own folder is on sys.path
+
+        answer = judge_answer
     server = OpenAIServer(
         api_key=args.api_key,
         models=tuple(args.model or ("gpt-4o-2024-08-06",)),
@@ -686,6 +706,7 @@ def main() -> None:
         retry_after_s=args.retry_after,
         record=False,
         port=args.port,
+        answer=answer,
     )
 
     async def run() -> None:

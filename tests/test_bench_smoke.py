@@ -93,3 +93,11 @@ def test_speed(bench_data: Path) -> None:
     out = _bench("overhead.py", bench_data)
     assert _number(r"model calls (\d+)", out) == 0
     assert _number(r"u2eval score\s+([\d.]+) s\s+\(realistic", out) > 0
+
+
+def test_judge_throughput(bench_data: Path) -> None:
+    out = _bench("judge_throughput.py", bench_data)
+    sent = _number(r"= (\d+) of 200 cases", out)
+    calls = _number(r"judge calls: (\d+)", out)
+    assert 0 < calls <= sent <= 200
+    assert _number(r"\n\s+8\s+\d+\s+[\d.]+ / [\d.]+ / [\d.]+\s+40\s+([\d.]+)", out) >= 0.8

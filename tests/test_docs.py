@@ -25,6 +25,7 @@ import pytest
 from anthropic_server import AnthropicServer
 from google_server import GoogleServer
 from hub_server import HubServer
+from judge_standin import judge_answer
 from openai_server import OpenAIServer
 
 from u2eval.resources import sample_dir
@@ -114,7 +115,8 @@ def shows(output: str, expected: list[str]) -> str | None:
 def stand_ins() -> Iterator[dict[str, str]]:
     """The services a user's commands would reach: OpenAI, Anthropic and Google endpoints, the Hugging Face hub."""
     models = ("gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "gpt-5-2025-08-07")
-    openai = OpenAIServer(api_key=KEY, models=models).start()
+    # It answers u2eval's judge prompts as the judge stand-in does (anything else: "benign", as before).
+    openai = OpenAIServer(api_key=KEY, models=models, answer=judge_answer).start()
     # The providers know the models the docs name (retired ones excepted, as the real APIs do).
     anthropic = AnthropicServer(KEY, known_models={"claude-3-7-sonnet-20250219", "claude-sonnet-4-5-20250929"}).start()
     gemini = {"gemini-2.5-pro-preview-03-25", "gemini-2.5-flash", "gemini-2.5-pro"}
