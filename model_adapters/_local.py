@@ -19,7 +19,7 @@ from model_adapters._wire import one_line
 from u2eval.errors import AdapterError, ConfigError
 from u2eval.models.protocol import ModelRequest
 from u2eval.models.registry import PRESETS_DIR
-from u2eval.records import Completion
+from u2eval.records import Completion, ImagePart, Prompt, TextPart
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -29,6 +29,13 @@ M = TypeVar("M", bound=BaseModel)
 PROBE_PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAAAAABWESUoAAAAGUlEQVR4nGNsYMAPmAjIjyoYVTCqYNgqAACXvgDAMsm0fAAAAABJRU5ErkJggg=="
 )
+
+
+def probe_prompt(text_only: bool) -> Prompt:
+    """The preflight's prompt: one small image and one line, or the line alone for an adapter that will send text
+    only (a judge), so a model without vision may serve it."""
+    image = () if text_only else (ImagePart(PROBE_PNG, "image/png"),)
+    return Prompt("preflight", None, (*image, TextPart("Reply OK.")), "", "")
 
 
 def parse_settings(adapter: str, extra: Mapping[str, Any], model: type[M]) -> M:

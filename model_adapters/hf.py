@@ -61,7 +61,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from model_adapters._base import Identified
-from model_adapters._local import PROBE_PNG, EngineThread, LoadOnce, input_failure, parse_settings, read_template
+from model_adapters._local import EngineThread, LoadOnce, input_failure, parse_settings, probe_prompt, read_template
 from model_adapters._wire import one_line
 from model_adapters.hf_convert import (
     HFSettings,
@@ -91,10 +91,7 @@ from u2eval.models.protocol import AdapterOptions, ModelRequest
 from u2eval.records import (
     Completion,
     GenerationConfig,
-    ImagePart,
     ModelInfo,
-    Prompt,
-    TextPart,
     Usage,
 )
 
@@ -119,6 +116,7 @@ class HFAdapter(Identified):
         self._model = model
         self._settings = settings
         self._generation = options.generation
+        self._text_only = options.text_only
         self._seed = options.generation.seed if options.generation.seed is not None else options.seed
         self._template = read_template(settings.chat_template)
         self._device, self._dtype = device or resolve_device(settings)
@@ -259,7 +257,7 @@ class HFAdapter(Identified):
     async def preflight(self) -> None:
         """Load the model (minutes for a large one), then answer one small image: a model without vision, a
         template that does not render or a predict_forward of another shape fails here, before any case."""
-        probe = Prompt("preflight", None, (ImagePart(PROBE_PNG, "image/png"), TextPart("Reply OK.")), "", "")
+        probe = probe_prompt(self._text_only)
 
         def check() -> None:
             ready = make_ready(probe, self._settings)

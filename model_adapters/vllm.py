@@ -45,12 +45,12 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from model_adapters._base import Identified
-from model_adapters._local import PROBE_PNG, EngineThread, LoadOnce, input_failure, parse_settings, read_template
+from model_adapters._local import EngineThread, LoadOnce, input_failure, parse_settings, probe_prompt, read_template
 from model_adapters._wire import one_line
 from u2eval.errors import AdapterError, ConfigError
 from u2eval.models.images import ImageBudget, fit
 from u2eval.models.protocol import AdapterOptions, ModelRequest
-from u2eval.records import Completion, GenerationConfig, ImagePart, ImageSent, ModelInfo, Prompt, TextPart, Usage
+from u2eval.records import Completion, GenerationConfig, ImageSent, ModelInfo, Prompt, TextPart, Usage
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -294,6 +294,7 @@ class VLLMAdapter(Identified):
         self._model = model
         self._settings = settings
         self._generation = options.generation
+        self._text_only = options.text_only
         self._template = read_template(settings.chat_template)
         self._factory = engine_factory
         self._engine = LoadOnce(
@@ -366,7 +367,7 @@ class VLLMAdapter(Identified):
     async def preflight(self) -> None:
         """Build the engine (minutes for a large model), then one one-image conversation with one output token:
         a model without vision, a chat template that does not render or a bad engine argument fails here."""
-        probe = Prompt("preflight", None, (ImagePart(PROBE_PNG, "image/png"), TextPart("Reply OK.")), "", "")
+        probe = probe_prompt(self._text_only)
         conversation, _ = to_conversation(probe)
         config = self._generation.model_copy(update={"max_tokens": 1})
 

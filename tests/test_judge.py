@@ -24,7 +24,7 @@ from openai_server import OpenAIServer
 from u2eval.benchmark.tasks import get_task
 from u2eval.judges.judge_pass import JudgeOptions, judge_run
 from u2eval.judges.prompts import TEMPLATES
-from u2eval.records import Judgement
+from u2eval.records import GenerationConfig, Judgement
 from u2eval.run.folder import RunFolder
 from u2eval.run.runner import RunOptions, run
 from u2eval.run.scoring_pass import score_folder
@@ -322,3 +322,29 @@ def test_the_case_view_shows_the_judged_verdict_the_reading_and_the_clinical_com
         for row in report["clinical"]["rows"]:
             assert all(cell in table for cell in row if cell)
         assert f"score {report['clinical']['score']:g}" in browser.inner_text("#case")
+
+
+def test_an_in_process_vllm_engine_can_judge_reading_text_alone(run_dir: Path) -> None:
+    from vllm_standin import MODEL as LOCAL
+    from vllm_standin import StandinFactory
+
+    from model_adapters._local import parse_settings
+    from model_adapters.vllm import VLLMAdapter, VLLMSettings
+    from u2eval.models.protocol import AdapterOptions
+
+    factory = StandinFactory()
+    settings = parse_settings("vllm", {"chunk_size": 16}, VLLMSettings)
+    options = AdapterOptions(generation=GenerationConfig(temperature=0.0, max_tokens=2048, seed=0), text_only=True)
+    adapter = VLLMAdapter(LOCAL, options, settings, engine_factory=factory)
+    result = judge_run(JudgeOptions(run=run_dir, model=f"vllm/{LOCAL}"), adapter=adapter)
+    probe, *conversations = factory.llm.conversations
+    assert "Reply OK." in json.dumps(probe) and len(conversations) == result.asked > 0
+    # Text only, the preflight's probe too: a model without vision can judge.
+    assert all("image_url" not in json.dumps(c) for c in [probe, *conversations])
+    readings = RunFolder(run_dir).judge_readings(result.identity.name)
+    assert result.identity.adapter == "vllm" and {r.status for r in readings.values()} <= {
+        "read",
+        "no_answer",
+        "unreadable",
+    }
+    assert all(r.reply for r in readings.values())  # the engine's own words, kept with each reading
