@@ -348,3 +348,38 @@ def test_an_in_process_vllm_engine_can_judge_reading_text_alone(run_dir: Path) -
         "unreadable",
     }
     assert all(r.reply for r in readings.values())  # the engine's own words, kept with each reading
+
+
+def test_a_killed_judge_pass_keeps_what_it_stored_and_the_next_asks_only_the_rest(
+    run_dir: Path, judge_server: OpenAIServer
+) -> None:
+    import signal
+    import time
+
+    judge_server.latency_s = 0.05
+    command = [sys.executable, "-m", "u2eval", "judge", str(run_dir), "--model", f"openai/{JUDGE}"]
+    command += ["--base-url", judge_server.url, "--concurrency", "2"]
+    env = {**os.environ, "OPENAI_API_KEY": KEY}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = next(iter((run_dir / "judges").glob("*/responses.jsonl")), None)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        store = (
+            next(iter((run_dir / "judges").glob("*/responses.jsonl")), None) if (run_dir / "judges").is_dir() else None
+        )
+        if store is not None and len(store.read_text().splitlines()) >= 6:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert store is not None
+    kept = len(store.read_text().splitlines())
+    asked_before = len(judge_server.case_requests())
+    assert not (run_dir / "judges" / "active.json").exists()  # the pass never finished: no judged mode yet
+    judge_server.latency_s = 0.0
+    result = _judge(run_dir, judge_server)
+    assert result.reused == kept  # every stored reading is kept, none asked again
+    distinct = len({r.key for r in RunFolder(run_dir).judge_readings(result.identity.name).values()})
+    assert result.asked + result.reused == distinct
+    assert result.asked == distinct - kept  # only what the killed pass had not stored
+    assert asked_before - kept <= 2  # at most the requests in flight were lost (concurrency 2)
