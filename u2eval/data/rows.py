@@ -165,35 +165,42 @@ class Row:
 def read_rows(task: TaskSpec, path: Path, where: str, on_error: OnError) -> Iterator[tuple[Layout, Row]]:
     """The data rows of one file with their dataset resolved; file-level problems are reported once."""
     with path.open("rb", buffering=1 << 20) as fh:
-        reader = tsv.records(tsv.text_lines(fh))
-        try:
-            header = next(reader, None)
-            if isinstance(header, csv.Error):
-                raise DataError(where, f"unreadable header: {header}")
-            if header is None or not any(h.strip() for h in header):
-                raise DataError(where, "empty file (no header)")
-            layout = _layout(task, header, where)
-        except DataError as exc:
-            on_error(exc)
-            return
-        specs: dict[str, DatasetSpec | None] = {}
-        n_rows = 0
-        for index, cells in _safe_rows(reader, where, on_error):
-            n_rows += 1
-            if not cells:
-                continue  # a blank line
-            if len(cells) != layout.width:
-                on_error(DataError(f"{where}:{index}", f"{len(cells)} fields, the header has {layout.width}"))
-                continue
-            if cells[layout.img_data] == _EXPLANATION_IMG:
-                continue
-            name = cells[layout.dataset_name]
-            if name not in specs:
-                found = resolve_dataset_id(task, name, path.stem)
-                specs[name] = task.dataset(found) if found is not None else None
-            yield layout, Row(index, cells, specs[name])
-        if n_rows == 0:
-            on_error(DataError(where, "no data rows"))
+        yield from rows_of(task, path.stem, tsv.records(tsv.text_lines(fh)), where, on_error)
+
+
+def rows_of(
+    task: TaskSpec, file_stem: str, reader: Iterator[list[str] | csv.Error], where: str, on_error: OnError
+) -> Iterator[tuple[Layout, Row]]:
+    """``read_rows`` over a file's records as ``tsv.records`` reads them (its header first); each row is yielded
+    as soon as its record is read, so a reader that knows where records start knows where this row does."""
+    try:
+        header = next(reader, None)
+        if isinstance(header, csv.Error):
+            raise DataError(where, f"unreadable header: {header}")
+        if header is None or not any(h.strip() for h in header):
+            raise DataError(where, "empty file (no header)")
+        layout = _layout(task, header, where)
+    except DataError as exc:
+        on_error(exc)
+        return
+    specs: dict[str, DatasetSpec | None] = {}
+    n_rows = 0
+    for index, cells in _safe_rows(reader, where, on_error):
+        n_rows += 1
+        if not cells:
+            continue  # a blank line
+        if len(cells) != layout.width:
+            on_error(DataError(f"{where}:{index}", f"{len(cells)} fields, the header has {layout.width}"))
+            continue
+        if cells[layout.img_data] == _EXPLANATION_IMG:
+            continue
+        name = cells[layout.dataset_name]
+        if name not in specs:
+            found = resolve_dataset_id(task, name, file_stem)
+            specs[name] = task.dataset(found) if found is not None else None
+        yield layout, Row(index, cells, specs[name])
+    if n_rows == 0:
+        on_error(DataError(where, "no data rows"))
 
 
 def _safe_rows(

@@ -36,11 +36,44 @@ def text_lines(binary_lines: Iterable[bytes]) -> Iterator[str]:
     for ~300 KB lines, and the same text: line ends are ASCII, never inside a multi-byte character.
     """
     for raw in binary_lines:  # a binary file's lines end at LF only
-        if b"\r" in raw and not (raw.endswith(b"\r\n") and raw.count(b"\r") == 1):
+        if _stray_cr(raw):
             for piece in raw.splitlines(keepends=True):  # bytes split at CR, LF and CRLF only
                 yield piece.decode("utf-8", "surrogateescape")
         else:
             yield raw.decode("utf-8", "surrogateescape")
+
+
+def _stray_cr(raw: bytes) -> bool:
+    """Whether a binary line holds a CR that ends a text line of its own (anything but one final CRLF)."""
+    return b"\r" in raw and not (raw.endswith(b"\r\n") and raw.count(b"\r") == 1)
+
+
+class PlacedRecords:
+    """``records(text_lines(binary_lines))`` that knows where each record starts: after each record it yields,
+    ``start`` is the byte offset of that record's first line (counted from where ``binary_lines`` began), so
+    the record can be read again from there alone (``u2eval.data.row_places``)."""
+
+    def __init__(self, binary_lines: Iterable[bytes], start: int = 0) -> None:
+        self._starts: list[int] = []
+        self._position = start
+        self._records = records(self._lines(binary_lines))
+        self.start = start
+
+    def _lines(self, binary_lines: Iterable[bytes]) -> Iterator[str]:
+        for raw in binary_lines:
+            for piece in raw.splitlines(keepends=True) if _stray_cr(raw) else (raw,):
+                self._starts.append(self._position)
+                self._position += len(piece)
+                yield piece.decode("utf-8", "surrogateescape")
+
+    def __iter__(self) -> Iterator[list[str] | csv.Error]:
+        return self
+
+    def __next__(self) -> list[str] | csv.Error:
+        first = len(self._starts)  # a record pulls its own lines, and no more: its first is the next one pulled
+        record = next(self._records)
+        self.start = self._starts[first]
+        return record
 
 
 def records(lines: Iterable[str], long_cell: int = LONG_CELL) -> Iterator[list[str] | csv.Error]:
