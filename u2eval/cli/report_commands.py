@@ -115,6 +115,12 @@ def ablate(
         str | None, typer.Option(help="comma list, first = baseline: ours, ours-noanatomy, ours-norole, ours-brief")
     ] = None,
     preset: Annotated[str | None, typer.Option(help="anatomy: the paper's design (breast, thyroid; ± anatomy)")] = None,
+    controls: Annotated[
+        str | None,
+        typer.Option(
+            help="comma list of controls run with the baseline's prompt: no-image (grey), text-only, other-image"
+        ),
+    ] = None,
     compare: Annotated[
         tuple[Path, Path] | None, typer.Option("--compare", help="compare two existing runs instead: RUN_A RUN_B")
     ] = None,
@@ -140,7 +146,7 @@ def ablate(
     model_arg: ModelArgOpt = None,
     case_id: CaseIdOpt = None,
 ) -> None:
-    """Run prompt variants on the same cases with one model (or compare two runs): McNemar per task."""
+    """Run prompt variants and controls on the same cases with one model (or compare two runs): McNemar per task."""
     from u2eval.models.registry import parse_model_args
     from u2eval.reports.ablation import PRESETS, AblationOptions, compare_folders, run_ablation
     from u2eval.reports.ablation_report import render_markdown, write_report
@@ -152,19 +158,28 @@ def ablate(
     selection = comma_list(anatomy) or chosen.get("anatomy")
     selection = tuple(a.lower() for a in selection) if selection else None
     if compare is not None:
-        if model is not None or variants is not None:
-            raise ConfigError("--compare takes two run folders; it cannot be combined with --model or --variants")
+        if model is not None or variants is not None or controls is not None:
+            raise ConfigError(
+                "--compare takes two run folders; it cannot be combined with --model, --variants or --controls"
+            )
         report = compare_folders(
             compare[0], compare[1], cast("ScoringMode", mode), bootstrap, bootstrap_seed, selection
         )
         folder = out_dir or Path("results") / f"compare__{compare[0].name}__{compare[1].name}"
     else:
-        names = comma_list(variants) or chosen.get("variants")
+        checks = comma_list(controls)
+        if checks is not None and not checks:
+            raise ConfigError("--controls is empty; controls: no-image, text-only, other-image")
+        # With controls alone, the baseline is our default prompt.
+        names = comma_list(variants) or chosen.get("variants") or (("ours",) if checks else None)
         if model is None or not names:
-            raise ConfigError("give --model and --variants (or --preset anatomy), or --compare RUN_A RUN_B")
+            raise ConfigError(
+                "give --model and --variants (or --preset anatomy, or --controls), or --compare RUN_A RUN_B"
+            )
         options = AblationOptions(
             model=model,
             variants=names,
+            controls=checks or (),
             data=data,
             tasks=comma_list(tasks),
             limit=limit,

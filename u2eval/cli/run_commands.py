@@ -85,6 +85,12 @@ def run(
     model_arg: ModelArgOpt = None,
     case_id: CaseIdOpt = None,
     quirk: QuirkOpt = None,
+    control: Annotated[
+        str | None,
+        typer.Option(
+            help="a control in each case's image's place: no-image (grey), text-only or other-image (docs/ablation.md)"
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a model; stored answers are reused, so an interrupted run resumes where it stopped."""
     if check_only:
@@ -127,6 +133,7 @@ def run(
         model_args=parse_model_args(model_arg or []),
         quirks=parse_switches(quirk or []),
         case_ids=read_case_ids(case_id),
+        control=control,
     )
     with progress_bar("cases", detailed=True) as (bar, job):
 

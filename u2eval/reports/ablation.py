@@ -7,6 +7,11 @@ same store key: model, settings, prompt text and image) is asked once. A variant
 therefore hold answers to other variants' prompts; they are never judged, since judging follows the keys
 in its own ``cases.jsonl``.
 
+Controls (``u2eval.data.controls``: ``no-image``, ``text-only``, ``other-image``) run after the variants, each
+with the baseline's prompt and another image (or none) in each case's image's place, into ``OUT/<control>/``;
+they are compared with the baseline as the variants are, and ``u2eval.reports.controls.survival`` says how much
+of each task's score is left without the case's own image.
+
 Each variant is then compared with the first (the baseline) by ``u2eval.reports.paired.compare``; ``compare_folders``
 does the same for two existing runs (``u2eval ablate --compare``).
 """
@@ -23,9 +28,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from u2eval.benchmark.prompts import PromptOptions
+from u2eval.data.controls import CONTROLS, check_control
 from u2eval.errors import ConfigError, did_you_mean
 from u2eval.models.protocol import ModelAdapter
 from u2eval.records import ScoringMode
+from u2eval.reports.controls import ControlSurvival, survival
 from u2eval.reports.paired import Comparison, TaskComparison, adjust, compare
 from u2eval.reports.rundata import load_run
 from u2eval.resources import resource_dir
@@ -38,6 +45,7 @@ __all__ = [
     "AblationOptions",
     "AblationReport",
     "Comparison",
+    "ControlSurvival",
     "TaskComparison",
     "compare_folders",
     "parse_variant",
@@ -73,12 +81,15 @@ class AblationReport(_Frozen):
     design: dict[str, str | int | list[str] | None]
     runs: list[VariantRun]
     comparisons: list[Comparison]
+    # Control runs beside the baseline (u2eval.reports.controls); left out of ablation.json when there are none.
+    controls: list[ControlSurvival] = []
 
 
 @dataclass(frozen=True)
 class AblationOptions:
     model: str
     variants: tuple[str, ...]
+    controls: tuple[str, ...] = ()  # run with the first variant's prompt: no-image, text-only, other-image
     data: str = "sample"
     tasks: tuple[str, ...] | None = None
     limit: int | None = None
@@ -112,6 +123,8 @@ def parse_variant(name: str) -> PromptOptions:
     """'ours', 'ours-noanatomy', 'ours-norole', 'ours-brief', 'ours-noanatomy-norole-brief' or 'dataset'."""
     if name == "dataset":
         return PromptOptions(source="dataset")
+    if name in CONTROLS:
+        raise ConfigError(f"{name!r} is a control, not a prompt variant: give it with --controls {name}")
     pieces = name.split("-")
     if pieces[0] != "ours":
         hint = did_you_mean(name, known_variants())
@@ -152,6 +165,7 @@ def _default_out(options: AblationOptions) -> Path:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", options.model).strip("-")
     data = "sample" if options.data == "sample" else re.sub(r"[^A-Za-z0-9._-]+", "-", Path(options.data).name)
     selection = f"__{'+'.join(options.anatomy)}" if options.anatomy else ""
+    # Controls add runs beside the variants' (their own subfolders): the same folder, so the variants are shared.
     return options.results_root / f"ablate__{slug}__{data}__seed{options.seed}{selection}"
 
 
@@ -164,13 +178,20 @@ def run_ablation(
 
     ``adapter_factory``: builds a fresh adapter per variant instead of the one ``options.model`` names
     (library use and tests); each run closes its adapter. ``progress(variant, where)``: as each run goes."""
-    if len(options.variants) < 2 or len(set(options.variants)) != len(options.variants):
+    if len(set(options.controls)) != len(options.controls):
+        raise ConfigError(f"a control is named twice: {', '.join(options.controls)}")
+    needed = 1 if options.controls else 2
+    if len(options.variants) < needed or len(set(options.variants)) != len(options.variants):
         raise ConfigError("an ablation needs at least two different prompt variants, e.g. ours,ours-noanatomy")
     prompts = [parse_variant(v) for v in options.variants]
+    plan: list[tuple[str, PromptOptions, str | None]] = [
+        (name, prompt, None) for name, prompt in zip(options.variants, prompts, strict=True)
+    ]
+    plan += [(control, prompts[0], check_control(control)) for control in options.controls]
     out = options.out or _default_out(options)
     runs: list[VariantRun] = []
     folders: list[Path] = []
-    for name, prompt in zip(options.variants, prompts, strict=True):
+    for name, prompt, control in plan:
         folder = out / name
         share_answers(folders, folder)
         settings = RunOptions(
@@ -184,6 +205,7 @@ def run_ablation(
             prompt=prompt,
             concurrency=options.concurrency,
             base_url=options.base_url,
+            control=control,
         )
         result = run(
             replace(settings, **options.run_settings),
@@ -202,9 +224,16 @@ def run_ablation(
             )
         )
     loaded = [load_run(folder) for folder in folders]
+    names = [name for name, _, _ in plan]
+    baseline = options.variants[0]
     comparisons = [
-        compare(loaded[0], other, options.variants[0], name, options.mode, options.resamples, options.bootstrap_seed)
-        for name, other in zip(options.variants[1:], loaded[1:], strict=True)
+        compare(loaded[0], other, baseline, name, options.mode, options.resamples, options.bootstrap_seed)
+        for name, other in zip(names[1:], loaded[1:], strict=True)
+    ]
+    controls = [
+        survival(loaded[0], other, baseline, options.mode)
+        for (_, _, control), other in zip(plan, loaded, strict=True)
+        if control is not None
     ]
     design: dict[str, str | int | list[str] | None] = {
         "variants": list(options.variants),
@@ -214,7 +243,7 @@ def run_ablation(
         "anatomy": list(options.anatomy) if options.anatomy else None,
         "limit": options.limit,
         "run_seed": options.seed,
-    }
+    } | ({"controls": list(options.controls)} if options.controls else {})
     report = AblationReport(
         model=loaded[0].label,
         mode=options.mode,
@@ -224,6 +253,7 @@ def run_ablation(
         design=design,
         runs=runs,
         comparisons=adjust(comparisons),
+        controls=controls,
     )
     return report, out
 
@@ -262,6 +292,9 @@ def compare_folders(
         "anatomy": list(anatomy) if anatomy else None,
     }
     model = a.label if a.label == b.label else None
+    # A control run beside the run it controls: how much of each score survives (B's control, A as its baseline).
+    # (Not under an anatomy selection: the scores are the whole runs'.)
+    controls = [survival(a, b, label_a, mode)] if b.manifest.control is not None and not anatomy else []
     return AblationReport(
         model=model,
         mode=mode,
@@ -271,4 +304,5 @@ def compare_folders(
         design=design,
         runs=runs,
         comparisons=adjust([comparison]),
+        controls=controls,
     )

@@ -6,7 +6,8 @@ import json
 import logging
 from pathlib import Path
 
-from u2eval.reports.ablation import AblationReport, Comparison, TaskComparison
+from u2eval.reports.ablation import AblationReport, Comparison, ControlSurvival, TaskComparison
+from u2eval.reports.controls import U2_ROW
 from u2eval.reports.leaderboard_text import fmt
 from u2eval.stats import EXACT_BELOW
 
@@ -78,6 +79,54 @@ def _comparison(comparison: Comparison) -> list[str]:
     return [*lines, ""]
 
 
+def _control(control: ControlSurvival, comparisons: list[Comparison]) -> list[str]:
+    """One control beside its baseline: each task's score under both, the share kept, and the paired test."""
+    paired = next((c for c in comparisons if c.run_b == control.run_control), None)
+    rows = {r.task: r for r in paired.tasks} if paired is not None else {}
+    name, base = control.control, control.baseline
+    lines = [f"### {name}: {control.sends}", "", f"Run folder `{control.run_control}`."]
+    if control.not_controlled:
+        lines[-1] += (
+            f" **{len(control.not_controlled)} case(s) not controlled**: their dataset has no other image, so they "
+            "were sent their own (listed in the run's manifest.json, `control.not_controlled`)."
+        )
+    lines += [
+        "",
+        f"| task | task score | {base} | {name} | survival ({name} / {base}) | p (Holm) "
+        f"| Δ = {name} − {base} [95% CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in control.tasks:
+        test = rows.get(row.task)
+        label = "**U2**" if row.task == U2_ROW else row.task.upper()
+        survived = "–" if row.survival is None else f"{row.survival:.2f}"
+        p = _p(test.p_holm) if test is not None else "–"
+        diff = _diff(test) if test is not None else "–"
+        lines.append(
+            f"| {label} | {row.metric} | {fmt(row.baseline, 3)} | {fmt(row.control, 3)} | {survived} | {p} | {diff} |"
+        )
+    return [*lines, ""]
+
+
+def _controls(report: AblationReport) -> list[str]:
+    if not report.controls:
+        return []
+    lines = [
+        "## Controls: how much of the score survives without the right image",
+        "",
+        "Each control asks the baseline's prompt with something else in the case's image's place; every answer is "
+        "still scored against the case's own truth. **Survival** = the control's task score / the baseline's (the "
+        f"two runs' summaries, {report.mode} mode, the U2 scale): 1.00 = the whole score is kept without the case's "
+        "image, 0.00 = none of it. A guess keeps some score with no image at all, so survival is a ratio, not a "
+        "test: p (Holm) is McNemar's test of the paired cases (binary tasks), Δ the paired difference with its "
+        "bootstrap interval (accuracy on the paired cases; the task score for CVE, RG and CG, which have no test).",
+        "",
+    ]
+    for control in report.controls:
+        lines += _control(control, report.comparisons)
+    return lines
+
+
 def _count(value: int | None) -> str:
     return "–" if value is None else str(value)
 
@@ -88,8 +137,12 @@ def _listed(value: str | int | list[str] | None) -> list[str]:
 
 def render_markdown(report: AblationReport) -> str:
     design = report.design
-    variants = _listed(design.get("variants")) or [report.comparisons[0].a, report.comparisons[0].b]
-    kind = "Prompt ablation" if _listed(design.get("variants")) else "Paired comparison"
+    prompts, controls = _listed(design.get("variants")), _listed(design.get("controls"))
+    variants = prompts + controls or [report.comparisons[0].a, report.comparisons[0].b]
+    kind = "Paired comparison"
+    if prompts:
+        kind = "Prompt ablation" if len(prompts) > 1 else "Controls"
+        kind += " and controls" if len(prompts) > 1 and controls else ""
     lines = [f"# {kind}: {' vs '.join(variants)}", ""]
     facts = [f"model `{report.model}`" if report.model else "two runs", f"{report.mode} scoring"]
     if design.get("data"):
@@ -115,6 +168,7 @@ def render_markdown(report: AblationReport) -> str:
         for r in report.runs
     ]
     lines.append("")
+    lines += _controls(report)
     for comparison in report.comparisons:
         lines += _comparison(comparison)
     return "\n".join(lines)
@@ -125,7 +179,8 @@ def write_report(report: AblationReport, out: Path, plots: bool = True) -> list[
     out.mkdir(parents=True, exist_ok=True)
     md, js = out / "ablation.md", out / "ablation.json"
     md.write_text(render_markdown(report), encoding="utf-8")
-    js.write_text(json.dumps(report.model_dump(mode="json"), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    data = report.model_dump(mode="json", exclude={"controls"} if not report.controls else None)
+    js.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     written = [md, js]
     if plots:
         from u2eval.reports.plots import PlotsUnavailable, plot_ablation

@@ -95,6 +95,9 @@ def placement(runs: Sequence[LoadedRun], published: bool, mode: ScoringMode) -> 
     beside_paper = published and mode == "reference"  # the published rows rank on a reference board only
 
     def alone(run: LoadedRun) -> str | None:  # a reason that does not depend on the other runs
+        control = run.manifest.control
+        if control is not None:  # u2eval.data.controls: never the model's score on the benchmark
+            return f"a control run ({control.name}: {control.sends}), not a score on the cases' own images"
         if run.summary.subset:
             return f"asked only part of the cases ({'; '.join(run.summary.subset)})"
         return _not_beside_published(run, mode) if beside_paper else None

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from u2eval.benchmark.prompts import render
 from u2eval.benchmark.tasks import TaskSpec
+from u2eval.data.controls import ControlImages, with_image
 from u2eval.data.reader import estimate_rows, iter_cases
 from u2eval.data.reader_process import iter_cases_in_child
 from u2eval.data.rows import RowIdentity, iter_row_identities
 from u2eval.data.sources import DataSource
 from u2eval.errors import DataError
 from u2eval.models.protocol import ModelRequest
-from u2eval.records import Case, Prompt
+from u2eval.records import Case, ImagePart, Prompt
 from u2eval.run.dispatch import Dispatcher
 from u2eval.run.locks import LineFile
 from u2eval.run.options import ProgressHook, RunOptions, RunProgress
@@ -45,6 +46,13 @@ class CaseStream:
         self.data_errors: list[str] = []
         self.reused = 0
         self.on_case: Callable[[], None] = lambda: None
+        # A control run sends another image (or none) in each case's image's place: u2eval.data.controls.
+        self.controls = ControlImages(options.control, source, tasks, options.seed) if options.control else None
+
+    @property
+    def not_controlled(self) -> list[str]:
+        """The case ids a control could not give another image (their dataset has no other)."""
+        return list(self.controls.not_controlled) if self.controls is not None else []
 
     def _error(self, error: DataError) -> None:
         log.warning("skipped %s", error)
@@ -65,6 +73,14 @@ class CaseStream:
             return False
         return options.case_ids is None or case.case_id in options.case_ids
 
+    def _prompt(self, case: Case, task: TaskSpec) -> Prompt:
+        """The case's prompt; under a control, with the control's image (cases.jsonl records what was sent)."""
+        prompt = render(case, task, self.options.prompt)
+        if self.controls is None:
+            return prompt
+        own = next(p for p in prompt.parts if isinstance(p, ImagePart))
+        return with_image(prompt, self.controls.image(case, own))
+
     def __iter__(self) -> Iterator[ModelRequest]:
         by_key = {t.key: t for t in self.tasks}
         pending: set[str] = set()
@@ -76,7 +92,7 @@ class CaseStream:
                 if not self._kept(case):
                     continue
                 try:
-                    prompt = render(case, by_key[case.task], self.options.prompt)
+                    prompt = self._prompt(case, by_key[case.task])
                 except DataError as exc:
                     self._error(exc)
                     continue

@@ -51,9 +51,11 @@ def run_identity(
     templates: Mapping[str, str],
     seed: int,
     dataset: Mapping[str, str | None],
+    control: str | None = None,
 ) -> dict[str, object]:
-    """What makes two runs the same run (JSON-ready)."""
-    return {
+    """What makes two runs the same run (JSON-ready). A control (``u2eval.data.controls``) is part of it, named
+    only when there is one, so the identity of every other run reads as it did before controls existed."""
+    identity: dict[str, object] = {
         "model": f"{model.adapter}/{model.model}" + (f"@{model.revision}" if model.revision else ""),
         "generation": generation.model_dump(mode="json"),
         "prompt": prompt_variant,
@@ -61,6 +63,7 @@ def run_identity(
         "seed": seed,
         "data": {k: dataset.get(k) for k in ("kind", "repo", "revision", "root")},
     }
+    return identity | ({"control": control} if control else {})
 
 
 def _flat(identity: Mapping[str, object], keep: Mapping[str, object] | None = None) -> dict[str, object]:
@@ -80,9 +83,11 @@ def _flat(identity: Mapping[str, object], keep: Mapping[str, object] | None = No
 
 
 def _differences(recorded: Mapping[str, object], identity: Mapping[str, object]) -> str:
+    """What differs, in words; a setting named on one side only (a control, model arguments) differs too."""
     before, now = _flat(recorded, identity), _flat(identity, recorded)
+    keys = [*now, *(k for k in before if k not in now)]
     return "; ".join(
-        f"{key} {before.get(key)} there, {value} now" for key, value in now.items() if before.get(key) != value
+        f"{key} {before.get(key)} there, {now.get(key)} now" for key in keys if before.get(key) != now.get(key)
     )
 
 
@@ -104,6 +109,7 @@ def _recorded(folder: Path) -> dict[str, object] | None:
         manifest.templates,
         manifest.seed,
         manifest.dataset,
+        manifest.control.name if manifest.control is not None else None,
     )
 
 

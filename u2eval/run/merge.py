@@ -26,7 +26,7 @@ from u2eval.provenance import ids_sha256, now_utc
 from u2eval.records import Completion
 from u2eval.run.folder import RunFolder
 from u2eval.run.locks import LOCK_FILE, exclusive, reading
-from u2eval.run.records import Manifest, RunCase
+from u2eval.run.records import ControlRecord, Manifest, RunCase
 from u2eval.run.scoring_pass import score_folder
 from u2eval.run.shards import Shard, selection_parts
 from u2eval.run.store import ResponseStore
@@ -98,6 +98,10 @@ def _check(runs: Sequence[ShardRun]) -> None:
             if mine != theirs:
                 shown = f"{_show(mine)} vs {_show(theirs)}"
                 raise ConfigError(f"cannot merge {first.folder} and {run.folder}: different {label} ({shown})")
+        mine_control, their_control = _control_name(first.manifest), _control_name(run.manifest)
+        if mine_control != their_control:
+            shown = f"{mine_control} vs {their_control}"
+            raise ConfigError(f"cannot merge {first.folder} and {run.folder}: different controls ({shown})")
         mine, theirs = _data_identity(first.manifest), _data_identity(run.manifest)
         if mine != theirs:
             shown = f"{_show(mine)} vs {_show(theirs)}"
@@ -204,8 +208,22 @@ def _manifest(runs: Sequence[ShardRun], rows: Sequence[tuple[RunCase, ShardRun]]
             "timings": timings,
             "dispatch": dispatch,
             "data_errors": errors,
+            "control": _control(runs),
         }
     )
+
+
+def _control_name(manifest: Manifest) -> str | None:
+    return manifest.control.name if manifest.control is not None else None
+
+
+def _control(runs: Sequence[ShardRun]) -> ControlRecord | None:
+    """A control run's shards (one control, checked): the cases none of them could control, together."""
+    first = runs[0].manifest.control
+    if first is None:
+        return None
+    cases = [c for r in runs if r.manifest.control is not None for c in r.manifest.control.not_controlled]
+    return first.model_copy(update={"not_controlled": list(dict.fromkeys(cases))})
 
 
 def merge_runs(folders: Sequence[Path], out: Path) -> MergeResult:

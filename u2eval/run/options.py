@@ -65,6 +65,8 @@ class RunOptions:
     force: bool = False  # start the folder afresh when it holds another run (u2eval.run.identity)
     # Reference quirks switched by hand (u2eval.scoring.switches): recorded in the manifest, redone by re-scoring.
     quirks: Mapping[str, bool] = field(default_factory=dict)
+    # A control (u2eval.data.controls): no-image, text-only or other-image in place of each case's image.
+    control: str | None = None
 
 
 def default_folder(options: RunOptions) -> Path:
@@ -81,7 +83,9 @@ def default_folder(options: RunOptions) -> Path:
         selection += f"__shard{options.shard[0]}of{options.shard[1]}"
     if options.case_ids is not None:
         selection += f"__cases-{ids_sha256(sorted(options.case_ids))[:8]}"
-    return options.results_root / f"{slug}__{data}__{options.prompt.name}__seed{options.seed}{selection}"
+    # A control run never shares a folder (nor its stored answers' summary) with the run it controls.
+    prompt = options.prompt.name + (f"__{options.control}" if options.control else "")
+    return options.results_root / f"{slug}__{data}__{prompt}__seed{options.seed}{selection}"
 
 
 def selection(options: RunOptions, matched: int) -> dict[str, str | None]:

@@ -8,6 +8,16 @@ from __future__ import annotations
 from u2eval.records import CaseMeta, DiskRecord, GenerationConfig, ModelInfo
 
 
+class ControlRecord(DiskRecord):
+    """A control run (``u2eval run --control``, ``u2eval ablate --controls``): what each case was sent in place of
+    its own image (``u2eval.data.controls``). The scores are still against each case's own truth."""
+
+    name: str  # no-image | text-only | other-image
+    sends: str  # the same in words
+    seed: int | None = None  # other-image: the seed that chose each case's partner
+    not_controlled: list[str] = []  # case ids sent their own image anyway: their dataset has no other image
+
+
 class Manifest(DiskRecord):
     """Provenance of a run: enough to say exactly what produced its numbers."""
 
@@ -34,6 +44,7 @@ class Manifest(DiskRecord):
     grounded: bool = False  # grounded scoring is part of the run (grounded.json): `u2eval score` redoes it
     box_convention: str | None = None  # how answers write boxes (u2eval.grounded.boxes), so re-scoring reads them alike
     quirks: dict[str, bool] = {}  # reference quirks switched by hand (--quirk NAME=off), redone by every re-scoring
+    control: ControlRecord | None = None  # a control run: the image was not the case's own (None: it was)
 
 
 class SentPart(DiskRecord):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from u2eval.benchmark.prompts import template_hashes, validate_templates
 from u2eval.benchmark.tasks import TaskSpec, select_tasks, task_sha256
+from u2eval.data.controls import CONTROLS, check_control
 from u2eval.data.sources import DataSource, resolve_source
 from u2eval.errors import ConfigError
 from u2eval.grounded.boxes import get_convention
@@ -33,7 +34,7 @@ from u2eval.run.identity import claim, run_identity
 from u2eval.run.locks import disk_full_is_clear, exclusive
 from u2eval.run.options import ProgressHook, RunOptions, RunProgress, default_folder
 from u2eval.run.pacing import DispatchOptions
-from u2eval.run.records import Manifest
+from u2eval.run.records import ControlRecord, Manifest
 from u2eval.run.resume import clear_stamp, finished_cases, make_stamp, scores_up_to_date, scoring_state, write_stamp
 from u2eval.run.scoring_pass import score_folder
 from u2eval.run.shards import check_shard
@@ -78,6 +79,7 @@ class _Answered:
     reused: int
     data_errors: list[str]
     matched: int  # of the chosen case ids (--case-id), those that name a case of the run
+    not_controlled: list[str]  # a control run's cases sent their own image (their dataset has no other)
     requested: int
     dispatch: dict[str, int]
     answer_s: float
@@ -89,6 +91,8 @@ class _Answered:
 def _resolve(options: RunOptions, adapter: ModelAdapter | None) -> _Plan:
     if options.shard is not None:
         check_shard(options.shard)
+    if options.control is not None:
+        check_control(options.control)
     tasks = select_tasks(options.tasks)
     source = resolve_source(options.data, revision=options.revision, tasks=tasks)
     resolved = None if adapter is not None else resolve_model(options.model)
@@ -125,8 +129,10 @@ def _resolve(options: RunOptions, adapter: ModelAdapter | None) -> _Plan:
         "selection": [options.limit, options.anatomy, options.shard],
         "model": info.model_dump(mode="json"),
         "generation": generation.model_dump(mode="json"),
-    }
-    identity = run_identity(info, generation, options.prompt.name, templates, options.seed, source.manifest())
+    } | ({"control": options.control} if options.control else {})
+    identity = run_identity(
+        info, generation, options.prompt.name, templates, options.seed, source.manifest(), options.control
+    )
     # Grounded scoring, once asked for in this folder (by a run or `u2eval score --grounded`), stays on, with
     # the convention it used unless this run names one: a resumed run never leaves a stale grounded.json.
     recorded = folder.grounded_options()
@@ -176,6 +182,8 @@ def _answer(plan: _Plan, store: ResponseStore, progress: ProgressHook | None) ->
         asyncio.run(plan.adapter.aclose())
         manifest = plan.folder.manifest()
         case_ids, reused, data_errors = finished, len(finished), list(manifest.data_errors) if manifest else []
+        control = manifest.control if manifest is not None else None
+        not_controlled = list(control.not_controlled) if control is not None else []
     else:
         clear_stamp(path)
 
@@ -192,11 +200,13 @@ def _answer(plan: _Plan, store: ResponseStore, progress: ProgressHook | None) ->
         asyncio.run(go())
         os.replace(path / (CASES_FILE + ".part"), path / CASES_FILE)
         case_ids, reused, data_errors = stream.case_ids, stream.reused, stream.data_errors
+        not_controlled = stream.not_controlled
     return _Answered(
         case_ids=case_ids,
         reused=reused,
         data_errors=data_errors,
         matched=_matched(options, case_ids),
+        not_controlled=not_controlled,
         requested=dispatcher.stats.requests,
         dispatch=dispatcher.stats.as_manifest() | {"reused": reused},
         answer_s=time.perf_counter() - started,
@@ -272,11 +282,21 @@ def _record(plan: _Plan, answered: _Answered, started_at: str, score_s: float) -
         grounded=plan.grounded.enabled,
         box_convention=convention.spec if convention is not None else None,
         quirks=dict(plan.options.quirks),
+        control=_control(options, answered),
     )
     _say_if_the_case_set_changed(plan.folder, manifest)
     plan.folder.write_manifest(manifest)
     write_stamp(plan.folder.path, plan.stamp, scoring_state(plan.folder.path, _scoring_settings(plan)))
     return manifest
+
+
+def _control(options: RunOptions, answered: _Answered) -> ControlRecord | None:
+    if options.control is None:
+        return None
+    seed = options.seed if options.control == "other-image" else None
+    return ControlRecord(
+        name=options.control, sends=CONTROLS[options.control], seed=seed, not_controlled=answered.not_controlled
+    )
 
 
 def _say_if_the_case_set_changed(folder: RunFolder, manifest: Manifest) -> None:
