@@ -36,7 +36,8 @@ OTHER = "judge-other-2025-06-01"
 # The model under test hedges: strict reads few of its answers, a judge that takes the last choice named reads more.
 HEDGED = (
     "Maybe benign, maybe malignant; on balance malignant. Upper left or lower right, finally lower right. "
-    "A 12 mm hypoechoic nodule in the right lobe."
+    "A 12 mm hypoechoic nodule in the right lobe. The liver shows a coarse echotexture. Lung ultrasound with two "
+    "B-lines."
 )
 
 
@@ -126,13 +127,16 @@ def test_a_judge_reads_only_what_strict_cannot_and_leaves_strict_and_reference_b
     assert set(after["modes"]) == {"strict", "reference", "judged"}
 
     # The judged verdicts, by hand: the stand-in reads the last choice the answer names.
+    from u2eval.judges.prompts import choices
+
+    metas = {c.case.case_id: c.case for c in RunFolder(run_dir).cases()}
     right: dict[tuple[str, str], list[bool]] = {}
     for j in judgements:
         if j.task not in ("dd", "vra", "ll", "od", "kd"):
             continue
         correct = bool(j.strict.correct)
         if j in extraction and readings[j.case_id].status == "read":
-            assert readings[j.case_id].value in ("malignant", "benign", "lower right", "upper left")
+            assert readings[j.case_id].value in choices(metas[j.case_id])  # one of the case's own
             correct = readings[j.case_id].value == j.strict.truth
         right.setdefault((j.task, j.dataset_id), []).append(correct)
     judged = {(d["task"], d["dataset_id"]): d for d in after["modes"]["judged"]["datasets"]}
@@ -145,6 +149,21 @@ def test_a_judge_reads_only_what_strict_cannot_and_leaves_strict_and_reference_b
     assert after["modes"]["judged"]["tasks"]["dd"]["score"] > before["modes"]["strict"]["tasks"]["dd"]["score"]
     markdown = (run_dir / "summary.md").read_text()
     assert "| judged score |" in markdown and "## Judged mode" in markdown and "## Clinical report score" in markdown
+
+    # The clinical score, by hand from the stored comparisons: each case's grade, each dataset's mean.
+    from u2eval.scoring.clinical import grade
+
+    by_dataset: dict[tuple[str, str], list[float]] = {}
+    for j in clinical:
+        comparison = readings[j.case_id].comparison
+        assert comparison is not None
+        by_dataset.setdefault((j.task, j.dataset_id), []).append(grade(comparison).score)
+    reported = {(d["task"], d["dataset_id"]): d for d in after["clinical"]["datasets"]}
+    assert set(reported) == set(by_dataset)
+    for ref, scores in by_dataset.items():
+        assert reported[ref]["score"]["estimate"] == pytest.approx(sum(scores) / len(scores))
+        assert reported[ref]["score"]["low"] <= reported[ref]["score"]["estimate"] <= reported[ref]["score"]["high"]
+    assert 0 < max(s for scores in by_dataset.values() for s in scores) < 1  # partly right: neither 0 nor 1
 
 
 def test_a_second_pass_asks_nothing_and_rescoring_reproduces_the_summary(
@@ -196,14 +215,22 @@ def test_the_judge_identity_is_recorded_and_another_setting_is_another_judge(
         first = judge_run(JudgeOptions(run=run_dir, model=str(preset), base_url=judge_server.url))
     identity = json.loads((first.folder / "identity.json").read_text())
     assert identity["model"] == JUDGE and identity["retires"] == "2026-12-31"
-    assert identity["generation"]["max_tokens"] == 900 and identity["generation"]["temperature"] == 0.0
+    assert identity["endpoint"] == judge_server.url  # reached at a server of ours: part of who judged
+    assert identity["generation"]["max_tokens"] == 2048  # the preset's 900 leaves no room for a comparison
+    assert identity["generation"]["temperature"] == 0.0
     for kind in ("extraction", "clinical"):
         assert identity["templates"][kind] == hashlib.sha256((TEMPLATES / f"{kind}.j2").read_bytes()).hexdigest()
     assert any("retires on 2026-12-31" in r.getMessage() for r in caplog.records)
+    # When it retires changes no reading: the same judge; its weights do: another judge.
+    preset.write_text(preset.read_text().replace("2026-12-31", "2027-06-30"), encoding="utf-8")
+    again = judge_run(JudgeOptions(run=run_dir, model=str(preset), base_url=judge_server.url))
+    assert again.identity.name == first.identity.name and again.asked == 0
+    revised = judge_run(JudgeOptions(run=run_dir, model=str(preset), base_url=judge_server.url, revision="v2"))
+    assert revised.identity.name != first.identity.name and revised.identity.revision == "v2"
     second = _judge(run_dir, judge_server, temperature=0.5)
     assert second.identity.name != first.identity.name and second.asked == first.asked
     folder = RunFolder(run_dir)
-    assert {j.name for j in folder.judges()} == {first.identity.name, second.identity.name}
+    assert {j.name for j in folder.judges()} == {first.identity.name, revised.identity.name, second.identity.name}
     active = folder.active_judge()
     assert active is not None and active.name == second.identity.name
     summary = json.loads((run_dir / "summary.json").read_text())

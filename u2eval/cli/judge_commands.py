@@ -33,6 +33,9 @@ JudgeModelOpt = Annotated[
     str,
     typer.Option("--model", "-m", help="the judge: provider/model or a preset"),
 ]
+RevisionOpt = Annotated[
+    str | None, typer.Option("--revision", help="the judge's weights (a commit or tag): part of its identity")
+]
 OnlyOpt = Annotated[
     str | None, typer.Option(help="ask only about extraction or clinical (default: both; the other's readings stay)")
 ]
@@ -43,6 +46,7 @@ def judge(
     run_dir: Annotated[Path, typer.Argument(help="a finished run folder")],
     model: JudgeModelOpt,
     base_url: BaseUrlOpt = None,
+    revision: RevisionOpt = None,
     model_arg: ModelArgOpt = None,
     only: OnlyOpt = None,
     concurrency: ConcurrencyOpt = None,
@@ -69,6 +73,7 @@ def judge(
         run=run_dir,
         model=model,
         base_url=",".join(u for value in base_url for u in comma_list(value) or ()) if base_url else None,
+        revision=revision,
         model_args=parse_model_args(model_arg or []),
         kinds=kinds,  # type: ignore[arg-type]  # checked by judge_run
         concurrency=concurrency,
@@ -144,6 +149,7 @@ def judge_agreement(
 def judge_check(
     model: JudgeModelOpt,
     base_url: BaseUrlOpt = None,
+    revision: RevisionOpt = None,
     model_arg: ModelArgOpt = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="the check's folder: the judge's store and gold.md / gold.json")
@@ -169,6 +175,7 @@ def judge_check(
         run=folder,
         model=model,
         base_url=",".join(u for value in base_url for u in comma_list(value) or ()) if base_url else None,
+        revision=revision,
         model_args=args,
         concurrency=concurrency,
         max_tokens=max_tokens,
@@ -178,7 +185,7 @@ def judge_check(
         max_attempts=max_attempts,
     )
     adapter, preset, generation, dispatch = resolve_judge(options, None)
-    identity = identity_of(adapter, preset, generation, args)
+    identity = identity_of(adapter, preset, generation, options)
     report = check_judge(adapter, generation, dispatch, folder / identity.name, judge_label(identity))
     text = render_gold(report)
     (folder / "gold.md").write_text(text, encoding="utf-8")

@@ -53,7 +53,7 @@ def leaderboard(
     ),
     published: Annotated[bool, typer.Option("--published", help="add the paper's 22 rows for reference")] = False,
     by: Annotated[str | None, typer.Option(help="also cut every run by task, dataset, anatomy or scenario")] = None,
-    mode: Annotated[str, typer.Option(help="strict (headline) or reference")] = "strict",
+    mode: Annotated[str, typer.Option(help="strict (headline), reference, or judged")] = "strict",
     bootstrap: Annotated[int, typer.Option(min=10, help="bootstrap resamples")] = 1000,
     bootstrap_seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
     plots: Annotated[bool, typer.Option(help="write PNG plots (needs matplotlib)")] = True,
@@ -68,7 +68,7 @@ def leaderboard(
 
     if by is not None:
         check_choice("--by", by, ("task", "dataset", "anatomy", "scenario"))
-    check_choice("--mode", mode, ("strict", "reference"))
+    check_choice("--mode", mode, ("strict", "reference", "judged"))
     options = BoardOptions(
         mode=cast("ScoringMode", mode),
         resamples=bootstrap,

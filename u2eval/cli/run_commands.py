@@ -208,7 +208,7 @@ def merge(
 def score(
     run_dir: Annotated[Path, typer.Argument(help="a run folder")],
     by: Annotated[str | None, typer.Option(help="also cut the run by task, dataset, anatomy or scenario")] = None,
-    mode: Annotated[str, typer.Option(help="scoring mode of the --by table: strict or reference")] = "strict",
+    mode: Annotated[str, typer.Option(help="scoring mode of the --by table: strict, reference or judged")] = "strict",
     bootstrap: Annotated[int, typer.Option(min=10, help="bootstrap resamples for the --by intervals")] = 1000,
     bootstrap_seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
     grounded: Annotated[
@@ -218,6 +218,10 @@ def score(
         str | None, typer.Option(help="with --grounded: read boxes in text this way instead of the run's convention")
     ] = None,
     quirk: QuirkOpt = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(help="the judge behind the judged mode (its folder under judges/), or none"),
+    ] = None,
 ) -> None:
     """Re-score a run from its stored answers, without calling any model."""
     import dataclasses
@@ -232,7 +236,7 @@ def score(
         raise ConfigError(f"no such run folder: {run_dir}")
     if by is not None:
         check_choice("--by", by, ("task", "dataset", "anatomy", "scenario"))
-    check_choice("--mode", mode, ("strict", "reference"))
+    check_choice("--mode", mode, ("strict", "reference", "judged"))
     if box_convention is not None and not grounded:
         raise ConfigError("--box-convention only applies with --grounded")
     folder = RunFolder(run_dir)
@@ -245,6 +249,8 @@ def score(
         if quirk is not None:  # given: these switches from now on (none given: as the run recorded them)
             switches = parse_switches(quirk)
             recorded = folder.record_quirks(switches) and recorded
+        if judge is not None:  # recorded in judges/active.json: every later re-score keeps it
+            folder.set_active_judge(None if judge == "none" else judge)
         summary, judgements = score_folder(run_dir, grounded=regions, switches=switches)
     if (grounded or quirk is not None) and not recorded:
         console.print("[yellow]no manifest.json: these scoring settings are not recorded; give them again next time")
@@ -256,6 +262,10 @@ def score(
         from u2eval.reports.uncertainty import case_table
         from u2eval.run.folder import RunFolder
 
+        if mode == "judged":
+            from u2eval.reports.rundata import load_run
+
+            judgements = list(load_run(run_dir).judgements_for("judged"))
         scenarios = {c.case.case_id: c.case.scenario for c in RunFolder(run_dir).cases()}
         table = case_table(judgements, cast("ScoringMode", mode), scenarios)
         rows = slice_rows(table, summary.modes[mode], cast("SliceBy", by), bootstrap, bootstrap_seed)

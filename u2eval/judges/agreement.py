@@ -22,9 +22,9 @@ from u2eval.errors import ConfigError
 from u2eval.records import DiskRecord, Judgement, Verdict
 from u2eval.run.folder import RunFolder
 from u2eval.run.scoring_pass import judge_answers
-from u2eval.scoring.clinical import MalformedComparison, grade
+from u2eval.scoring.clinical import ClinicalResult
 from u2eval.scoring.judge_records import JudgeIdentity, JudgeReading
-from u2eval.scoring.judged import judge_kind, judged_verdicts, reading_of
+from u2eval.scoring.judged import clinical_grade, clinically_graded, judge_kind, judged_verdicts, reading_of
 from u2eval.stats import CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, mcnemar_test, percentile_interval, stratum_weights
 
 MOST_DISAGREED = 10
@@ -61,6 +61,9 @@ def load_judged(folder: Path, judge: str | None) -> JudgedRun:
     )
 
 
+MAX_NAMED = 50  # case ids listed per reason a case was left out (the count is always whole)
+
+
 class Disagreement(DiskRecord):
     case_id: str
     kind: str
@@ -72,8 +75,9 @@ class Disagreement(DiskRecord):
 class ExtractionAgreement(DiskRecord):
     n_compared: int  # answers both judges read (read, no answer or unreadable)
     n_left_out: int  # answers one of them has no reading for (its call failed, or it never read them)
+    left_out: list[str] = []  # their case ids (the first MAX_NAMED)
     agreement: float | None  # share of identical readings
-    kappa: float | None  # Cohen's kappa over the readings as categories
+    kappa: float | None  # Cohen's kappa over the readings as categories (None: undefined, one category only)
     b: int  # right as A read it, wrong as B read it
     c: int  # wrong as A read it, right as B read it
     mcnemar_p: float | None
@@ -83,6 +87,7 @@ class ExtractionAgreement(DiskRecord):
 class ClinicalAgreement(DiskRecord):
     n_compared: int  # reports and captions both judges graded
     n_left_out: int
+    left_out: list[str] = []
     spearman: float | None  # rank correlation of the per-case scores
     mean_a: float | None
     mean_b: float | None
@@ -98,6 +103,8 @@ class AgreementReport(DiskRecord):
     resamples: int
     seed: int
     confidence: float
+    n_not_shared: int  # cases of A not compared: B lacks them, or holds another answer to them (two runs)
+    not_shared: list[str]  # their case ids (the first MAX_NAMED)
     extraction: ExtractionAgreement
     clinical: ClinicalAgreement
     disagreements: list[Disagreement]
@@ -114,7 +121,7 @@ def _kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
 
     categories = sorted(set(a) | set(b))
     if len(categories) < 2:
-        return 1.0 if a else None  # every reading the same category: complete agreement, kappa undefined
+        return None  # every reading one category: chance agreement is 1, kappa is undefined
     index = {c: i for i, c in enumerate(categories)}
     table = np.zeros((len(categories), len(categories)))
     for x, y in zip(a, b, strict=True):
@@ -131,16 +138,24 @@ def _extraction(ra: JudgedRun, rb: JudgedRun, shared: list[str]) -> tuple[Extrac
     b = sum(1 for c in both if ra.verdicts[c].correct and not rb.verdicts[c].correct)
     c_ = sum(1 for c in both if not ra.verdicts[c].correct and rb.verdicts[c].correct)
     test = mcnemar_test(b, c_) if both else None
-    differ = [
-        Disagreement(case_id=c, kind="extraction", answer=ra.judgements[c].answer, a=x, b=y)
-        for c, x, y in zip(both, labels_a, labels_b, strict=True)
-        if x != y
-    ]
+    # Most disagreed first: readings that flip the verdict, then readings that differ with the same verdict.
+    flips = {c for c in both if bool(ra.verdicts[c].correct) != bool(rb.verdicts[c].correct)}
+    differ = sorted(
+        (
+            Disagreement(case_id=c, kind="extraction", answer=ra.judgements[c].answer, a=x, b=y)
+            for c, x, y in zip(both, labels_a, labels_b, strict=True)
+            if x != y
+        ),
+        key=lambda d: (d.case_id not in flips, d.case_id),
+    )
+    compared = set(both)
+    left_out = [c for c in wanted if c not in compared]
     same = sum(x == y for x, y in zip(labels_a, labels_b, strict=True))
     return (
         ExtractionAgreement(
             n_compared=len(both),
-            n_left_out=len(wanted) - len(both),
+            n_left_out=len(left_out),
+            left_out=left_out[:MAX_NAMED],
             agreement=same / len(both) if both else None,
             kappa=_kappa(labels_a, labels_b) if both else None,
             b=b,
@@ -157,13 +172,9 @@ def _final(reading: JudgeReading | None) -> bool:
 
 
 def _score(run: JudgedRun, case_id: str) -> float | None:
-    reading = run.readings.get(case_id)
-    if reading is None or reading.comparison is None:
-        return None
-    try:
-        return grade(reading.comparison).score
-    except MalformedComparison:
-        return None
+    """The case's clinical score as the run's summary counts it (``clinical_grade``), None when it has none."""
+    graded = clinical_grade(run.judgements[case_id], run.readings.get(case_id))
+    return graded.score if isinstance(graded, ClinicalResult) else None
 
 
 def _clinical(
@@ -171,12 +182,14 @@ def _clinical(
 ) -> tuple[ClinicalAgreement, list[Disagreement]]:
     from scipy.stats import spearmanr
 
-    wanted = [c for c in shared if judge_kind(ra.judgements[c]) == "clinical"]
+    wanted = [c for c in shared if clinically_graded(ra.judgements[c])]
     pairs = [(c, sa, sb) for c in wanted if (sa := _score(ra, c)) is not None and (sb := _score(rb, c)) is not None]
+    graded = {p[0] for p in pairs}
+    left_out = [c for c in wanted if c not in graded]
     if not pairs:
         empty = ClinicalAgreement(
-            n_compared=0, n_left_out=len(wanted), spearman=None, mean_a=None, mean_b=None,
-            mean_difference=None, low=None, high=None,
+            n_compared=0, n_left_out=len(left_out), left_out=left_out[:MAX_NAMED], spearman=None, mean_a=None,
+            mean_b=None, mean_difference=None, low=None, high=None,
         )  # fmt: skip
         return empty, []
     a = np.array([p[1] for p in pairs])
@@ -194,7 +207,8 @@ def _clinical(
     return (
         ClinicalAgreement(
             n_compared=len(pairs),
-            n_left_out=len(wanted) - len(pairs),
+            n_left_out=len(left_out),
+            left_out=left_out[:MAX_NAMED],
             spearman=rho,
             mean_a=float(a.mean()),
             mean_b=float(b.mean()),
@@ -212,6 +226,7 @@ def compare_judges(
     """Two judges' readings of the same answers: cases joined by id, and compared only where both runs hold the
     same answer (two runs of different models' answers are not two readings of one answer)."""
     shared = sorted(c for c, j in ra.judgements.items() if c in rb.judgements and rb.judgements[c].answer == j.answer)
+    not_shared = sorted(set(ra.judgements) - set(shared))
     if not shared:
         raise ValueError(f"{ra.folder} and {rb.folder} share no case with the same stored answer")
     extraction, differ_x = _extraction(ra, rb, shared)
@@ -222,6 +237,8 @@ def compare_judges(
         resamples=resamples,
         seed=seed,
         confidence=CONFIDENCE,
+        n_not_shared=len(not_shared),
+        not_shared=not_shared[:MAX_NAMED],
         extraction=extraction,
         clinical=clinical,
         disagreements=differ_x[:MOST_DISAGREED] + differ_c[:MOST_DISAGREED],
@@ -232,6 +249,15 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _not_shared_line(report: AgreementReport) -> list[str]:
+    if not report.n_not_shared:
+        return []
+    examples = ", ".join(report.not_shared[:5])
+    return [
+        f"- {report.n_not_shared} case(s) of A not compared (B lacks them or holds another answer), e.g. {examples}"
+    ]
+
+
 def render_agreement(report: AgreementReport) -> str:
     """The report as Markdown (agreement.md, and the terminal)."""
     x, c = report.extraction, report.clinical
@@ -240,19 +266,24 @@ def render_agreement(report: AgreementReport) -> str:
         "",
         f"- A: {report.a}",
         f"- B: {report.b}",
+        *_not_shared_line(report),
         "",
         "## Answer extraction (answers strict could not parse)",
         "",
-        f"Compared: {x.n_compared} answers both judges read ({x.n_left_out} left out: a judge has no reading).",
+        f"Compared: {x.n_compared} answers both judges read ({x.n_left_out} left out: a judge has no reading"
+        + (f", e.g. {', '.join(x.left_out[:5])}" if x.left_out else "")
+        + ").",
         "",
         "| same reading | Cohen's kappa | right under A only (b) | right under B only (c) | McNemar p |",
         "|---|---|---|---|---|",
-        f"| {_fmt(x.agreement)} | {_fmt(x.kappa)} | {x.b} | {x.c} | "
+        f"| {_fmt(x.agreement)} | {_fmt(x.kappa) if x.kappa is not None else '– (undefined)'} | {x.b} | {x.c} | "
         f"{_fmt(x.mcnemar_p, 4)}{f' ({x.mcnemar_method})' if x.mcnemar_method else ''} |",
         "",
         "## Reports and captions (clinical score, per case)",
         "",
-        f"Compared: {c.n_compared} cases both judges graded ({c.n_left_out} left out).",
+        f"Compared: {c.n_compared} cases both judges graded ({c.n_left_out} left out"
+        + (f", e.g. {', '.join(c.left_out[:5])}" if c.left_out else "")
+        + ").",
         "",
         f"| Spearman rho | mean A | mean B | B − A [{report.confidence:.0%} paired bootstrap, {report.resamples}, "
         f"seed {report.seed}] |",

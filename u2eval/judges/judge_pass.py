@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from u2eval.errors import ConfigError
 from u2eval.judges.prompts import KINDS, judge_prompt, template_hashes
@@ -51,6 +52,7 @@ class JudgeOptions:
     run: Path
     model: str
     base_url: str | None = None
+    revision: str | None = None  # the judge's weights (a commit, a tag): a judge behind a server says which
     model_args: Mapping[str, object] = field(default_factory=dict)
     kinds: tuple[JudgeKind, ...] = KINDS  # what to ask about (the readings of the others are kept)
     concurrency: int | None = None
@@ -67,7 +69,7 @@ class JudgeOptions:
 class JudgePassResult:
     identity: JudgeIdentity
     folder: Path  # the judge's folder in the run
-    to_judge: dict[str, int]  # kind -> answers that need a reading
+    to_judge: dict[str, int]  # kind asked about -> answers that need a reading
     asked: int  # requests made by this pass (identical prompts are asked once)
     reused: int  # distinct prompts the judge's store already answered
     failed: int  # answers whose judge call failed (asked again by the next pass)
@@ -86,29 +88,38 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "judge"
 
 
+def _endpoint(options: JudgeOptions, preset: Preset | None) -> str | None:
+    """Where the judge was reached, when not at its provider's own address (credentials never kept)."""
+    urls = options.base_url or (preset.base_url if preset is not None else None)
+    if not urls:
+        return None
+    public = []
+    for url in urls.split(","):
+        parts = urlsplit(url.strip())
+        netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        public.append(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")))
+    return ",".join(public)
+
+
 def identity_of(
-    adapter: ModelAdapter, preset: Preset | None, generation: GenerationConfig, args: Mapping[str, object]
+    adapter: ModelAdapter, preset: Preset | None, generation: GenerationConfig, options: JudgeOptions
 ) -> JudgeIdentity:
-    """The judge's identity; its name is the model's plus a hash of everything else, so another setting or an
-    edited judge prompt is another judge folder."""
+    """The judge's identity; its name is the model's plus a hash of what could change its readings (model,
+    weights, endpoint, settings, prompts, arguments), so another of these is another judge folder. When the
+    provider retires it is recorded, not hashed: it changes no reading."""
     info = adapter.info
-    fields = {
+    fields: dict[str, object] = {
         "adapter": info.adapter,
         "model": info.model,
-        "revision": info.revision,
-        "retires": preset.retires if preset is not None else None,
-        "generation": generation,
+        "revision": options.revision or info.revision,
+        "endpoint": _endpoint(options, preset),
+        "generation": generation.model_dump(mode="json"),
         "templates": template_hashes(),
-        "model_args": dict(args),
+        "model_args": dict(options.model_args),
     }
-    digest = hashlib.sha256(
-        json.dumps(
-            {k: v.model_dump(mode="json") if isinstance(v, GenerationConfig) else v for k, v in fields.items()},
-            sort_keys=True,
-            default=str,
-        ).encode()
-    ).hexdigest()[:8]
-    return JudgeIdentity(name=f"{_slug(info.model)}-{digest}", **fields)
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    retires = preset.retires if preset is not None else None
+    return JudgeIdentity.model_validate(fields | {"name": f"{_slug(info.model)}-{digest}", "retires": retires})
 
 
 def retirement_warning(retires: str | None, today: dt.date) -> str | None:
@@ -166,7 +177,8 @@ def resolve_judge(
     resolved = resolve_model(options.model) if adapter is None else None
     preset = resolved.preset if resolved is not None else None
     base = preset.generation if preset is not None else JUDGE_GENERATION
-    updates: dict[str, object] = {"seed": options.seed}
+    # A preset made for answering may allow fewer tokens than a clinical comparison's JSON needs.
+    updates: dict[str, object] = {"seed": options.seed, "max_tokens": max(base.max_tokens, JUDGE_GENERATION.max_tokens)}
     if options.max_tokens is not None:
         updates["max_tokens"] = options.max_tokens
     if options.temperature is not None:
@@ -207,7 +219,7 @@ def judge_run(
     if unknown:
         raise ConfigError(f"unknown judge kind {unknown[0]!r}; kinds: {', '.join(KINDS)}")
     adapter, preset, generation, dispatch = resolve_judge(options, adapter)
-    identity = identity_of(adapter, preset, generation, options.model_args)
+    identity = identity_of(adapter, preset, generation, options)
     if (warning := retirement_warning(identity.retires, dt.date.today())) is not None:
         log.warning("%s", warning)
     with exclusive(run.path), disk_full_is_clear(run.path):
@@ -242,7 +254,7 @@ def judge_run(
         run.write_judge_readings(identity.name, kept)
         run.set_active_judge(identity.name)
         summary, _ = score_folder(run.path)
-    counts: dict[str, int] = {kind: sum(1 for i in items if i.kind == kind) for kind in KINDS}
+    counts: dict[str, int] = {kind: sum(1 for i in items if i.kind == kind) for kind in options.kinds}
     return JudgePassResult(
         identity=identity,
         folder=folder,

@@ -74,6 +74,8 @@ def partial_reasons(run: LoadedRun, mode: ScoringMode) -> list[str]:
         reasons.append(f"{run.summary.unreadable_rows} unreadable rows")
     if run.summary.infra_error_case_ids:
         reasons.append(f"{len(run.summary.infra_error_case_ids)} infra errors")
+    if mode == "judged" and run.summary.judge is not None and run.summary.judge.not_judged:
+        reasons.append(f"{len(run.summary.judge.not_judged)} answers not read by the judge")
     return reasons
 
 

@@ -246,6 +246,9 @@ class RunFolder:
             raise ConfigError(
                 f"{path} cannot be read ({exc}): choose the judge again with u2eval score --judge"
             ) from exc
+        if not (self.judge_path(str(name)) / JUDGE_IDENTITY_FILE).is_file():
+            log.warning("%s names judge %s, whose folder is gone: no judged mode (u2eval score --judge)", path, name)
+            return None
         return self.judge(str(name))
 
     def set_active_judge(self, name: str | None) -> None:
@@ -277,7 +280,10 @@ class RunFolder:
         path = self.judge_path(name) / READINGS_FILE
         tmp = path.with_suffix(".jsonl.tmp")
         ordered = sorted(readings, key=lambda r: r.case_id)
-        tmp.write_text("".join(r.model_dump_json() + "\n" for r in ordered), encoding="utf-8")
+        with tmp.open("w", encoding="utf-8") as out:
+            out.writelines(r.model_dump_json() + "\n" for r in ordered)
+            out.flush()
+            os.fsync(out.fileno())  # on disk before it replaces the old readings, as the store's answers are
         os.replace(tmp, path)
 
     def forget_grounded(self) -> None:

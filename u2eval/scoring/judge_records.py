@@ -25,8 +25,9 @@ class JudgeIdentity(DiskRecord):
     name: str  # the judge's folder under judges/: the model's name and a hash of all of this
     adapter: str
     model: str
-    revision: str | None = None  # weights revision, or the provider's dated snapshot when the id lacks one
-    retires: str | None = None  # when its provider retires it (ISO date or month), from the preset
+    revision: str | None = None  # the weights revision (--revision), else what the adapter knows of its weights
+    endpoint: str | None = None  # the server it was reached at (--base-url), when not the provider's own
+    retires: str | None = None  # when its provider retires it (ISO date or month), from the preset: not identity
     generation: GenerationConfig
     templates: dict[str, str]  # kind -> sha256 of the judge prompt template
     model_args: dict[str, object] = {}

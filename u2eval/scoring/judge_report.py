@@ -81,8 +81,9 @@ def _not_judged_lines(judge: JudgeSummary) -> list[str]:
         return []
     lines = [
         "",
-        f"**Judged mode partial**: {len(judge.not_judged)} answer(s) have no reading from this judge (its call "
-        "failed, or they were answered after it read the run): run `u2eval judge` again to read them.",
+        f"**Judged mode partial**: {len(judge.not_judged)} answer(s) strict could not parse have no reading from "
+        "this judge (its call failed, it was not asked (`--only clinical`), or the answer changed after it read the "
+        "run): run `u2eval judge` again to read them.",
         "",
     ]
     lines += [f"- `{case_id}`" for case_id in judge.not_judged[:MAX_LISTED]]

@@ -18,7 +18,14 @@ from collections.abc import Mapping, Sequence
 
 from u2eval.benchmark.tasks import get_task
 from u2eval.records import CaseMeta, DiskRecord, Judgement, Verdict
-from u2eval.scoring.clinical import CaseGrade, ClinicalSummary, MalformedComparison, grade, summarise_clinical
+from u2eval.scoring.clinical import (
+    CaseGrade,
+    ClinicalResult,
+    ClinicalSummary,
+    MalformedComparison,
+    grade,
+    summarise_clinical,
+)
 from u2eval.scoring.judge_records import JudgeIdentity, JudgeKind, JudgeReading, answer_sha256
 from u2eval.scoring.judging import strict_verdict
 from u2eval.scoring.strict import Parsed
@@ -28,13 +35,37 @@ STATUSES = ("read", "no_answer", "unreadable", "failed", "missing")
 
 
 def judge_kind(judgement: Judgement) -> JudgeKind | None:
-    """What the judge is asked about this case's answer, if anything."""
+    """What the judge is asked about this case's answer, if anything. An empty report or caption is not sent:
+    it scores 0 clinically without a judge (``clinical_grade``)."""
     capability = get_task(judgement.task).capability
     if capability in EXTRACTED and judgement.outcome == "unparseable":
         return "extraction"
-    if capability == "generation" and judgement.strict.counted:
+    if capability == "generation" and judgement.strict.counted and (judgement.answer or "").strip():
         return "clinical"
     return None
+
+
+def clinically_graded(judgement: Judgement) -> bool:
+    """Whether the case has a clinical score: every counted report or caption, an empty one too (it scores 0)."""
+    return get_task(judgement.task).capability == "generation" and judgement.strict.counted
+
+
+EMPTY_ANSWER = ClinicalResult(matched=0, significant=0, minor=0, score=0.0, errors=[])
+
+
+def clinical_grade(judgement: Judgement, reading: JudgeReading | None) -> ClinicalResult | str:
+    """A report's or caption's clinical grade from the judge's current reading, or why it has none. The one rule
+    for every place that shows it (summary, case view, judge agreement): saying nothing scores 0."""
+    if not (judgement.answer or "").strip():
+        return EMPTY_ANSWER
+    if reading is None:
+        return "not read by this judge yet (run u2eval judge again)"
+    if reading.comparison is None:
+        return f"judge {reading.status}: {reading.detail or 'no comparison'}"
+    try:
+        return grade(reading.comparison)
+    except MalformedComparison as exc:
+        return f"the judge's comparison cannot be graded: {exc}"
 
 
 class JudgeSummary(DiskRecord):
@@ -45,7 +76,9 @@ class JudgeSummary(DiskRecord):
     outcomes: dict[str, dict[str, int]]
     by_task: dict[str, dict[str, int]]  # task -> status -> cases (extraction)
     rescued: int  # extraction: answers strict counted wrong that the judge's reading makes right
-    not_judged: list[str]  # case ids that need a reading and have none (failed or missing): judged is partial
+    # Answers strict could not parse that have no reading (the call failed, or it was never asked): judged is
+    # partial. A report without a reading only lacks its clinical score (``clinical.not_scored``).
+    not_judged: list[str]
 
 
 def reading_of(judgement: Judgement, readings: Mapping[str, JudgeReading]) -> JudgeReading | None:
@@ -94,7 +127,7 @@ def summarise_judge(
         if kind == "extraction":
             by_task.setdefault(j.task, Counter())[status] += 1
             rescued += bool(verdicts[j.case_id].correct) and not j.strict.correct
-        if status in ("failed", "missing"):
+        if kind == "extraction" and status in ("failed", "missing"):
             not_judged.append(j.case_id)
     return JudgeSummary(
         identity=identity,
@@ -109,21 +142,10 @@ def clinical_grades(judgements: Sequence[Judgement], readings: Mapping[str, Judg
     """Each report or caption sent to the judge, graded from its comparison (or why it has no grade)."""
     grades: list[CaseGrade] = []
     for j in judgements:
-        if judge_kind(j) != "clinical":
+        if not clinically_graded(j):
             continue
-        reading = reading_of(j, readings)
-        result, why = None, None
-        if reading is None:
-            why = "not sent to the judge yet (run `u2eval judge` again)"
-        elif reading.comparison is None:
-            why = f"judge {reading.status}: {reading.detail or 'no comparison'}"
-        else:
-            try:
-                result = grade(reading.comparison)
-                if not (j.answer or "").strip():  # saying nothing is never a match (u2eval.scoring.clinical)
-                    result = result.model_copy(update={"score": 0.0})
-            except MalformedComparison as exc:
-                why = f"the judge's comparison cannot be graded: {exc}"
+        graded = clinical_grade(j, reading_of(j, readings))
+        result, why = (graded, None) if isinstance(graded, ClinicalResult) else (None, graded)
         grades.append(CaseGrade(j.case_id, j.task, j.dataset_id, result, why))
     return grades
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from u2eval.records import CaseMeta, Judgement, Verdict
 from u2eval.run.folder import RunFolder
-from u2eval.scoring.clinical import ClinicalResult, MalformedComparison, grade
+from u2eval.scoring.clinical import ClinicalResult
 from u2eval.scoring.judge_records import ClinicalComparison, Finding, JudgeIdentity, JudgeReading
-from u2eval.scoring.judged import judge_kind, judged_verdict, reading_of
+from u2eval.scoring.judged import clinical_grade, clinically_graded, judge_kind, judged_verdict, reading_of
 
 JsonDict = dict[str, object]
 
@@ -72,6 +72,8 @@ def judge_part(case: CaseMeta, judgement: Judgement, judge: ActiveJudge) -> tupl
     verdict = judged_verdict(case, judgement, reading)
     kind = judge_kind(judgement)
     if kind is None:
+        if clinically_graded(judgement):  # an empty report: no judge needed to score it
+            return verdict, {"clinical": {"rows": [], "score": 0.0, "counts": [0, 0, 0]}}
         return verdict, {}
     if reading is None:
         return verdict, {"judge": {"kind": kind, "status": "not read yet (run u2eval judge again)"}}
@@ -81,13 +83,9 @@ def judge_part(case: CaseMeta, judgement: Judgement, judge: ActiveJudge) -> tupl
     if reading.status == "read" and kind == "extraction":
         shown["reading"] = reading.value
     extra: JsonDict = {"judge": shown}
-    if reading.comparison is not None:
-        try:
-            result = grade(reading.comparison)
-        except MalformedComparison as exc:
-            shown["detail"] = str(exc)
-        else:
-            if not (judgement.answer or "").strip():
-                result = result.model_copy(update={"score": 0.0})
-            extra["clinical"] = _comparison(reading.comparison, result)
+    graded = clinical_grade(judgement, reading) if kind == "clinical" else None
+    if isinstance(graded, ClinicalResult) and reading.comparison is not None:
+        extra["clinical"] = _comparison(reading.comparison, graded)
+    elif isinstance(graded, str):
+        shown["detail"] = graded
     return verdict, extra
