@@ -42,7 +42,8 @@ HEDGED = (
 
 
 def _other_judge(body: dict[str, Any]) -> str:
-    """A second judge that reads differently: the first choice named instead of the last, and no findings paired."""
+    """A second judge that reads differently: the first choice named instead of the last, and a difference of
+    appearance in every pair it makes (a minor error each)."""
     reply = judge_answer(body)
     text = json.dumps(body)
     if "between the two lines of dashes" in text and "one number" not in text and reply != "NO ANSWER":
@@ -52,7 +53,8 @@ def _other_judge(body: dict[str, Any]) -> str:
         return named[0][1] if named else reply
     if reply.startswith("{"):
         comparison = json.loads(reply)
-        return json.dumps(comparison | {"pairs": comparison["pairs"][:1]})
+        pairs = [p | {"differences": sorted({*p["differences"], "appearance"})} for p in comparison["pairs"]]
+        return json.dumps(comparison | {"pairs": pairs})
     return reply
 
 

@@ -56,15 +56,17 @@ def test_two_judges_of_one_run_are_compared_as_independent_code_computes_it(
     clinical = sorted(c for c, r in ra.items() if r.kind == "clinical")
     sa = np.array([grade(ra[c].comparison).score for c in clinical])  # type: ignore[arg-type]
     sb = np.array([grade(rb[c].comparison).score for c in clinical])  # type: ignore[arg-type]
+    assert sa.std() > 0 and sb.std() > 0 and (sa != sb).any()  # scores that vary, and judges that differ
     assert report.clinical.n_compared == len(clinical)
     assert report.clinical.mean_difference == pytest.approx(float((sb - sa).mean()))
+    assert report.clinical.mean_difference < 0  # B finds a minor error in every pair: it scores lower
     assert report.clinical.low is not None and report.clinical.high is not None
     assert report.clinical.low <= report.clinical.mean_difference <= report.clinical.high
-    if sa.std() > 0 and sb.std() > 0:
-        assert report.clinical.spearman == pytest.approx(spearmanr(sa, sb).statistic)
+    assert report.clinical.spearman == pytest.approx(spearmanr(sa, sb).statistic)
     worst = [d for d in report.disagreements if d.kind == "clinical"]
     gaps = [abs(float(d.b) - float(d.a)) for d in worst]
-    assert gaps == sorted(gaps, reverse=True) and all(g > 0 for g in gaps)
+    assert worst and gaps == sorted(gaps, reverse=True) and all(g > 0 for g in gaps)
+    assert len(worst) == min(10, int((sa != sb).sum()))
 
 
 def test_the_cli_compares_one_run_two_judges_and_two_judged_runs(
