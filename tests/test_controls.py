@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import needs_browser
 from fake_models import true_answer
 from openai_server import OpenAIServer, decode_data_url, image_parts
 from PIL import Image
@@ -513,3 +514,23 @@ def test_cli_run_with_a_control(tmp_path: Path) -> None:
         "not_controlled": [],
     }
     assert all(sent_image(c) is None for c in RunFolder(folder).cases())
+
+
+@needs_browser
+def test_a_control_runs_summary_and_case_view_say_what_the_model_was_sent(tmp_path: Path) -> None:
+    from browser import open_page
+
+    from u2eval.view.page import build_view
+
+    folder = tmp_path / "grey"
+    run(RunOptions(model="random", tasks=("dd",), limit=1, out=folder, control="no-image"))
+    markdown = (folder / "summary.md").read_text()
+    assert "## Control run: no-image" in markdown and "a uniform grey PNG" in markdown
+    plain = tmp_path / "plain"
+    run(RunOptions(model="random", tasks=("dd",), limit=1, out=plain))
+    assert "Control run" not in (plain / "summary.md").read_text()
+    page = build_view(folder, tmp_path / "view").page
+    with open_page(page, 1200, 900) as browser:
+        assert "A control run (no-image)" in browser.inner_text("#control")
+        browser.click("#rows .row")
+        assert "The model was sent a uniform grey PNG" in browser.inner_text("#case")

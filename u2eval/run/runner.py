@@ -245,7 +245,10 @@ def _score(plan: _Plan, answered: _Answered, store: ResponseStore) -> Summary:
         if summary is not None:
             return summary
     subset = run_options.subset(plan.options, answered.matched)
-    summary, _ = score_folder(path, answered.data_errors, plan.grounded, subset, store, dict(plan.options.quirks))
+    control = _control(plan.options, answered)
+    summary, _ = score_folder(
+        path, answered.data_errors, plan.grounded, subset, store, dict(plan.options.quirks), control
+    )
     return summary
 
 

@@ -15,7 +15,7 @@ from u2eval.grounded.scorer import GroundedOptions, score_grounded
 from u2eval.provenance import version
 from u2eval.records import CaseMeta, Completion, Judgement
 from u2eval.run.folder import RunFolder
-from u2eval.run.records import Manifest
+from u2eval.run.records import ControlRecord, Manifest
 from u2eval.run.store import ResponseStore
 from u2eval.scoring.aggregate import JudgedScores, Summary, summarise
 from u2eval.scoring.judged import clinical_summary, judged_verdicts, summarise_judge
@@ -48,6 +48,7 @@ def score_folder(
     subset: list[str] | None = None,
     store: ResponseStore | None = None,
     switches: Switches | None = None,
+    control: ControlRecord | None = None,
 ) -> tuple[Summary, list[Judgement]]:
     """(Re-)score a run from its stored answers, without any model call, and rewrite its scores.
 
@@ -56,7 +57,8 @@ def score_folder(
     writes grounded.json and a section of summary.md, and leaves summary.json as it is.
     ``subset``: why the run holds only part of its tasks' cases (default: from the manifest's limit and
     selection). ``store``: the response store a run holds open (default: the folder's, read afresh).
-    ``switches``: reference quirks set by hand (default: as the manifest records)."""
+    ``switches``: reference quirks set by hand (default: as the manifest records). ``control``: what a control
+    run sent in each case's image's place (default: as the manifest records), said in summary.md."""
     run = RunFolder(folder)
     manifest = run.manifest()
     if switches is None:
@@ -80,13 +82,26 @@ def score_folder(
     run.write_judgements(judgements)
     run.write_summary(summary)
     grounded = grounded if grounded is not None else run.grounded_options()
-    sections: tuple[str, ...] = ()
+    control = control or (manifest.control if manifest else None)
+    sections: tuple[str, ...] = (_control_section(control),) if control is not None else ()
     if grounded.enabled:
-        sections = (_grounded_section(run, answers, judgements, summary, grounded),)
+        sections += (_grounded_section(run, answers, judgements, summary, grounded),)
     else:
         run.forget_grounded()
     write_summary(folder, summary, data_errors, sections)
     return summary, judgements
+
+
+def _control_section(control: ControlRecord) -> str:
+    """What a control run's summary.md says: its scores are not the model's on the benchmark's images."""
+    text = (
+        f"## Control run: {control.name}\n\nEach case was sent {control.sends} in place of its own image, and is "
+        "scored against its own truth: these scores say how much of the model's score survives without the "
+        "right image (docs/ablation.md), not how it does on the benchmark.\n"
+    )
+    if control.not_controlled:
+        text += f"\n{len(control.not_controlled)} case(s) were sent their own image: their dataset has no other.\n"
+    return text
 
 
 def judged_scores(

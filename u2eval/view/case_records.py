@@ -194,6 +194,8 @@ def page_header(folder: Path, images: ImageExport | None, folder_b: Path | None 
         "task_order": list(task_keys()),
         "images_missing": dict(images.missing) if images is not None else {},
     }
+    if manifest is not None and manifest.control is not None:
+        header["control"] = {"name": manifest.control.name, "sends": manifest.control.sends}
     identity = RunFolder(folder).active_judge()
     if identity is not None:
         header["judge"] = f"{identity.name} ({identity.adapter}/{identity.model})"

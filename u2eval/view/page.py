@@ -58,7 +58,7 @@ pre { white-space: pre-wrap; background: #f7f7f7; padding: 6px; border: 1px soli
 """
 
 _BODY = """
-<header><h1 id="title"></h1><p>Run folder <code id="folder"></code> · <span id="count"></span></p></header>
+<header><h1 id="title"></h1><p>Run folder <code id="folder"></code> · <span id="count"></span></p><p id="control" class="note"></p></header>
 <section id="pairs" class="pairs"></section>
 <nav class="tabs"><a href="#" id="to-cases">Cases</a><a href="#" id="to-datasets">Per dataset</a></nav>
 <div class="filters">

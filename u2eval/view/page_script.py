@@ -157,6 +157,7 @@ function openCase(id) {
   if (c.image) {
     const img = el("img", {src: c.image.file, alt: "the case's image", id: "case-image"});
     figure.append(el("a", {href: c.image.file, target: "_blank", title: "the image at full size"}, img), overlay(c));
+    if (DATA.control) pane.append(el("p", {class: "note control", text: "The model was sent " + DATA.control.sends + ", not this image."}));
     pane.append(figure, el("p", {class: "note", text: c.image.size.join(" × ") + " pixels"
       + (c.sent_size ? "; sent to the model as " + c.sent_size.join(" × ") : "")}));
   } else {
@@ -311,6 +312,8 @@ function route() {
 try {
   $("title").textContent = DATA.model + (DATA.prompt_variant ? " · " + DATA.prompt_variant : "");
   $("folder").textContent = DATA.folder;
+  if (DATA.control) $("control").textContent = "A control run (" + DATA.control.name + "): each case was sent "
+    + DATA.control.sends + " in place of the image shown here, and scored against its own truth.";
   fillFilters();
   pairs();
   $("list").addEventListener("scroll", drawRows);
