@@ -96,12 +96,24 @@ def to_request(
     return WireRequest(body, image_sent)
 
 
+def _usage(message: Message) -> Usage:
+    """Input counts every input token: those written to and read from the prompt cache are reported apart."""
+    reported = message.usage
+    read = getattr(reported, "cache_read_input_tokens", None) or 0
+    written = getattr(reported, "cache_creation_input_tokens", None) or 0
+    return Usage(
+        input_tokens=reported.input_tokens + read + written,
+        output_tokens=reported.output_tokens,
+        cached_input_tokens=read or None,
+    )
+
+
 def from_response(
     message: Message, *, case_id: str, key: str, image_sent: ImageSent | None = None, latency_s: float = 0.0
 ) -> Completion:
     """A Completion from a Messages API response: text blocks joined; a refusal or no text is an outcome."""
     text = "".join(block.text for block in message.content if block.type == "text")
-    usage = Usage(input_tokens=message.usage.input_tokens, output_tokens=message.usage.output_tokens)
+    usage = _usage(message)
     error: ErrorKind | None = None
     detail = None
     if message.stop_reason == "refusal":

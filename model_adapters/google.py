@@ -163,7 +163,12 @@ def _usage(response: types.GenerateContentResponse) -> Usage | None:
         return None
     # Thinking tokens are billed as output, so they are counted as output here.
     produced = [n for n in (meta.candidates_token_count, meta.thoughts_token_count) if n is not None]
-    return Usage(input_tokens=meta.prompt_token_count, output_tokens=sum(produced) if produced else None)
+    return Usage(
+        input_tokens=meta.prompt_token_count,
+        output_tokens=sum(produced) if produced else None,
+        cached_input_tokens=meta.cached_content_token_count or None,
+        reasoning_tokens=meta.thoughts_token_count or None,
+    )
 
 
 def _name(value: object) -> str | None:

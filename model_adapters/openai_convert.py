@@ -196,9 +196,13 @@ def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
     prompt_tokens, completion_tokens = raw.get("prompt_tokens"), raw.get("completion_tokens")
+    cached = (raw.get("prompt_tokens_details") or {}).get("cached_tokens")
+    reasoning = (raw.get("completion_tokens_details") or {}).get("reasoning_tokens")
     return Usage(
         input_tokens=prompt_tokens if isinstance(prompt_tokens, int) else None,
         output_tokens=completion_tokens if isinstance(completion_tokens, int) else None,
+        cached_input_tokens=cached if isinstance(cached, int) and cached > 0 else None,
+        reasoning_tokens=reasoning if isinstance(reasoning, int) and reasoning > 0 else None,
     )
 
 

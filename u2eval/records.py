@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError, ValidatorFunctionWrapHandler, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 # A task's key: the name of its file in tasks/ (the task files are the one list of tasks: u2eval.benchmark.tasks).
 TaskKey = str
@@ -198,8 +207,22 @@ class ModelInfo(DiskRecord):
 
 
 class Usage(DiskRecord):
+    """Tokens as the provider reported them for one answer. ``cached_input_tokens`` are part of ``input_tokens``
+    (served from the provider's prompt cache, billed lower); ``reasoning_tokens`` part of ``output_tokens``."""
+
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unreported(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # The two later fields are written only when reported, so answers stored before them read the same.
+        data: dict[str, object] = handler(self)
+        for name in ("cached_input_tokens", "reasoning_tokens"):
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
 
 class ImageSent(DiskRecord):

@@ -44,6 +44,7 @@ from u2eval.errors import ConfigError
 if TYPE_CHECKING:
     from u2eval.records import ScoringMode
     from u2eval.reports.slices import SliceBy, SliceRow
+    from u2eval.run.options import RunOptions
     from u2eval.run.runner import RunProgress
 
 
@@ -91,6 +92,12 @@ def run(
             help="a control in each case's image's place: no-image (grey), text-only or other-image (docs/ablation.md)"
         ),
     ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="estimate what the run would send and cost, per task; send nothing")
+    ] = False,
+    price: Annotated[
+        str | None, typer.Option(help="in=USD,out=USD[,cached=,batch_in=,batch_out=] per million tokens")
+    ] = None,
 ) -> None:
     """Evaluate a model; stored answers are reused, so an interrupted run resumes where it stopped."""
     if check_only:
@@ -99,6 +106,7 @@ def run(
         run_data_check(data, revision, tasks, None)
         return
     from u2eval.benchmark.prompts import PromptOptions
+    from u2eval.models.pricing import parse_price
     from u2eval.models.registry import parse_model_args
     from u2eval.run.runner import RunOptions, default_folder
     from u2eval.run.runner import run as run_eval
@@ -134,7 +142,11 @@ def run(
         quirks=parse_switches(quirk or []),
         case_ids=read_case_ids(case_id),
         control=control,
+        price=parse_price(price) if price is not None else None,
     )
+    if dry_run:
+        _print_estimate(options)
+        return
     with progress_bar("cases", detailed=True) as (bar, job):
 
         def show(at: RunProgress) -> None:
@@ -169,6 +181,20 @@ def run(
         raise typer.Exit(EXIT_INFRA)
     if not_in_source:
         raise typer.Exit(EXIT_NOT_IN_SOURCE)
+
+
+def _print_estimate(options: RunOptions) -> None:
+    from u2eval.run.estimate import ESTIMATE_HEADER, estimate_notes, estimate_rows, estimate_run
+
+    estimate = estimate_run(options)
+    table = Table(title=f"Estimate (nothing sent): {estimate.model}")
+    for i, column in enumerate(ESTIMATE_HEADER):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in estimate_rows(estimate):
+        table.add_row(*row)
+    out.print(table)
+    for line in estimate_notes(estimate):
+        out.print(escape(line), highlight=False)
 
 
 def _interrupted(folder: Path) -> None:

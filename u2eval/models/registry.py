@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from u2eval.errors import ConfigError, did_you_mean
 from u2eval.grounded.boxes import get_convention
+from u2eval.models.pricing import Price
 from u2eval.models.protocol import AdapterOptions, ModelAdapter
 from u2eval.records import GenerationConfig
 
@@ -65,6 +66,10 @@ class Preset(BaseModel):
     # When the provider retires the model (ISO date, or year-month as announced): a judge's readings can only be
     # redone until then, so `u2eval judge` records it and warns as the day nears.
     retires: str | None = None
+    # List prices (USD per million tokens, with when they were read) and the image-token rule, for --dry-run's
+    # estimates and the cost of what a run used (u2eval.models.pricing, u2eval.models.image_tokens).
+    price: Price | None = None
+    image_tokens: str | None = None
 
 
 @dataclass(frozen=True)

@@ -66,12 +66,7 @@ class CaseStream:
         return read(self.source, self.tasks, on_error=self._error, limit=self.options.limit)
 
     def _kept(self, case: Case) -> bool:
-        options = self.options
-        if options.anatomy is not None and case.anatomy.lower() not in options.anatomy:
-            return False
-        if options.shard is not None and not in_shard(case.case_id, options.shard):
-            return False
-        return options.case_ids is None or case.case_id in options.case_ids
+        return kept(self.options, case)
 
     def _prompt(self, case: Case, task: TaskSpec) -> Prompt:
         """The case's prompt; under a control, with the control's image (cases.jsonl records what was sent)."""
@@ -109,6 +104,15 @@ class CaseStream:
                     continue
                 pending.add(key)
                 yield ModelRequest(key=key, case=case, prompt=prompt)
+
+
+def kept(options: RunOptions, case: Case) -> bool:
+    """Whether the run keeps this case (its anatomy selection, its shard, its chosen case ids)."""
+    if options.anatomy is not None and case.anatomy.lower() not in options.anatomy:
+        return False
+    if options.shard is not None and not in_shard(case.case_id, options.shard):
+        return False
+    return options.case_ids is None or case.case_id in options.case_ids
 
 
 def rows_asked(source: DataSource, tasks: Sequence[TaskSpec], limit: int | None) -> Iterator[RowIdentity]:

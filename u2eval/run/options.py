@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from u2eval.benchmark.prompts import PromptOptions
+from u2eval.models.pricing import Price
 from u2eval.models.registry import Preset
 from u2eval.provenance import ids_sha256
 from u2eval.records import GenerationConfig
@@ -67,6 +68,8 @@ class RunOptions:
     quirks: Mapping[str, bool] = field(default_factory=dict)
     # A control (u2eval.data.controls): no-image, text-only or other-image in place of each case's image.
     control: str | None = None
+    # List prices over the preset's (--price): what --dry-run's estimate and the run's cost are reckoned with.
+    price: Price | None = None
 
 
 def default_folder(options: RunOptions) -> Path:

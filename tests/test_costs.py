@@ -1,0 +1,133 @@
+"""What a run costs, before it is sent: the providers' image-token rules, list prices, and `u2eval run --dry-run`."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from openai_server import OpenAIServer
+
+from u2eval.benchmark.tasks import select_tasks
+from u2eval.data.reader import iter_cases
+from u2eval.data.sources import resolve_source
+from u2eval.errors import ConfigError
+from u2eval.models.image_tokens import anthropic_tokens, gemini_tokens, image_tokens, rule_for
+from u2eval.models.pricing import Price, parse_price
+from u2eval.records import Usage
+from u2eval.run.estimate import estimate_run
+from u2eval.run.options import RunOptions
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "detail", "tokens"),
+    [
+        ("gpt-4o-2024-08-06", (1024, 1024), "high", 765),  # OpenAI's own worked examples
+        ("gpt-4o-2024-08-06", (2048, 4096), "high", 1105),
+        ("gpt-4o-2024-08-06", (4096, 8192), "low", 85),
+        ("gpt-4o-2024-08-06", (128, 64), "high", 255),  # small images are not scaled up: one tile
+        ("gpt-4o-mini-2024-07-18", (1024, 1024), "high", 2833 + 4 * 5667),
+        ("gpt-5-2025-08-07", (1024, 1024), "high", 70 + 4 * 140),
+    ],
+)
+def test_openai_tiles(model: str, size: tuple[int, int], detail: str, tokens: int) -> None:
+    assert image_tokens("openai-tiles", model, *size, detail) == tokens
+
+
+def test_anthropic_and_gemini_rules() -> None:
+    assert anthropic_tokens(1000, 1000) == math.ceil(1_000_000 / 750)
+    # 2000 x 2000 shrinks to fit 1.15 megapixels (1072 x 1072) before it is counted
+    assert anthropic_tokens(2000, 2000) == math.ceil(1072 * 1072 / 750)
+    assert anthropic_tokens(3000, 200) == math.ceil(1568 * 104 / 750)  # the 1568-pixel long edge
+    assert gemini_tokens(384, 384) == 258 and gemini_tokens(385, 100) == 258
+    assert gemini_tokens(1000, 500) == 2 * 258 and gemini_tokens(1600, 1600) == 9 * 258
+    assert rule_for("anthropic", "x") == "anthropic" and rule_for("google", "g") == "gemini"
+    assert rule_for("openai", "gpt-4o") == "openai-tiles" and rule_for("openai", "Qwen/Qwen2.5-VL") == "qwen-vl"
+    with pytest.raises(ConfigError, match="unknown image_tokens rule"):
+        rule_for("openai", "gpt-4o", "tiles")
+
+
+def test_prices_live_batch_and_cached() -> None:
+    price = Price(input=2.5, output=10, cached_input=1.25, batch_input=1.25, batch_output=5)
+    assert price.cost(1_000_000, 1_000_000) == pytest.approx(12.5)
+    assert price.cost(1_000_000, 1_000_000, batch=True) == pytest.approx(6.25)
+    assert price.cost(1_000_000, 0, cached_tokens=400_000) == pytest.approx(0.6 * 2.5 + 0.4 * 1.25)
+    assert price.usage_cost(Usage(input_tokens=2000, output_tokens=100)) == pytest.approx((2000 * 2.5 + 1000) / 1e6)
+    assert price.usage_cost(Usage()) is None
+    with pytest.raises(ValueError, match="no batch price"):
+        Price(input=1, output=2).cost(1, 1, batch=True)
+    given = parse_price("in=3,out=15,batch_in=1.5,batch_out=7.5")
+    assert (given.input, given.output, given.batch_output, given.source) == (3, 15, 7.5, "--price")
+    for bad in ("in=3", "in=3,out=x", "input=3,out=1", "in=-1,out=2"):
+        with pytest.raises(ConfigError, match="--price"):
+            parse_price(bad)
+
+
+def _sizes(tasks: tuple[str, ...], limit: int) -> list[tuple[str, int, int]]:
+    chosen = select_tasks(list(tasks))
+    return [
+        (c.task, c.image_width, c.image_height)
+        for c in iter_cases(resolve_source("sample", tasks=chosen), chosen, on_error=print, limit=limit)
+    ]
+
+
+def test_the_estimate_counts_every_case_and_its_image_as_the_provider_would() -> None:
+    estimate = estimate_run(RunOptions(model="gpt-4o", tasks=("dd", "ll"), limit=2))
+    sizes = _sizes(("dd", "ll"), 2)
+    total = estimate.total
+    assert total.cases == total.images == len(sizes)
+    assert total.image_tokens == sum(image_tokens("openai-tiles", "gpt-4o-2024-08-06", w, h) for _, w, h in sizes)
+    assert total.pixels == sum(w * h for _, w, h in sizes) and total.resized == 0
+    assert total.output_max == 1024 * len(sizes)
+    assert estimate.price is not None and estimate.price.as_of
+    cost = estimate.price.cost(total.input_tokens, total.output_tokens)
+    assert total.cost(estimate.price) == pytest.approx(cost)
+    assert total.cost(estimate.price, batch=True) == pytest.approx(cost / 2)  # OpenAI's batch: half the price
+    # The same cases without images (a text-only control) cost their text alone.
+    text = estimate_run(RunOptions(model="gpt-4o", tasks=("dd", "ll"), limit=2, control="text-only")).total
+    assert text.images == 0 and text.image_tokens == 0 and text.text_tokens == total.text_tokens
+
+
+def test_an_image_budget_is_applied_before_the_tokens_are_counted(tmp_path: Path) -> None:
+    preset = tmp_path / "small.yaml"
+    preset.write_text(
+        "name: small\nadapter: anthropic\nmodel: claude-x\nextra: {image_budget: {max_long_edge: 100}}\n"
+        "price: {input: 3, output: 15}\n",
+        encoding="utf-8",
+    )
+    estimate = estimate_run(RunOptions(model=str(preset), tasks=("dd",), limit=2))
+    sizes = _sizes(("dd",), 2)
+    assert estimate.rule == "anthropic" and estimate.total.resized == sum(max(w, h) > 100 for _, w, h in sizes) > 0
+    fitted = [(w, h) if max(w, h) <= 100 else (100, round(h * 100 / w)) if w >= h else (round(w * 100 / h), 100)
+              for _, w, h in sizes]  # fmt: skip
+    assert estimate.total.pixels == pytest.approx(sum(w * h for w, h in fitted), rel=0.02)
+    assert estimate.total.image_tokens == pytest.approx(sum(math.ceil(w * h / 750) for w, h in fitted), rel=0.05)
+    assert estimate.total.cost(estimate.price, batch=True) is None  # no batch price given
+
+
+def test_dry_run_sends_nothing_writes_nothing_and_says_it_is_an_estimate(tmp_path: Path) -> None:
+    server = OpenAIServer(models=("gpt-4o-2024-08-06",)).start()
+    try:
+        env = {**os.environ, "OPENAI_BASE_URL": server.url, "COLUMNS": "220"}
+        env.pop("OPENAI_API_KEY", None)  # a dry run needs no key
+        command = [sys.executable, "-m", "u2eval", "run", "--model", "gpt-4o", "--tasks", "dd", "--limit", "2"]
+        command += ["--out", str(tmp_path / "run"), "--dry-run"]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert server.requests == [] and not (tmp_path / "run").exists() and not (tmp_path / "results").exists()
+        assert "Estimate (nothing sent)" in done.stdout and "nothing was sent" in done.stdout
+        assert "as of 2025-08" in done.stdout and "batch $1.25 / $5" in done.stdout
+        priced = subprocess.run(
+            [*command, "--price", "in=1,out=2"], capture_output=True, text=True, env=env, check=False
+        )
+        assert "prices $1 / $2 per million tokens" in priced.stdout and "no batch price" in priced.stdout
+        unpriced = subprocess.run(
+            [sys.executable, "-m", "u2eval", "run", "--model", "random", "--tasks", "dd", "--limit", "1", "--dry-run"],
+            capture_output=True, text=True, env=env, check=False, cwd=tmp_path,
+        )  # fmt: skip
+        assert unpriced.returncode == 0 and "no price is known for this model" in unpriced.stdout
+    finally:
+        server.stop()
