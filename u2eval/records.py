@@ -326,6 +326,15 @@ class Completion(DiskRecord):
     image_sent: ImageSent | None = None
     regions: Regions | None = None  # what a grounded model returned besides its text (masks, boxes, points)
     official: OfficialAnswer | None = None  # replays only: what the official pipeline reads for this row
+    route: Literal["batch"] | None = None  # how it came: through the provider's batch API (None: a live call)
+
+    @model_serializer(mode="wrap")
+    def _route_only_when_batch(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # A live answer's line is what it was before batches existed.
+        data: dict[str, object] = handler(self)
+        if data.get("route") is None:
+            data.pop("route", None)
+        return data
 
     @field_validator("regions", mode="wrap")
     @classmethod

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import JsonValue
 
@@ -68,3 +68,55 @@ class SupportsPreflight(Protocol):
     parameter, which stops the run before any case is spent; a retryable ``AdapterError`` is retried."""
 
     async def preflight(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------ batch APIs
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """What one submission to a provider's batch API may hold: requests, and bytes of its payload (the
+    uploaded file, or the inline body). With U2-Bench's images the bytes are the limit that binds."""
+
+    max_requests: int
+    max_bytes: int
+
+
+BatchState = Literal["in_progress", "ended", "expired", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    """Where a submitted batch stands, as its provider says: ``ended`` means its results can be collected
+    (some items may still have failed); ``expired``, ``failed`` and ``cancelled`` mean whatever it did not
+    answer never will be (those requests become infra errors, resubmitted by the next run)."""
+
+    state: BatchState
+    done: int | None = None  # requests finished so far, where the provider reports it
+    total: int | None = None
+    detail: str | None = None  # the provider's words, for a failed batch
+
+
+@runtime_checkable
+class SupportsBatch(Protocol):
+    """Optional for an adapter: its provider's batch API (``u2eval run --batch``, ``u2eval.run.batch``).
+
+    A batch item is exactly the body a live request sends (``batch_item``), keyed by the request's store key
+    (the provider's ``custom_id``), so a batch answer is stored under the key a live one would be and scores
+    alike. ``submit_batch`` uploads and creates the batch with ``label`` (the run's own name for it) attached
+    where the provider keeps one (metadata, display name), so that ``find_batch(label)`` finds a batch whose
+    id a killed run never recorded, and nothing is submitted twice. ``batch_results`` returns one Completion
+    per key of the batch: the answer, or an infra error (the item failed, expired or was cancelled)."""
+
+    @property
+    def batch_limits(self) -> BatchLimits: ...
+
+    def batch_item(self, request: ModelRequest) -> bytes: ...
+
+    async def submit_batch(self, items: Sequence[bytes], label: str) -> str: ...
+
+    async def find_batch(self, label: str) -> str | None: ...
+
+    async def batch_status(self, batch_id: str) -> BatchStatus: ...
+
+    async def batch_results(self, batch_id: str, requests: Mapping[str, ModelRequest]) -> list[Completion]: ...
