@@ -131,3 +131,99 @@ def test_dry_run_sends_nothing_writes_nothing_and_says_it_is_an_estimate(tmp_pat
         assert unpriced.returncode == 0 and "no price is known for this model" in unpriced.stdout
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------------------------------- after a run
+
+
+def _stored(folder: Path) -> list[dict[str, object]]:
+    import json
+
+    return [json.loads(line) for line in (folder / "responses.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def gpt4o(monkeypatch: pytest.MonkeyPatch) -> object:
+    server = OpenAIServer(api_key="sk-test-key", models=("gpt-4o-2024-08-06",)).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    yield server
+    server.stop()
+
+
+def test_a_run_says_what_its_answers_cost_beside_the_estimate(gpt4o: OpenAIServer, tmp_path: Path) -> None:
+    import json
+
+    from u2eval.run.runner import run
+
+    options = RunOptions(model="gpt-4o", tasks=("dd", "rg"), limit=2, out=tmp_path / "run")
+    result = run(options)
+    price = Price(input=2.5, output=10, cached_input=1.25, batch_input=1.25, batch_output=5)
+    by_hand = sum(
+        price.cost(r["usage"]["input_tokens"], r["usage"]["output_tokens"])  # type: ignore[index]
+        for r in _stored(tmp_path / "run")
+    )
+    cost = result.summary.cost
+    assert cost is not None and cost.total.cost_usd == pytest.approx(by_hand, abs=1e-6)
+    assert cost.total.reporting == cost.total.answers == result.summary.n_judgements
+    estimate = estimate_run(options)
+    assert cost.total.estimated_input_tokens == estimate.total.input_tokens  # the dry run's estimate, exactly
+    assert cost.total.estimated_usd == pytest.approx(estimate.total.cost(estimate.price), abs=1e-6)
+    assert cost.total.estimate_off == pytest.approx((cost.total.estimated_usd - by_hand) / by_hand, abs=1e-3)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["cost_usd"] == cost.total.cost_usd and manifest["price"]["as_of"] == "2025-08"
+    markdown = (tmp_path / "run" / "summary.md").read_text()
+    assert "## Cost" in markdown and "estimate off by" in markdown
+    # Re-scoring the folder alone (no model, no preset) reproduces it from the manifest.
+    before = (tmp_path / "run" / "summary.json").read_bytes()
+    from u2eval.run.scoring_pass import score_folder
+
+    score_folder(tmp_path / "run")
+    assert (tmp_path / "run" / "summary.json").read_bytes() == before
+
+
+def test_max_cost_stops_before_the_budget_is_passed_and_a_higher_one_goes_on(
+    gpt4o: OpenAIServer, tmp_path: Path
+) -> None:
+    base = [sys.executable, "-m", "u2eval", "run", "--model", "gpt-4o", "--tasks", "dd,ll", "--limit", "3"]
+    base += ["--out", str(tmp_path / "run"), "--concurrency", "2"]
+    env = {**os.environ, "COLUMNS": "200"}
+    price = Price(input=2.5, output=10)
+    done = subprocess.run([*base, "--max-cost", "0.06"], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 3 and "--max-cost budget ($0.06) was reached" in done.stdout + done.stderr
+    stored = _stored(tmp_path / "run")
+    answered = [r for r in stored if r.get("error") is None]
+    not_asked = [r for r in stored if r.get("error") == "budget"]
+    spent = sum(price.cost(r["usage"]["input_tokens"], r["usage"]["output_tokens"]) for r in answered)  # type: ignore[index]
+    assert answered and not_asked and spent <= 0.06
+    assert len(gpt4o.case_requests()) == len(answered)  # not asked means never sent
+    done = subprocess.run([*base, "--max-cost", "5"], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert len(gpt4o.case_requests()) == len(answered) + len(not_asked)  # only those the budget held back
+    unpriced = subprocess.run(
+        [sys.executable, "-m", "u2eval", "run", "--model", "random", "--tasks", "dd", "--limit", "1", "--max-cost", "1",
+         "--out", str(tmp_path / "r")], capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert unpriced.returncode == 2 and "--max-cost needs" in unpriced.stderr
+
+
+def test_the_budget_never_lets_spent_plus_in_flight_pass_it() -> None:
+    from u2eval.models.protocol import ModelRequest
+    from u2eval.records import Case, Completion
+    from u2eval.run.budget import CostBudget
+
+    def request(i: int) -> ModelRequest:
+        case = Case(f"c{i}", "dd", "21", "d", "f", i, "breast", "", "benign", ("benign",), b"", "png")
+        return ModelRequest(key=f"k{i}", case=case, prompt=None)  # type: ignore[arg-type]
+
+    price = Price(input=1, output=1)
+    budget = CostBudget(1.0, price, ceiling=lambda r: 0.3, spent_usd=0.05)
+    batches = [[request(i)] for i in range(5)]
+    assert [budget.reserve(b) for b in batches[:3]] == [True, True, True]  # 0.05 + 0.9 <= 1
+    assert not budget.reserve(batches[3]) and budget.stopped and budget.not_asked == 1
+    used = Completion(case_id="c0", key="k0", text="x", usage=Usage(input_tokens=50_000, output_tokens=50_000))
+    budget.settle(batches[0], [used])
+    assert budget.spent_usd == pytest.approx(0.15) and budget.reserved_usd == pytest.approx(0.6)
+    assert not budget.reserve(batches[4])  # once stopped, stopped: the run ends cleanly
+    refused = budget.refusal(batches[4])
+    assert refused[0].error == "budget" and refused[0].is_infra_error and "$1.00" in (refused[0].error_message or "")

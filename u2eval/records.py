@@ -40,10 +40,22 @@ ErrorKind = Literal[
     "refused",
     "empty",
     "recorded_failure",  # replayed answers: the file holds a failed call's message instead of an answer
+    "budget",  # not asked: the run's --max-cost budget was reached (asked by the next run with a higher one)
 ]
 # Failures of the infrastructure, never the model's answer: excluded from scores, retried by the next run.
 INFRA_ERROR_KINDS: frozenset[str] = frozenset(
-    {"rate_limit", "server", "timeout", "bad_request", "auth", "malformed", "connection", "missing", "recorded_failure"}
+    {
+        "rate_limit",
+        "server",
+        "timeout",
+        "bad_request",
+        "auth",
+        "malformed",
+        "connection",
+        "missing",
+        "recorded_failure",
+        "budget",
+    }
 )
 
 Outcome = Literal["ok", "unparseable", "refused", "empty", "infra_error"]

@@ -98,6 +98,10 @@ def run(
     price: Annotated[
         str | None, typer.Option(help="in=USD,out=USD[,cached=,batch_in=,batch_out=] per million tokens")
     ] = None,
+    max_cost: Annotated[
+        float | None,
+        typer.Option("--max-cost", min=0.0, help="USD: spent plus in flight never passes it; a rerun goes on"),
+    ] = None,
 ) -> None:
     """Evaluate a model; stored answers are reused, so an interrupted run resumes where it stopped."""
     if check_only:
@@ -143,6 +147,7 @@ def run(
         case_ids=read_case_ids(case_id),
         control=control,
         price=parse_price(price) if price is not None else None,
+        max_cost_usd=max_cost,
     )
     if dry_run:
         _print_estimate(options)
@@ -173,11 +178,19 @@ def run(
             f"[red]{not_in_source} case(s) have no answer in the replay source (or only a failure it recorded); "
             "they are not scored, and running again cannot help: the source has to hold them."
         )
-    if result.infra_errors > not_in_source:
+    not_asked = kinds.get("budget", 0)
+    if not_asked:
+        budget_text = f" (${max_cost:,.2f})" if max_cost is not None else ""
         console.print(
-            f"[red]{result.infra_errors - not_in_source} case(s) failed for infrastructure reasons; they are "
-            "excluded from the scores. Run the same command again to retry them."
+            f"[yellow]the --max-cost budget{escape(budget_text)} was reached: {not_asked} case(s) not asked; every "
+            "answer is stored. Run the same command with a higher --max-cost to go on."
         )
+    if result.infra_errors > not_in_source + not_asked:
+        console.print(
+            f"[red]{result.infra_errors - not_in_source - not_asked} case(s) failed for infrastructure reasons; they "
+            "are excluded from the scores. Run the same command again to retry them."
+        )
+    if result.infra_errors > not_in_source:
         raise typer.Exit(EXIT_INFRA)
     if not_in_source:
         raise typer.Exit(EXIT_NOT_IN_SOURCE)

@@ -119,7 +119,9 @@ def identity_of(
     }
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:8]
     retires = preset.retires if preset is not None else None
-    return JudgeIdentity.model_validate(fields | {"name": f"{_slug(info.model)}-{digest}", "retires": retires})
+    price = preset.price.model_dump(mode="json") if preset is not None and preset.price is not None else None
+    named = {"name": f"{_slug(info.model)}-{digest}", "retires": retires, "price": price}
+    return JudgeIdentity.model_validate(fields | named)
 
 
 def retirement_warning(retires: str | None, today: dt.date) -> str | None:

@@ -25,6 +25,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from u2eval.errors import AdapterError, ConfigError
 from u2eval.models.protocol import ModelAdapter, ModelRequest, SupportsPreflight
 from u2eval.records import Completion
+from u2eval.run.budget import CostBudget
 from u2eval.run.pacing import (
     CountRetry,
     DispatchOptions,
@@ -130,9 +131,10 @@ class _Tripwire:
 class Dispatcher:
     """Runs requests through an adapter and hands every finished batch to ``on_done`` as it completes."""
 
-    def __init__(self, adapter: ModelAdapter, options: DispatchOptions) -> None:
+    def __init__(self, adapter: ModelAdapter, options: DispatchOptions, budget: CostBudget | None = None) -> None:
         self.adapter = adapter
         self.options = options
+        self.budget = budget  # --max-cost: a batch that would pass it is not sent (u2eval.run.budget)
         self.stats = DispatchStats()
         self._rpm = TokenBucket(options.rpm) if options.rpm else None
         self._tpm = TokenBucket(options.tpm) if options.tpm else None
@@ -221,6 +223,17 @@ class Dispatcher:
 
     async def call(self, batch: Sequence[ModelRequest]) -> list[Completion]:
         """One batch with retries; always returns one Completion per request, in request order."""
+        if self.budget is not None and not self.budget.reserve(batch):
+            refused = self.budget.refusal(batch)
+            for completion in refused:
+                self._count(completion)
+            return refused
+        completions = await self._call(batch)
+        if self.budget is not None:
+            self.budget.settle(batch, completions)
+        return completions
+
+    async def _call(self, batch: Sequence[ModelRequest]) -> list[Completion]:
         self.stats.batches += 1
         self.stats.requests += len(batch)
         started = time.perf_counter()

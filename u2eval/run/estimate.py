@@ -25,7 +25,7 @@ from u2eval.models.image_tokens import rule_for
 from u2eval.models.images import ImageBudget
 from u2eval.models.pricing import Price
 from u2eval.models.registry import merge_args, resolve_model
-from u2eval.records import Case, ImagePart, Prompt
+from u2eval.records import Case, CaseMeta, ImagePart, Prompt
 from u2eval.run import options as run_options
 from u2eval.run.case_stream import kept
 from u2eval.run.options import RunOptions
@@ -86,7 +86,7 @@ class RunEstimate:
         return total
 
 
-def expected_output(case: Case, task: TaskSpec) -> int:
+def expected_output(case: Case | CaseMeta, task: TaskSpec) -> int:
     """Tokens a good answer takes: a report as long as its reference, else a short option, sector or number."""
     if task.capability == "generation":
         return text_tokens(case.truth or "") or 60

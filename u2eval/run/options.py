@@ -70,6 +70,7 @@ class RunOptions:
     control: str | None = None
     # List prices over the preset's (--price): what --dry-run's estimate and the run's cost are reckoned with.
     price: Price | None = None
+    max_cost_usd: float | None = None  # --max-cost: spent plus in flight never passes it (u2eval.run.budget)
 
 
 def default_folder(options: RunOptions) -> Path:

@@ -5,6 +5,7 @@ and what each case's request held (``prompts.jsonl`` keeps each text once). Read
 
 from __future__ import annotations
 
+from u2eval.models.pricing import Price
 from u2eval.records import CaseMeta, DiskRecord, GenerationConfig, ModelInfo
 
 
@@ -45,6 +46,12 @@ class Manifest(DiskRecord):
     box_convention: str | None = None  # how answers write boxes (u2eval.grounded.boxes), so re-scoring reads them alike
     quirks: dict[str, bool] = {}  # reference quirks switched by hand (--quirk NAME=off), redone by every re-scoring
     control: ControlRecord | None = None  # a control run: the image was not the case's own (None: it was)
+    # What its cost is reckoned with (u2eval.run.costs): the model's list prices and image-token rule, when known;
+    # and what it cost by the answers' reported usage, beside the estimate of the same requests.
+    price: Price | None = None
+    image_rule: str | None = None
+    cost_usd: float | None = None
+    estimated_usd: float | None = None
 
 
 class SentPart(DiskRecord):

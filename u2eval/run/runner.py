@@ -27,8 +27,11 @@ from u2eval.models.registry import create_adapter, merge_args, resolve_model
 from u2eval.provenance import git_state, ids_sha256, now_utc, version
 from u2eval.records import SCORING_MODES, Completion, GenerationConfig
 from u2eval.run import options as run_options
+from u2eval.run.budget import CostBudget, request_ceiling, stored_cost
 from u2eval.run.case_stream import CaseStream, Reporter, expected_cases, rows_asked
+from u2eval.run.costs import RunCosting
 from u2eval.run.dispatch import Dispatcher
+from u2eval.run.estimate import costing_of
 from u2eval.run.folder import CASES_FILE, RunFolder
 from u2eval.run.identity import claim, run_identity
 from u2eval.run.locks import disk_full_is_clear, exclusive
@@ -71,6 +74,7 @@ class _Plan:
     identity: dict[str, object]
     stamp: dict[str, object]  # what the case list is made from (u2eval.run.resume)
     grounded: GroundedOptions
+    costing: RunCosting | None  # the model's prices and image rule, when its preset (or --price) gives a price
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ def _resolve(options: RunOptions, adapter: ModelAdapter | None) -> _Plan:
         source_root=source.root,
     )
     return _Plan(
+        costing=_costing(options) if resolved is not None else None,
         options=options,
         tasks=tasks,
         source=source,
@@ -153,6 +158,11 @@ def _resolve(options: RunOptions, adapter: ModelAdapter | None) -> _Plan:
         stamp=make_stamp(settings, source.root, [t.folder for t in tasks]),
         grounded=grounded,
     )
+
+
+def _costing(options: RunOptions) -> RunCosting | None:
+    costing, price, _, _ = costing_of(options)
+    return RunCosting(price, costing.rule, costing.model) if price is not None else None
 
 
 def _make_folder(folder: Path) -> Path:
@@ -174,7 +184,7 @@ def _answer(plan: _Plan, store: ResponseStore, progress: ProgressHook | None) ->
     info, generation = plan.adapter.info, plan.generation
     key_of = lambda prompt: request_key(info, generation, prompt)  # noqa: E731 - one line, named for reading
     stream = CaseStream(plan.source, plan.tasks, options, key_of, store, path / (CASES_FILE + ".part"))
-    dispatcher = Dispatcher(plan.adapter, plan.dispatch)
+    dispatcher = Dispatcher(plan.adapter, plan.dispatch, _budget(plan, store))
     reporter = Reporter(progress, stream, dispatcher, expected_cases(plan.source, plan.tasks, options))
     stream.on_case = reporter.report
     finished = finished_cases(path, CASES_FILE, store, plan.stamp)
@@ -213,6 +223,18 @@ def _answer(plan: _Plan, store: ResponseStore, progress: ProgressHook | None) ->
     )
 
 
+def _budget(plan: _Plan, store: ResponseStore) -> CostBudget | None:
+    """The run's --max-cost budget, with what the folder's stored answers cost already spent."""
+    max_usd = plan.options.max_cost_usd
+    if max_usd is None:
+        return None
+    costing, price, max_tokens, model = costing_of(plan.options)
+    if price is None:
+        raise ConfigError(f"--max-cost needs {model}'s price: its preset has none; give --price in=USD,out=USD")
+    spent = stored_cost(store.answers().values(), price)
+    return CostBudget(max_usd, price, request_ceiling(costing, price, max_tokens), spent_usd=spent)
+
+
 def _matched(options: RunOptions, case_ids: list[str]) -> int:
     """How many chosen case ids (--case-id) name a case of the run; none at all is an error."""
     if options.case_ids is None:
@@ -247,7 +269,7 @@ def _score(plan: _Plan, answered: _Answered, store: ResponseStore) -> Summary:
     subset = run_options.subset(plan.options, answered.matched)
     control = _control(plan.options, answered)
     summary, _ = score_folder(
-        path, answered.data_errors, plan.grounded, subset, store, dict(plan.options.quirks), control
+        path, answered.data_errors, plan.grounded, subset, store, dict(plan.options.quirks), control, plan.costing
     )
     return summary
 
@@ -255,7 +277,7 @@ def _score(plan: _Plan, answered: _Answered, store: ResponseStore) -> Summary:
 # ------------------------------------------------------------------------------------------------- record
 
 
-def _record(plan: _Plan, answered: _Answered, started_at: str, score_s: float) -> Manifest:
+def _record(plan: _Plan, answered: _Answered, started_at: str, score_s: float, summary: Summary) -> Manifest:
     """The manifest (what produced the numbers), then the resume stamp, which vouches for the case list, the
     manifest's data errors and the scores, so it is written last."""
     options, info = plan.options, plan.adapter.info
@@ -286,6 +308,10 @@ def _record(plan: _Plan, answered: _Answered, started_at: str, score_s: float) -
         box_convention=convention.spec if convention is not None else None,
         quirks=dict(plan.options.quirks),
         control=_control(options, answered),
+        price=plan.costing.price if plan.costing is not None else None,
+        image_rule=plan.costing.rule if plan.costing is not None else None,
+        cost_usd=summary.cost.total.cost_usd if summary.cost is not None else None,
+        estimated_usd=summary.cost.total.estimated_usd if summary.cost is not None else None,
     )
     _say_if_the_case_set_changed(plan.folder, manifest)
     plan.folder.write_manifest(manifest)
@@ -341,7 +367,7 @@ def run(options: RunOptions, progress: ProgressHook | None = None, adapter: Mode
         answered = _answer(plan, store, progress)
         scoring_started = time.perf_counter()
         summary = _score(plan, answered, store)
-        manifest = _record(plan, answered, started_at, time.perf_counter() - scoring_started)
+        manifest = _record(plan, answered, started_at, time.perf_counter() - scoring_started, summary)
     return RunResult(
         folder=plan.folder.path,
         summary=summary,

@@ -14,6 +14,7 @@ from u2eval.grounded.report import render_grounded_markdown
 from u2eval.grounded.scorer import GroundedOptions, score_grounded
 from u2eval.provenance import version
 from u2eval.records import CaseMeta, Completion, Judgement
+from u2eval.run.costs import RunCosting, run_cost
 from u2eval.run.folder import RunFolder
 from u2eval.run.records import ControlRecord, Manifest
 from u2eval.run.store import ResponseStore
@@ -49,6 +50,7 @@ def score_folder(
     store: ResponseStore | None = None,
     switches: Switches | None = None,
     control: ControlRecord | None = None,
+    costing: RunCosting | None = None,
 ) -> tuple[Summary, list[Judgement]]:
     """(Re-)score a run from its stored answers, without any model call, and rewrite its scores.
 
@@ -58,7 +60,8 @@ def score_folder(
     ``subset``: why the run holds only part of its tasks' cases (default: from the manifest's limit and
     selection). ``store``: the response store a run holds open (default: the folder's, read afresh).
     ``switches``: reference quirks set by hand (default: as the manifest records). ``control``: what a control
-    run sent in each case's image's place (default: as the manifest records), said in summary.md."""
+    run sent in each case's image's place (default: as the manifest records), said in summary.md. ``costing``:
+    the model's prices and image rule (default: as the manifest records; none: no cost is reckoned)."""
     run = RunFolder(folder)
     manifest = run.manifest()
     if switches is None:
@@ -78,6 +81,10 @@ def score_folder(
         judgements, tasks, subset=subset, unreadable_rows=len(data_errors), switches=switches, judged=judged
     )
     summary = summary.model_copy(update={"scored_with": scored_with})
+    if costing is None and manifest is not None and manifest.price is not None and manifest.image_rule:
+        costing = RunCosting(manifest.price, manifest.image_rule, manifest.model.model)
+    if costing is not None:
+        summary = summary.model_copy(update={"cost": run_cost(run, costing, store)})
     _warn_if_definitions_changed(folder, manifest, scored_with)
     run.write_judgements(judgements)
     run.write_summary(summary)

@@ -31,6 +31,7 @@ class JudgeIdentity(DiskRecord):
     generation: GenerationConfig
     templates: dict[str, str]  # kind -> sha256 of the judge prompt template
     model_args: dict[str, object] = {}
+    price: dict[str, float | str | None] | None = None  # its list prices when read (the preset's): not identity
 
 
 class Finding(DiskRecord):

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model
 
 from u2eval.records import ScoringMode
 from u2eval.scoring.clinical import ClinicalSummary
+from u2eval.scoring.cost_records import CostSummary
 from u2eval.scoring.judged import JudgeSummary
 
 REPORT_DECIMALS = 6
@@ -147,11 +148,12 @@ class Summary(_Frozen):
     usage: dict[str, TokenUsage] = {}  # per task and "total"
     judge: JudgeSummary | None = None  # who judged the run (the ``judged`` mode in ``modes``) and how it went
     clinical: ClinicalSummary | None = None  # the reports' and captions' clinical score (never in the U2-Score)
+    cost: CostSummary | None = None  # what the answers cost at the run's list prices, beside the estimate
 
     @model_serializer(mode="wrap")
     def _without_absent_judge(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
         data: dict[str, object] = handler(self)
-        for name in ("judge", "clinical"):
+        for name in ("judge", "clinical", "cost"):
             if data.get(name) is None:
                 data.pop(name, None)
         return data

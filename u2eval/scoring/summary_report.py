@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from u2eval.benchmark.tasks import get_task, task_keys
+from u2eval.scoring.cost_report import cost_line, cost_section
 from u2eval.scoring.judge_report import clinical_section, judge_section
 from u2eval.scoring.judge_report import terminal_lines as judge_lines
 from u2eval.scoring.metrics import get_metric, score_label
@@ -231,7 +232,7 @@ def render_markdown(summary: Summary) -> str:
             lines.append(
                 f"| {name} | {used.input_tokens:,} | {used.output_tokens:,} | {used.cases_reporting} of {used.cases} |"
             )
-    lines += judge_section(summary) + clinical_section(summary)
+    lines += judge_section(summary) + clinical_section(summary) + cost_section(summary)
     if summary.sacrebleu_signature:
         lines += ["", f"sacreBLEU signature: `{summary.sacrebleu_signature}`"]
     return "\n".join(lines) + "\n"
@@ -290,3 +291,5 @@ def print_summary(summary: Summary, console: Console) -> None:
         console.print(tokens)
     for line in judge_lines(summary):
         console.print(escape(line))
+    if (spent := cost_line(summary)) is not None:
+        console.print(escape(spent))
