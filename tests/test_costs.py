@@ -227,3 +227,17 @@ def test_the_budget_never_lets_spent_plus_in_flight_pass_it() -> None:
     assert not budget.reserve(batches[4])  # once stopped, stopped: the run ends cleanly
     refused = budget.refusal(batches[4])
     assert refused[0].error == "budget" and refused[0].is_infra_error and "$1.00" in (refused[0].error_message or "")
+
+
+def test_the_leaderboard_gives_each_runs_cost(gpt4o: OpenAIServer, tmp_path: Path) -> None:
+    from u2eval.reports.leaderboard import BoardOptions, build_board
+    from u2eval.reports.leaderboard_text import render_csv, render_markdown
+    from u2eval.run.runner import run
+
+    priced = run(RunOptions(model="gpt-4o", tasks=("dd",), limit=1, out=tmp_path / "runs" / "gpt-4o"))
+    run(RunOptions(model="random", tasks=("dd",), limit=1, out=tmp_path / "runs" / "random"))
+    board = build_board([tmp_path / "runs"], BoardOptions(resamples=20))
+    costs = {row.model.split("/")[0]: row.cost_usd for row in board.rows}
+    assert priced.summary.cost is not None
+    assert costs == {"openai": priced.summary.cost.total.cost_usd, "random": None}
+    assert "cost (USD)" in render_markdown(board) and "cost_usd" in render_csv(board).splitlines()[0]

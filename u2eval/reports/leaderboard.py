@@ -74,6 +74,8 @@ class BoardRow(_Frozen):
     grounded: GroundedCells | None = None  # with --grounded: region scores and grounded metrics (runs only)
     input_tokens: int | None = None  # summed over the answers that report usage (None: none does)
     output_tokens: int | None = None
+    cost_usd: float | None = None  # what its answers cost at its list prices (None: no price known)
+    judge_cost_usd: float | None = None  # its active judge's calls, counted apart
 
 
 class TaskColumn(_Frozen):
@@ -225,6 +227,8 @@ def run_row(run: LoadedRun, options: BoardOptions) -> tuple[BoardRow, list[Slice
         stale_summary=run.stale_summary,
         grounded=grounded_cells(run, options.mode) if options.grounded else None,
         input_tokens=total.input_tokens if total is not None and total.cases_reporting else None,
+        cost_usd=run.summary.cost.total.cost_usd if run.summary.cost is not None else None,
+        judge_cost_usd=run.summary.cost.judge_usd if run.summary.cost is not None else None,
         output_tokens=total.output_tokens if total is not None and total.cases_reporting else None,
     )
     slices = slice_rows(table, summary, options.by, options.resamples, options.seed) if options.by else []

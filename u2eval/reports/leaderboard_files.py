@@ -20,6 +20,7 @@ from u2eval.reports.grounded_board import grounded_columns
 from u2eval.reports.leaderboard import Board, BoardRow, Cell
 from u2eval.reports.leaderboard_text import (
     GROUNDED_NOTE,
+    cost_text,
     fmt,
     fmt_cell,
     grounded_values,
@@ -210,7 +211,7 @@ def _score_td(cell: Cell) -> str:
 
 def _table(board: Board, rows: list[BoardRow], table_id: str) -> str:
     head = ["rank", "model", "U2-Score", *(task_heading(t) for t in board.tasks), "parse rate", "infra errors"]
-    head += ["tokens in / out", "partial", "prompt", "dataset", "run"]
+    head += ["tokens in / out", "cost (USD)", "partial", "prompt", "dataset", "run"]
     head += ["why apart"] if any(r.apart for r in rows) else []
     head += list(grounded_columns().values()) if board.grounded else []
     text_columns = {"model", "partial", "prompt", "dataset", "run", "why apart"}
@@ -230,6 +231,7 @@ def _table(board: Board, rows: list[BoardRow], table_id: str) -> str:
             _td(fmt(row.parse_rate, 3), row.parse_rate),
             _td("–" if row.infra_errors is None else str(row.infra_errors), row.infra_errors),
             _td(tokens_text(row), row.input_tokens),
+            _td(cost_text(row), row.cost_usd),
             _td(html.escape("; ".join(row.partial_reasons) or "no"), "; ".join(row.partial_reasons), "text"),
             _td(html.escape(row.prompt_variant), row.prompt_variant, "text"),
             _td(html.escape(row.dataset), row.dataset, "text"),

@@ -29,6 +29,14 @@ def tokens_text(row: BoardRow) -> str:
     return f"{row.input_tokens:,} / {row.output_tokens or 0:,}"
 
 
+def cost_text(row: BoardRow) -> str:
+    """The run's cost, its judge's apart: '$12.40 (+ judge $0.31)'; '–' without a price."""
+    if row.cost_usd is None:
+        return "–"
+    spent = f"${row.cost_usd:,.2f}" if row.cost_usd >= 1 else f"${row.cost_usd:.4f}"
+    return spent + (f" (+ judge ${row.judge_cost_usd:,.4f})" if row.judge_cost_usd else "")
+
+
 def task_heading(column: TaskColumn) -> str:
     return f"{column.key.upper()} ({column.label or column.metric})"
 
@@ -67,7 +75,7 @@ def u2_text(row: BoardRow) -> str:
 
 def _markdown_rows(board: Board, rows: list[BoardRow], apart: bool) -> list[str]:
     header = ["rank", "model", "U2-Score", *(task_heading(t) for t in board.tasks), "parse rate", "infra"]
-    header += ["tokens in / out", "partial", "prompt", "run"] + (["why apart"] if apart else [])
+    header += ["tokens in / out", "cost (USD)", "partial", "prompt", "run"] + (["why apart"] if apart else [])
     header += list(grounded_columns().values()) if board.grounded else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -80,6 +88,7 @@ def _markdown_rows(board: Board, rows: list[BoardRow], apart: bool) -> list[str]
             fmt(row.parse_rate, 3),
             "–" if row.infra_errors is None else str(row.infra_errors),
             tokens_text(row),
+            cost_text(row),
             "; ".join(row.partial_reasons) or "no",
             row.prompt_variant,
             f"`{row.run}`" if row.run else "–",
@@ -120,7 +129,7 @@ def render_csv(board: Board) -> str:
         ["rank", "model", "label", "source", "mode", "u2", "u2_low", "u2_high", "u2_over_present_tasks"]
         + task_columns
         + ["parse_rate", "infra_errors", "partial", "partial_reasons", "n_cases", "dataset", "prompt_variant", "run"]
-        + ["apart", "input_tokens", "output_tokens"]
+        + ["apart", "input_tokens", "output_tokens", "cost_usd", "judge_cost_usd"]
         + ([f"grounded_{k}" for k in grounded_columns()] + ["box_convention"] if board.grounded else [])
     )
 
@@ -137,7 +146,7 @@ def render_csv(board: Board) -> str:
             + [number(row.parse_rate), number(row.infra_errors), "yes" if row.partial else "no"]
             + ["; ".join(row.partial_reasons)]
             + [number(row.n_cases), row.dataset, row.prompt_variant, row.run or "", row.apart or ""]
-            + [number(row.input_tokens), number(row.output_tokens)]
+            + [number(row.input_tokens), number(row.output_tokens), number(row.cost_usd), number(row.judge_cost_usd)]
             + (
                 [number(v) for v in grounded_values(row)]
                 + [(row.grounded.box_convention or "") if row.grounded is not None else ""]

@@ -17,6 +17,7 @@ from pathlib import Path
 from u2eval.benchmark.tasks import select_tasks
 from u2eval.errors import ConfigError
 from u2eval.records import CaseMeta, Completion, Judgement, ScoringMode, Verdict
+from u2eval.run.costs import recorded_costing, run_cost
 from u2eval.run.folder import CASES_FILE, SUMMARY_FILE, RunFolder
 from u2eval.run.records import Manifest
 from u2eval.run.scoring_pass import judge_answers, judged_scores
@@ -94,6 +95,9 @@ def load_run(folder: Path) -> LoadedRun:
         stale = True
     if stale:
         log.warning("%s: summary.json is stale or missing; using the re-scored numbers", folder)
+    costing = recorded_costing(manifest)
+    if costing is not None:
+        summary = summary.model_copy(update={"cost": run_cost(run, costing)})
     verdicts = judged.verdicts if judged is not None else None
     return LoadedRun(folder, manifest, tuple(answers), tuple(judgements), summary, stale, verdicts)
 

@@ -14,7 +14,7 @@ from u2eval.records import Completion
 from u2eval.run.budget import answer_cost
 from u2eval.run.estimate import expected_output
 from u2eval.run.folder import RunFolder
-from u2eval.run.records import RunCase
+from u2eval.run.records import Manifest, RunCase
 from u2eval.run.sent_prompts import read_texts
 from u2eval.run.store import ResponseStore
 from u2eval.scoring.cost_records import CostSummary, TaskCost
@@ -61,6 +61,13 @@ class _Sums:
             estimated_output_tokens=self.estimated_out,
             estimate_off=round(off, 4) if off is not None else None,
         )
+
+
+def recorded_costing(manifest: Manifest | None) -> RunCosting | None:
+    """The prices and image rule a run's manifest records (None: no price was known)."""
+    if manifest is None or manifest.price is None or not manifest.image_rule:
+        return None
+    return RunCosting(manifest.price, manifest.image_rule, manifest.model.model)
 
 
 def _estimate(

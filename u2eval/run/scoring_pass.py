@@ -14,7 +14,7 @@ from u2eval.grounded.report import render_grounded_markdown
 from u2eval.grounded.scorer import GroundedOptions, score_grounded
 from u2eval.provenance import version
 from u2eval.records import CaseMeta, Completion, Judgement
-from u2eval.run.costs import RunCosting, run_cost
+from u2eval.run.costs import RunCosting, recorded_costing, run_cost
 from u2eval.run.folder import RunFolder
 from u2eval.run.records import ControlRecord, Manifest
 from u2eval.run.store import ResponseStore
@@ -81,8 +81,7 @@ def score_folder(
         judgements, tasks, subset=subset, unreadable_rows=len(data_errors), switches=switches, judged=judged
     )
     summary = summary.model_copy(update={"scored_with": scored_with})
-    if costing is None and manifest is not None and manifest.price is not None and manifest.image_rule:
-        costing = RunCosting(manifest.price, manifest.image_rule, manifest.model.model)
+    costing = costing or recorded_costing(manifest)
     if costing is not None:
         summary = summary.model_copy(update={"cost": run_cost(run, costing, store)})
     _warn_if_definitions_changed(folder, manifest, scored_with)
