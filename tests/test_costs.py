@@ -78,7 +78,7 @@ def test_the_estimate_counts_every_case_and_its_image_as_the_provider_would() ->
     estimate = estimate_run(RunOptions(model="gpt-4o", tasks=("dd", "ll"), limit=2))
     sizes = _sizes(("dd", "ll"), 2)
     total = estimate.total
-    assert total.cases == total.images == len(sizes)
+    assert total.cases == total.requests == total.images == len(sizes)  # no two prompts alike here
     assert total.image_tokens == sum(image_tokens("openai-tiles", "gpt-4o-2024-08-06", w, h) for _, w, h in sizes)
     assert total.pixels == sum(w * h for _, w, h in sizes) and total.resized == 0
     assert total.output_max == 1024 * len(sizes)
@@ -88,7 +88,8 @@ def test_the_estimate_counts_every_case_and_its_image_as_the_provider_would() ->
     assert total.cost(estimate.price, batch=True) == pytest.approx(cost / 2)  # OpenAI's batch: half the price
     # The same cases without images (a text-only control) cost their text alone.
     text = estimate_run(RunOptions(model="gpt-4o", tasks=("dd", "ll"), limit=2, control="text-only")).total
-    assert text.images == 0 and text.image_tokens == 0 and text.text_tokens == total.text_tokens
+    assert text.images == 0 and text.image_tokens == 0 and text.cases == total.cases
+    assert text.requests < text.cases  # without the image, a dataset's cases ask the same thing
 
 
 def test_an_image_budget_is_applied_before_the_tokens_are_counted(tmp_path: Path) -> None:
@@ -241,3 +242,17 @@ def test_the_leaderboard_gives_each_runs_cost(gpt4o: OpenAIServer, tmp_path: Pat
     assert priced.summary.cost is not None
     assert costs == {"openai": priced.summary.cost.total.cost_usd, "random": None}
     assert "cost (USD)" in render_markdown(board) and "cost_usd" in render_csv(board).splitlines()[0]
+
+
+def test_identical_prompts_are_one_request_as_the_run_asks_them(tmp_path: Path) -> None:
+    import json
+
+    from u2eval.run.runner import run
+
+    # A grey image of each case's size in its image's place: many cases send the same request.
+    options = RunOptions(model="random", tasks=("dd", "od"), limit=3, control="no-image")
+    estimate = estimate_run(options).total
+    run(RunOptions(model="random", tasks=("dd", "od"), limit=3, control="no-image", out=tmp_path / "run"))
+    lines = (tmp_path / "run" / "cases.jsonl").read_text().splitlines()
+    keys = {json.loads(line)["key"] for line in lines}
+    assert estimate.cases == len(lines) and estimate.requests == len(keys) < len(lines)

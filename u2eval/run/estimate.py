@@ -39,6 +39,7 @@ class TaskEstimate:
 
     task: str
     cases: int = 0
+    requests: int = 0  # distinct prompts: identical ones (the same text and image) are asked once
     images: int = 0
     pixels: int = 0
     resized: int = 0
@@ -51,8 +52,11 @@ class TaskEstimate:
     def input_tokens(self) -> int:
         return self.text_tokens + self.image_tokens
 
-    def add(self, request: RequestEstimate) -> None:
+    def add_case(self) -> None:
         self.cases += 1
+
+    def add(self, request: RequestEstimate) -> None:
+        self.requests += 1
         self.images += request.images
         self.pixels += request.pixels
         self.resized += request.resized
@@ -80,8 +84,8 @@ class RunEstimate:
     def total(self) -> TaskEstimate:
         total = TaskEstimate("total")
         for t in self.tasks.values():
-            for name in ("cases", "images", "pixels", "resized", "text_tokens", "image_tokens", "output_tokens",
-                         "output_max"):  # fmt: skip
+            for name in ("cases", "requests", "images", "pixels", "resized", "text_tokens", "image_tokens",
+                         "output_tokens", "output_max"):  # fmt: skip
                 setattr(total, name, getattr(total, name) + getattr(t, name))
         return total
 
@@ -133,12 +137,20 @@ def _requests(options: RunOptions, tasks: tuple[TaskSpec, ...], unreadable: list
 
 
 def estimate_run(options: RunOptions) -> RunEstimate:
-    """The run's requests estimated, case by case, without a model call or a file written."""
+    """The run's requests estimated, case by case, without a model call or a file written. Cases whose prompts
+    are identical (the same text and image) are one request, as a run asks them once."""
     tasks = select_tasks(options.tasks)
     costing, price, max_tokens, model = costing_of(options)
     estimate = RunEstimate(model=model, rule=costing.rule, price=price, max_tokens=max_tokens)
     by_key = {t.key: t for t in tasks}
+    seen: set[str] = set()
     for case, prompt in _requests(options, tasks, estimate.unreadable):
+        row = estimate.tasks.setdefault(case.task, TaskEstimate(case.task))
+        row.add_case()
+        fingerprint = prompt.fingerprint()  # the store key's part that differs between a run's requests
+        if fingerprint in seen:
+            continue
+        seen.add(fingerprint)
         image = next((p for p in prompt.parts if isinstance(p, ImagePart)), None)
         size = None
         if image is not None:
@@ -147,7 +159,7 @@ def estimate_run(options: RunOptions) -> RunEstimate:
             size = (width, height, len(image.data), image.media_type)
         text = "\n".join(filter(None, [prompt.system, prompt.text]))
         request = estimate_request(costing, text, size, expected_output(case, by_key[case.task]), max_tokens)
-        estimate.tasks.setdefault(case.task, TaskEstimate(case.task)).add(request)
+        row.add(request)
     return estimate
 
 
@@ -162,7 +174,7 @@ def _size(image: ImagePart) -> tuple[int, int]:
 
 
 ESTIMATE_HEADER = [
-    "task", "cases", "images", "pixels sent", "resized", "input tokens (text + image)",
+    "task", "cases", "requests", "images", "pixels sent", "resized", "input tokens (text + image)",
     "output tokens (expected / at most)", "cost live (expected / at most)", "cost batch (expected)",
 ]  # fmt: skip
 
@@ -182,6 +194,7 @@ def estimate_rows(estimate: RunEstimate) -> list[list[str]]:
             [
                 t.task.upper() if t.task != "total" else "total",
                 f"{t.cases:,}",
+                f"{t.requests:,}",
                 f"{t.images:,}",
                 f"{t.pixels / 1e6:,.1f} MP",
                 f"{t.resized:,}",
