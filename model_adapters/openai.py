@@ -30,7 +30,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,6 +40,7 @@ from pydantic import ValidationError
 
 from model_adapters._base import Identified
 from model_adapters._wire import backstop_timeout_s
+from model_adapters.openai_batch import LIMITS, OpenAIBatches, batch_line
 from model_adapters.openai_convert import (
     BIG_IMAGE_BYTES,
     PLACEHOLDER_KEY,
@@ -50,7 +51,7 @@ from model_adapters.openai_convert import (
     public_url,
 )
 from u2eval.errors import AdapterError, ConfigError
-from u2eval.models.protocol import AdapterOptions, ModelRequest
+from u2eval.models.protocol import AdapterOptions, BatchLimits, BatchStatus, ModelRequest
 from u2eval.records import (
     Completion,
     GenerationConfig,
@@ -196,6 +197,34 @@ class OpenAIAdapter(Identified):
             if exc.kind != "auth":
                 raise
             raise AdapterError(f"{exc} (the key comes from {self._key_env})", kind="auth", retryable=False) from None
+
+    # -- the Batch API (u2eval run --batch; model_adapters.openai_batch) ------------------------------------
+
+    def _batches(self) -> OpenAIBatches:
+        if len(self._endpoints) > 1:
+            raise ConfigError("--batch sends to one endpoint: give one --base-url")
+        endpoint = self._endpoints[0]
+        return OpenAIBatches(endpoint.client, endpoint.url, self._key)
+
+    @property
+    def batch_limits(self) -> BatchLimits:
+        self._batches()
+        return LIMITS
+
+    def batch_item(self, request: ModelRequest) -> bytes:
+        return batch_line(request.key, self._body(request.prompt, self._generation))
+
+    async def submit_batch(self, items: Sequence[bytes], label: str) -> str:
+        return await self._batches().submit(items, label)
+
+    async def find_batch(self, label: str) -> str | None:
+        return await self._batches().find(label)
+
+    async def batch_status(self, batch_id: str) -> BatchStatus:
+        return await self._batches().status(batch_id)
+
+    async def batch_results(self, batch_id: str, requests: Mapping[str, ModelRequest]) -> list[Completion]:
+        return await self._batches().results(batch_id, requests)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(e.client.close() for e in self._endpoints))

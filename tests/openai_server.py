@@ -27,6 +27,9 @@ Every chat request body is recorded (``record=True``), so a test can decode the 
 bytes with the case's image. Counters (``stats``) time the case requests (not the preflight's probe) from
 the first arrival to the last answer: how ``bench/api_throughput.py`` measures throughput server-side.
 
+The Batch API (``/v1/files``, ``/v1/batches``) is served by ``tests/openai_batches.py`` (``server.batch_api``):
+each batch item is answered as this chat endpoint answers its body (``batch_answer``), faults included.
+
 In a test: ``OpenAIServer(...).start()`` runs it on a thread with its own event loop; ``stop()`` ends it.
 For a benchmark: ``python tests/openai_server.py --latency 0.2`` runs it in its own process (no shared GIL)
 and prints ``READY <port>``; ``GET /_stats`` and ``POST /_reset`` (JSON settings) control it.
@@ -50,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
+from openai_batches import BatchAPI
 from PIL import Image
 
 FaultKind = Literal[
@@ -296,6 +300,7 @@ class RecordedRequest:
     body: dict[str, Any]
     arrived: float  # time.monotonic()
     probe: bool
+    raw: bytes = b""  # the body's bytes as they came
 
 
 def default_answer(body: dict[str, Any]) -> str:
@@ -316,6 +321,15 @@ _ERRORS: dict[str, tuple[int, str, str, str | None]] = {
     "overloaded": (503, "The engine is currently overloaded, please try again later.", "server_error", None),
     "bad_request": (400, "Invalid image.", "invalid_request_error", "invalid_image"),
     "auth": (401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+}
+
+
+# answer fault kind -> how the completion says it
+_ANSWER_FAULTS: dict[str, dict[str, Any]] = {
+    "no_choices": {"content": None, "choices": False},
+    "empty_content": {"content": ""},
+    "refusal": {"content": None, "refusal": "I'm sorry, I can't help with that."},
+    "content_filter": {"content": None, "finish_reason": "content_filter"},
 }
 
 
@@ -426,6 +440,7 @@ class OpenAIServer:
         self.answers = "fixed"  # "fixed": ``answer(body)``; "varied" / "unique": :func:`varied_answer` of the image
         self.answer_chars = 0  # varied answers padded to at least this many characters
         self._attempts: dict[str, int] = {}
+        self.batch_api = BatchAPI(self)  # /v1/files and /v1/batches (tests/openai_batches.py)
 
     # -- faults ----------------------------------------------------------------------------------------
 
@@ -469,6 +484,7 @@ class OpenAIServer:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        self.batch_api.routes(app)
         app.router.add_get("/_stats", self._stats)
         app.router.add_get("/_log", self._log)
         app.router.add_post("/_reset", self._reset)
@@ -572,7 +588,7 @@ class OpenAIServer:
                 self.stats.first_arrival = arrived
         if self.record:
             with self._lock:
-                self.requests.append(RecordedRequest(request.path, dict(request.headers), body, arrived, probe))
+                self.requests.append(RecordedRequest(request.path, dict(request.headers), body, arrived, probe, raw))
         if invalid is not None:
             return web.json_response(invalid[1], status=invalid[0])
         digest, attempt = None, 0
@@ -611,18 +627,43 @@ class OpenAIServer:
         remaining = self.latency_s - (time.monotonic() - arrived)
         if remaining > 0:
             await asyncio.sleep(remaining)
-        if self.answers == "varied":
-            text = varied_answer(digest or "0", self.answer_chars)
-        elif self.answers == "unique":
-            text = unique_answer(digest or "0", self.answer_chars)
-        else:
-            text = self.answer(body)
-        response = web.json_response(self._completion(body, text))
+        response = web.json_response(self._completion(body, self._text(body, digest)))
         self.stats.answered += 1
         if counted:
             self.stats.case_answered += 1
             self.stats.last_answer = time.monotonic()
         return response
+
+    def _text(self, body: dict[str, Any], digest: str | None) -> str:
+        if self.answers == "varied":
+            return varied_answer(digest or "0", self.answer_chars)
+        if self.answers == "unique":
+            return unique_answer(digest or "0", self.answer_chars)
+        return self.answer(body)
+
+    def batch_answer(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """(status, body) as the chat endpoint would answer ``body``, for a batch item: its checks, its faults
+        (rules and plan; a fault without a status of its own, e.g. a dropped connection, is a 500) and answers."""
+        invalid = _validate(body, self.models)
+        if invalid is not None:
+            return invalid
+        probe = is_probe(body)
+        digest, attempt = None, 0
+        if not probe and (self.plan.active or self.log_requests or self.answers != "fixed"):
+            digest = image_digest(body) or ""
+            with self._lock:
+                attempt = self._attempts[digest] = self._attempts.get(digest, 0) + 1
+        fault = self._next_fault(body, probe)
+        if fault is None and digest is not None and self.plan.active:
+            fault = self.plan.fault(digest, attempt)
+        if fault is not None:
+            self.stats.faults[fault.kind] = self.stats.faults.get(fault.kind, 0) + 1
+            if fault.kind in _ANSWER_FAULTS:
+                return 200, self._completion(body, **_ANSWER_FAULTS[fault.kind])
+            status, message, type_, code = _ERRORS.get(fault.kind, _ERRORS["server_error"])
+            return status, _error_body(message, type_, code)
+        self.stats.answered += 1
+        return 200, self._completion(body, self._text(body, digest))
 
     def _completion(
         self,
@@ -678,16 +719,10 @@ class OpenAIServer:
         if kind == "malformed":
             text = json.dumps(self._completion(body, "benign"))
             return web.Response(text=text[: len(text) // 2], content_type="application/json")
-        answers: dict[str, dict[str, Any]] = {
-            "no_choices": {"content": None, "choices": False},
-            "empty_content": {"content": ""},
-            "refusal": {"content": None, "refusal": "I'm sorry, I can't help with that."},
-            "content_filter": {"content": None, "finish_reason": "content_filter"},
-        }
-        return web.json_response(self._completion(body, **answers[kind]))
+        return web.json_response(self._completion(body, **_ANSWER_FAULTS[kind]))
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats.as_json())
+        return web.json_response(self.stats.as_json() | {"batches": self.batch_api.stats()})
 
     async def _log(self, request: web.Request) -> web.Response:
         since = int(request.query.get("since", "0"))
@@ -715,6 +750,7 @@ class OpenAIServer:
         self.log_requests = bool(settings.get("log", False))
         self.answers = str(settings.get("answers", "fixed"))
         self.answer_chars = int(settings.get("answer_chars", 0))
+        self.batch_api.reset(int(settings.get("batch_polls", 0)), float(settings.get("batch_latency_s", 0.0)))
         return web.json_response({"ok": True})
 
 

@@ -83,6 +83,7 @@ EXIT_USAGE = 2
 EXIT_INFRA = 3
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it
 EXIT_NOT_IN_SOURCE = 4  # a replay whose source lacks answers for some cases: a rerun cannot help
+EXIT_BATCH_PENDING = 5  # run --batch: batches still in progress, nothing scored yet; run again to collect
 SOURCE_GAPS = frozenset({"missing", "recorded_failure"})  # what a replay's infra errors mean: not in the source
 
 

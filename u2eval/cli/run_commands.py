@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from u2eval.cli.common import (
+    EXIT_BATCH_PENDING,
     EXIT_INFRA,
     EXIT_INTERRUPTED,
     EXIT_NOT_IN_SOURCE,
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
     from u2eval.records import ScoringMode
     from u2eval.reports.slices import SliceBy, SliceRow
     from u2eval.run.options import RunOptions
-    from u2eval.run.runner import RunProgress
+    from u2eval.run.runner import RunProgress, RunResult
 
 
 @app.command()
@@ -102,6 +104,16 @@ def run(
         float | None,
         typer.Option("--max-cost", min=0.0, help="USD: spent plus in flight never passes it; a rerun goes on"),
     ] = None,
+    batch: Annotated[
+        bool, typer.Option("--batch", help="through the provider's batch API (docs/batch.md); run again to collect")
+    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="with --batch: poll until every batch is collected")] = False,
+    poll_interval: Annotated[
+        float | None, typer.Option(min=0.0, help="with --wait: seconds between polls (default 60)")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="with --batch: at most N requests a batch (default: the provider's)")
+    ] = None,
 ) -> None:
     """Evaluate a model; stored answers are reused, so an interrupted run resumes where it stopped."""
     if check_only:
@@ -112,8 +124,7 @@ def run(
     from u2eval.benchmark.prompts import PromptOptions
     from u2eval.models.pricing import parse_price
     from u2eval.models.registry import parse_model_args
-    from u2eval.run.runner import RunOptions, default_folder
-    from u2eval.run.runner import run as run_eval
+    from u2eval.run.runner import RunOptions
     from u2eval.run.shards import parse_shard
     from u2eval.scoring.summary_report import print_summary
     from u2eval.scoring.switches import parse_switches
@@ -148,6 +159,7 @@ def run(
         control=control,
         price=parse_price(price) if price is not None else None,
         max_cost_usd=max_cost,
+        **_batch_options(batch, wait, poll_interval, batch_size),
     )
     if dry_run:
         _print_estimate(options)
@@ -156,12 +168,10 @@ def run(
 
         def show(at: RunProgress) -> None:
             info = f"retries {at.retries} · infra errors {at.infra_errors}" if at.retries or at.infra_errors else ""
+            info = " · ".join(filter(None, [at.note, info]))
             bar.update(job, completed=at.done, total=at.total, info=info)
 
-        try:
-            result = run_eval(options, progress=show)
-        except KeyboardInterrupt:
-            _interrupted(options.out or default_folder(options))
+        result = _evaluate(options, show)
     print_summary(result.summary, out)
     if result.manifest.grounded:  # asked for now, or earlier in this folder (it stays on)
         _print_grounded(result.folder)
@@ -196,6 +206,28 @@ def run(
         raise typer.Exit(EXIT_NOT_IN_SOURCE)
 
 
+def _batch_options(batch: bool, wait: bool, poll_interval: float | None, batch_size: int | None) -> dict[str, Any]:
+    if not batch and (wait or poll_interval is not None or batch_size is not None):
+        raise ConfigError("--wait, --poll-interval and --batch-size go with --batch")
+    interval = 60.0 if poll_interval is None else poll_interval
+    return {"batch": batch, "wait": wait, "poll_interval_s": interval, "batch_size": batch_size}
+
+
+def _evaluate(options: RunOptions, show: Callable[[RunProgress], None]) -> RunResult:
+    """The run; batches still in progress (``--batch``) and Ctrl-C are each one line and their own exit status."""
+    from u2eval.run.batch import BatchesInProgress
+    from u2eval.run.runner import default_folder
+    from u2eval.run.runner import run as run_eval
+
+    try:
+        return run_eval(options, progress=show)
+    except BatchesInProgress as pending:  # submitted, or still running: nothing to score yet
+        console.print(escape(str(pending)), highlight=False)
+        raise typer.Exit(EXIT_BATCH_PENDING) from None
+    except KeyboardInterrupt:
+        _interrupted(options.out or default_folder(options))
+
+
 def _print_estimate(options: RunOptions) -> None:
     from u2eval.run.estimate import ESTIMATE_HEADER, estimate_notes, estimate_rows, estimate_run
 
@@ -210,7 +242,7 @@ def _print_estimate(options: RunOptions) -> None:
         out.print(escape(line), highlight=False)
 
 
-def _interrupted(folder: Path) -> None:
+def _interrupted(folder: Path) -> NoReturn:
     """Ctrl-C: one line saying what is kept and how to go on, and the shell's status for an interrupt."""
     from u2eval.run.store import ResponseStore
 

@@ -4,7 +4,7 @@ for each one the store cannot answer yet; and where the run stands, for a progre
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 from u2eval.benchmark.prompts import render
@@ -58,12 +58,12 @@ class CaseStream:
         log.warning("skipped %s", error)
         self.data_errors.append(str(error))
 
-    def _cases(self) -> Iterator[Case]:
+    def _cases(self, on_error: Callable[[DataError], None] | None = None) -> Iterator[Case]:
         in_child = self.options.reader_process
         if in_child is None:
             in_child = self.source.kind != "sample"
         read = iter_cases_in_child if in_child else iter_cases
-        return read(self.source, self.tasks, on_error=self._error, limit=self.options.limit)
+        return read(self.source, self.tasks, on_error=on_error or self._error, limit=self.options.limit)
 
     def _kept(self, case: Case) -> bool:
         return kept(self.options, case)
@@ -105,6 +105,32 @@ class CaseStream:
                 pending.add(key)
                 yield ModelRequest(key=key, case=case, prompt=prompt)
 
+    def again(self, keys: Collection[str]) -> Iterator[ModelRequest]:
+        """The requests of these store keys, read from the dataset once more in the run's order, each key once;
+        nothing is written and no data error is reported twice. A provider batch's answers are read against
+        the requests they answer (``u2eval.run.batch``). Stops as soon as every key has been met."""
+        by_key = {t.key: t for t in self.tasks}
+        wanted = set(keys)
+        cases = self._cases(on_error=lambda error: None)
+        try:
+            for case in cases:
+                if not wanted:
+                    return
+                if not self._kept(case):
+                    continue
+                try:
+                    prompt = self._prompt(case, by_key[case.task])
+                except DataError:
+                    continue
+                key = self.key_of(prompt)
+                if key in wanted:
+                    wanted.discard(key)
+                    yield ModelRequest(key=key, case=case, prompt=prompt)
+        finally:
+            close = getattr(cases, "close", None)
+            if close is not None:
+                close()  # a reader in a child process stops now, not when collected
+
 
 def kept(options: RunOptions, case: Case) -> bool:
     """Whether the run keeps this case (its anatomy selection, its shard, its chosen case ids)."""
@@ -144,12 +170,13 @@ class Reporter:
     ) -> None:
         self.hook, self.stream, self.dispatcher, self.total = hook, stream, dispatcher, total
         self.answered = 0
+        self.note = ""  # where the run's provider batches stand (u2eval.run.batch)
 
     def report(self) -> None:
         if self.hook is not None:
             stats = self.dispatcher.stats
             done = self.stream.reused + self.answered
-            self.hook(RunProgress(done, self.total, stats.retries, stats.infra_errors))
+            self.hook(RunProgress(done, self.total, stats.retries, stats.infra_errors, self.note))
 
     def stored(self, n: int) -> None:
         self.answered += n

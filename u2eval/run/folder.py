@@ -11,6 +11,8 @@ through it, so each file has one format in one place. A run folder holds:
     judgements.jsonl   one Judgement per case
     summary.json/.md   the scores; a pure function of cases.jsonl + responses.jsonl
     grounded.json      the answers' regions scored, when the run asks for it (grounded_cases.jsonl per case)
+    batches.jsonl      the provider batches of `u2eval run --batch` (u2eval.run.batch): each submission's
+                       label and request keys before it is made, its batch id, its collection; append-only
     judges/            what judge models read in the answers (``u2eval judge``), one folder per judge:
                        identity.json, responses.jsonl (its crash-safe store) and readings.jsonl; active.json
                        names the judge behind the ``judged`` mode
@@ -35,7 +37,7 @@ from u2eval.grounded.boxes import get_convention
 from u2eval.grounded.scorer import GROUNDED_CASES_FILE, GROUNDED_FILE, GroundedOptions
 from u2eval.grounded.truth import dataset_root
 from u2eval.records import CaseMeta, Completion, Judgement
-from u2eval.run.records import Manifest, RunCase
+from u2eval.run.records import BatchEvent, Manifest, RunCase
 from u2eval.run.store import RESPONSES_FILE, ResponseStore
 from u2eval.scoring.aggregate import Summary
 from u2eval.scoring.judge_records import JudgeIdentity, JudgeReading
@@ -50,6 +52,7 @@ JUDGES_DIR = "judges"
 ACTIVE_JUDGE_FILE = "active.json"
 JUDGE_IDENTITY_FILE = "identity.json"
 READINGS_FILE = "readings.jsonl"
+BATCHES_FILE = "batches.jsonl"
 
 
 def write_json(path: Path, payload: object) -> None:
@@ -202,6 +205,42 @@ class RunFolder:
             return Summary.model_validate_json((self.path / SUMMARY_FILE).read_text(encoding="utf-8"))
         except (OSError, ValidationError):
             return None
+
+    # ------------------------------------------------------------------------------------------- batches
+
+    def batch_events(self) -> list[BatchEvent]:
+        """The lines of ``batches.jsonl`` in order (none: no batch was ever submitted from this folder). A line
+        cut short by a kill is skipped: what it announced never went on (it is written before the step)."""
+        path = self.path / BATCHES_FILE
+        if not path.is_file():
+            return []
+        events = []
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    events.append(BatchEvent.model_validate_json(line))
+                except ValidationError as exc:
+                    log.warning("%s:%d cannot be read (%s); skipped (cut short by a kill?)", path, number, _short(exc))
+        return events
+
+    def record_batch(self, event: BatchEvent) -> None:
+        """Append one line to ``batches.jsonl`` and push it to disk before returning: what returns is durable.
+        A line cut short by a kill is closed first, so this one starts a line of its own."""
+        path = self.path / BATCHES_FILE
+        data = (event.model_dump_json(exclude_defaults=True) + "\n").encode("utf-8")
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            if end and os.pread(fd, 1, end - 1) != b"\n":
+                data = b"\n" + data
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     # -------------------------------------------------------------------------------------------- judges
 

@@ -18,7 +18,7 @@ from u2eval.errors import ConfigError
 from u2eval.grounded.scorer import GROUNDED_CASES_FILE, GROUNDED_FILE
 from u2eval.grounded.truth import TRUTH_FILE
 from u2eval.records import GenerationConfig, ModelInfo
-from u2eval.run.folder import CASES_FILE, JUDGEMENTS_FILE, MANIFEST_FILE, SUMMARY_FILE, RunFolder
+from u2eval.run.folder import BATCHES_FILE, CASES_FILE, JUDGEMENTS_FILE, MANIFEST_FILE, SUMMARY_FILE, RunFolder
 from u2eval.run.resume import STAMP_FILE
 from u2eval.run.sent_prompts import PROMPTS_FILE
 from u2eval.run.store import RESPONSES_FILE
@@ -41,6 +41,7 @@ RUN_FILES = (
     GROUNDED_FILE,
     GROUNDED_CASES_FILE,
     TRUTH_FILE,
+    BATCHES_FILE,
 )
 
 
@@ -114,8 +115,9 @@ def _recorded(folder: Path) -> dict[str, object] | None:
 
 
 def _holds_answers(folder: Path) -> bool:
-    responses = folder / RESPONSES_FILE
-    return (responses.is_file() and responses.stat().st_size > 0) or (folder / SUMMARY_FILE).is_file()
+    # A provider batch submitted from the folder (batches.jsonl) is paid-for work too, before any answer is stored.
+    written = [folder / RESPONSES_FILE, folder / BATCHES_FILE]
+    return any(path.is_file() and path.stat().st_size > 0 for path in written) or (folder / SUMMARY_FILE).is_file()
 
 
 def claim(folder: Path, identity: Mapping[str, object], force: bool) -> None:

@@ -27,6 +27,7 @@ class RunProgress:
     total: int | None  # None: not known up front (an anatomy selection, a shard)
     retries: int = 0
     infra_errors: int = 0
+    note: str = ""  # where a batch run stands ("2 batch(es) in progress"), for the bar's info
 
 
 ProgressHook = Callable[[RunProgress], None]
@@ -70,6 +71,13 @@ class RunOptions:
     control: str | None = None
     # List prices over the preset's (--price): what --dry-run's estimate and the run's cost are reckoned with.
     price: Price | None = None
+    # The provider's batch API (u2eval.run.batch): submit what the store lacks, collect what has ended; ``wait``
+    # polls every ``poll_interval_s`` until every batch is collected; ``batch_size``: at most this many
+    # requests a batch (None: as many as the provider's limits allow).
+    batch: bool = False
+    wait: bool = False
+    poll_interval_s: float = 60.0
+    batch_size: int | None = None
     max_cost_usd: float | None = None  # --max-cost: spent plus in flight never passes it (u2eval.run.budget)
 
 

@@ -5,6 +5,8 @@ and what each case's request held (``prompts.jsonl`` keeps each text once). Read
 
 from __future__ import annotations
 
+from typing import Literal
+
 from u2eval.models.pricing import Price
 from u2eval.records import CaseMeta, DiskRecord, GenerationConfig, ModelInfo
 
@@ -77,3 +79,24 @@ class RunCase(DiskRecord):
     key: str
     case: CaseMeta
     prompt: SentPrompt | None = None
+
+
+BatchEventKind = Literal["submitting", "submitted", "collected", "abandoned"]
+
+
+class BatchEvent(DiskRecord):
+    """One line of a run's ``batches.jsonl`` (``u2eval run --batch``, ``u2eval.run.batch``), appended and fsynced
+    before the step it announces goes on: ``submitting`` (our label and the chunk's request keys, before the
+    provider is asked), ``submitted`` (the provider's batch id), ``collected`` (its answers are in the store),
+    ``abandoned`` (a submission that never became a batch: its keys are free to be asked again)."""
+
+    event: BatchEventKind
+    label: str  # our own name for the submission, given to the provider so a killed run finds its batch
+    at: str  # UTC time of the line
+    keys: list[str] = []  # submitting: the store keys of the chunk's requests, in the order sent
+    bytes: int | None = None  # submitting: the payload's size (its items, a newline after each)
+    batch_id: str | None = None  # submitted, collected: the provider's id of the batch
+    state: str | None = None  # collected: how the batch ended (ended, expired, failed, cancelled)
+    answers: int | None = None  # collected: answers stored (not infra errors)
+    errors: int | None = None  # collected: infra errors stored (asked again by the next run)
+    detail: str | None = None  # the provider's words (a failed batch), or why a submission was abandoned

@@ -27,6 +27,7 @@ from u2eval.models.registry import create_adapter, merge_args, resolve_model
 from u2eval.provenance import git_state, ids_sha256, now_utc, version
 from u2eval.records import SCORING_MODES, Completion, GenerationConfig
 from u2eval.run import options as run_options
+from u2eval.run.batch import BatchRun, answers_by_route, batch_run
 from u2eval.run.budget import CostBudget, request_ceiling, stored_cost
 from u2eval.run.case_stream import CaseStream, Reporter, expected_cases, rows_asked
 from u2eval.run.costs import RunCosting
@@ -188,6 +189,7 @@ def _answer(plan: _Plan, store: ResponseStore, progress: ProgressHook | None) ->
     reporter = Reporter(progress, stream, dispatcher, expected_cases(plan.source, plan.tasks, options))
     stream.on_case = reporter.report
     finished = finished_cases(path, CASES_FILE, store, plan.stamp)
+    batches: BatchRun | None = None  # the provider's batch API: asked for, or batches open in the folder
     if finished is not None:
         asyncio.run(plan.adapter.aclose())
         manifest = plan.folder.manifest()
@@ -196,6 +198,7 @@ def _answer(plan: _Plan, store: ResponseStore, progress: ProgressHook | None) ->
         not_controlled = list(control.not_controlled) if control is not None else []
     else:
         clear_stamp(path)
+        batches = batch_run(plan.adapter, plan.folder, store, options, plan.dispatch, reporter)
 
         def stored(completions: list[Completion]) -> None:
             store.append(completions)
@@ -203,7 +206,10 @@ def _answer(plan: _Plan, store: ResponseStore, progress: ProgressHook | None) ->
 
         async def go() -> None:
             try:
-                await dispatcher.run(stream, stored)
+                if batches is None:
+                    await dispatcher.run(stream, stored)
+                else:
+                    await batches.run(stream, dispatcher, stored)
             finally:
                 await plan.adapter.aclose()
 
@@ -217,8 +223,11 @@ def _answer(plan: _Plan, store: ResponseStore, progress: ProgressHook | None) ->
         data_errors=data_errors,
         matched=_matched(options, case_ids),
         not_controlled=not_controlled,
-        requested=dispatcher.stats.requests,
-        dispatch=dispatcher.stats.as_manifest() | {"reused": reused},
+        requested=dispatcher.stats.requests + (batches.stats.submitted if batches else 0),
+        dispatch=dispatcher.stats.as_manifest()
+        | {"reused": reused}
+        | (batches.stats.as_manifest() if batches else {})
+        | answers_by_route(plan.folder, store),
         answer_s=time.perf_counter() - started,
     )
 
