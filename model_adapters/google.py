@@ -4,7 +4,8 @@ The prompt's parts go in order as one user turn, images inline in their original
 preset's image budget says otherwise; the system text goes in ``system_instruction``. The SDK's own
 retries are off (``HttpRetryOptions(attempts=1)``, which also stops its implicit sleep-and-retry on
 aiohttp connection errors): the dispatcher retries. A safety block or an answer with no text is an
-outcome of the case (``refused`` / ``empty``), never a crash.
+outcome of the case (``refused`` / ``empty``), never a crash. ``create`` gives the adapter with the Gemini
+API's batch mode as well (``google_batch.py``, ``u2eval run --batch``).
 
 Preset ``extra`` (all optional):
     image_budget     the provider's image limits (u2eval.models.images.ImageBudget); none: images sent as they are
@@ -335,4 +336,7 @@ class GoogleAdapter(Identified):
 
 
 def create(model: str, options: AdapterOptions) -> GoogleAdapter:
-    return GoogleAdapter(model, options)
+    # The adapter with the Gemini API's batch mode (google_batch.py builds on this module, hence the late import).
+    from model_adapters.google_batch import GoogleBatchAdapter
+
+    return GoogleBatchAdapter(model, options)

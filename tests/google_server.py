@@ -10,6 +10,18 @@
 - Errors are ``{"error": {"code", "message", "status", "details"}}``. A wrong key is what the real API
   answers: HTTP 400 INVALID_ARGUMENT with an ``ErrorInfo`` reason ``API_KEY_INVALID``. A 429 carries
   ``RetryInfo.retryDelay`` in its details (and Retry-After when the fault gives one).
+
+Batch mode, as ``google-genai`` speaks it (its batches.py, files.py and _api_client.py):
+- Files: the resumable upload (``POST /upload/{v}/files``, ``X-Goog-Upload-Command: start``, answered with
+  ``x-goog-upload-url``; the bytes in chunks there, ``upload[, finalize]`` at ``X-Goog-Upload-Offset``, the
+  upload id as credential), over ``max_file_bytes`` (2 GB) refused; ``GET /{v}/files/{id}:download``.
+- Batches: ``POST /{v}/models/{model}:batchGenerateContent`` answers an operation ``batches/…`` (``metadata``:
+  GenerateContentBatch); ``GET /{v}/batches/{id}``, ``GET /{v}/batches`` (paged), ``POST …:cancel``. A job
+  runs for ``batch_polls`` GETs, then ends as ``batch_outcomes`` says (succeeded; failed, expired, cancelled),
+  each input line answered as ``generateContent`` would (the same faults, in order) as ``{"key", "response"}``
+  or ``{"key", "error"}``; ``drop``/``hang`` leave the line out, ``malformed`` cuts it.
+- ``fail(operation, Fault)``: a fault on upload, create, get, list, download or cancel (error kinds answer
+  instead of doing it; ``hang`` and ``drop`` do it and never answer).
 """
 
 from __future__ import annotations
@@ -18,12 +30,28 @@ import base64
 import itertools
 import json
 import re
-from typing import Any
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, urlsplit
 
-from wire_server import Fault, Reply, WireServer
+from wire_server import Fault, Recorded, Reply, WireServer
 
 _ROUTE = re.compile(r"^/(?:v1|v1beta)/models/(?P<model>[^/:]+):generateContent$")
 _ids = itertools.count(1)
+_V = r"/(?:v1|v1beta)"
+_BATCH_ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("POST", re.compile(rf"^/upload{_V}/files$"), "upload"),
+    ("POST", re.compile(rf"^{_V}/models/(?P<id>[^/:]+):batchGenerateContent$"), "create"),
+    ("GET", re.compile(rf"^{_V}/batches$"), "list"),
+    ("GET", re.compile(rf"^{_V}/batches/(?P<id>[^/:]+)$"), "get"),
+    ("POST", re.compile(rf"^{_V}/batches/(?P<id>[^/:]+):cancel$"), "cancel"),
+    ("GET", re.compile(rf"^(?:/download)?{_V}/files/(?P<id>[^/:]+):download$"), "download"),
+)
+_BATCH = "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch"
+_OUTPUT = "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatchOutput"
 
 _FAULTS: dict[str, tuple[int, str, str]] = {
     "rate_limit": (429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
@@ -80,6 +108,63 @@ def _ratings(blocked: bool = False) -> list[dict[str, Any]]:
     return ratings
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class StandInFile:
+    name: str  # files/<id>
+    mime_type: str
+    size: int
+    data: bytearray = field(default_factory=bytearray)
+    done: bool = False
+    generated: bool = False  # a responses file, the only kind that can be downloaded
+
+    def resource(self) -> dict[str, Any]:
+        source = "GENERATED" if self.generated else "UPLOADED"
+        fields = dict(mimeType=self.mime_type, sizeBytes=str(self.size), state="ACTIVE", source=source)
+        return dict(name=self.name, **fields, createTime=_now(), uri=f"https://stand-in/v1beta/{self.name}")
+
+
+@dataclass
+class StandInJob:
+    name: str  # batches/<id>
+    model: str
+    display_name: str
+    input_file: str
+    outcome: str  # succeeded, failed, expired, cancelled
+    polls_left: int
+    requests: int
+    created: str = field(default_factory=_now)
+    state: str = "PENDING"
+    failed: int = 0
+    output: str | None = None
+
+    def operation(self) -> dict[str, Any]:
+        running = self.state in ("PENDING", "RUNNING")
+        stats = {"requestCount": str(self.requests), "failedRequestCount": str(self.failed)}
+        metadata: dict[str, Any] = dict(name=self.name, model=f"models/{self.model}", displayName=self.display_name)
+        metadata.update(inputConfig={"fileName": self.input_file}, createTime=self.created, updateTime=_now())
+        metadata.update({"@type": _BATCH, "batchStats": stats, "state": f"BATCH_STATE_{self.state}"})
+        operation: dict[str, Any] = {"name": self.name, "metadata": metadata, "done": not running}
+        if self.output is not None:
+            metadata["output"] = {"responsesFile": self.output}
+            operation["response"] = {"@type": _OUTPUT, "responsesFile": self.output}
+        if self.state == "FAILED":
+            operation["error"] = {"code": 13, "message": "The batch failed: an internal error occurred."}
+        return operation
+
+
+class Call(NamedTuple):
+    """One batch-mode call: the resource its path names, its headers (lower case), query and raw body."""
+
+    id: str
+    headers: dict[str, str]
+    query: dict[str, list[str]]
+    body: bytes
+
+
 class GoogleServer(WireServer):
     name = "google"
     recorded_headers = ("x-goog-api-client", "x-server-timeout")
@@ -87,6 +172,19 @@ class GoogleServer(WireServer):
     def __init__(self, key: str, *, known_models: set[str] | None = None, hang_s: float = 3.0) -> None:
         super().__init__(key, hang_s=hang_s)
         self.known_models = known_models
+        self.files: dict[str, StandInFile] = {}
+        self.jobs: dict[str, StandInJob] = {}
+        self.batch_polls = 0  # GETs that see a job running before it ends
+        self.batch_outcomes: list[str] = []  # how the next jobs end (default: succeeded)
+        self.max_file_bytes = 2_000_000_000
+        self.batch_calls: list[str] = []  # every batch-mode operation, in order
+        self.batch_requests: list[Recorded] = []  # every batch item answered, as a live request is recorded
+        self.api_faults: dict[str, list[Fault]] = {}
+        self._uploads = itertools.count(1)
+
+    def fail(self, operation: str, fault: Fault) -> GoogleServer:
+        self.api_faults.setdefault(operation, []).append(fault)
+        return self
 
     def route(self, method: str, path: str) -> str | None:
         match = _ROUTE.match(path)
@@ -164,3 +262,137 @@ class GoogleServer(WireServer):
             delay = f"{float(fault.retry_after_ms) / 1000:g}s"
             details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}]
         return error_reply(code, status, message, details, headers)
+
+    # -- batch mode ------------------------------------------------------------------------------------
+
+    def handle(self, handler: BaseHTTPRequestHandler) -> Reply | None:
+        parts = urlsplit(handler.path)
+        matched = [
+            (op, m) for verb, path, op in _BATCH_ROUTES if verb == handler.command and (m := path.match(parts.path))
+        ]
+        if not matched:
+            return super().handle(handler)
+        (operation, match), query = matched[0], parse_qs(parts.query)
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        body = handler.rfile.read(int(headers.get("content-length") or 0))
+        call = Call(match.groupdict().get("id") or "", headers, query, body)
+        if operation == "upload" and "upload_id" in query:
+            operation = "upload_chunk"  # the upload id is the credential: the SDK sends no key with the bytes
+        elif not self.authorized(headers, query):
+            return self.unauthorized()
+        with self._lock:
+            self.batch_calls.append(operation)
+            queue = self.api_faults.get(operation.removesuffix("_chunk"), [])
+            fault = queue.pop(0) if queue else None
+        if fault is not None and fault.kind == "malformed":
+            return Reply(200, b'{"name": "batches/')
+        if fault is not None and fault.kind not in ("hang", "drop"):
+            return self.fault_reply(fault, "batch", {})
+        reply: Reply = getattr(self, f"_{operation}")(call)
+        if fault is not None and fault.kind == "hang":  # done, but answered only after the client gave up
+            self._stopping.wait(self.hang_s)
+        return None if fault is not None and fault.kind == "drop" else reply
+
+    def _upload(self, call: Call) -> Reply:
+        size, headers = int(call.headers.get("x-goog-upload-header-content-length") or -1), call.headers
+        if headers.get("x-goog-upload-protocol") != "resumable" or headers.get("x-goog-upload-command") != "start":
+            return error_reply(400, "INVALID_ARGUMENT", "Expected the start of a resumable upload.")
+        if not 0 <= size <= self.max_file_bytes:
+            return error_reply(400, "INVALID_ARGUMENT", f"File of {size} bytes: the limit is {self.max_file_bytes}.")
+        file_id, mime = f"in{next(self._uploads):06d}", headers.get("x-goog-upload-header-content-type", "")
+        self.files[file_id] = StandInFile(f"files/{file_id}", mime, size)
+        url = f"{self.url}/upload/v1beta/files?upload_id={file_id}&upload_protocol=resumable"
+        return Reply(200, b"", {"x-goog-upload-url": url, "x-goog-upload-status": "active"})
+
+    def _upload_chunk(self, call: Call) -> Reply:
+        final = {"x-goog-upload-status": "final"}  # an error ends the upload: the SDK raises, no retry
+        if (file := self.files.get(call.query["upload_id"][0])) is None or file.done:
+            return error_reply(404, "NOT_FOUND", "No such upload.", headers=final)
+        if int(call.headers.get("x-goog-upload-offset") or -1) != len(file.data):
+            return error_reply(400, "INVALID_ARGUMENT", f"Wrong offset: {len(file.data)} bytes held.", headers=final)
+        file.data += call.body
+        if "finalize" not in call.headers.get("x-goog-upload-command", ""):
+            return Reply(200, b"", {"x-goog-upload-status": "active"})
+        if len(file.data) != file.size:
+            return error_reply(400, "INVALID_ARGUMENT", f"Got {len(file.data)} of {file.size} bytes.", headers=final)
+        file.done = True
+        return Reply(200, json.dumps({"file": file.resource()}).encode(), final)
+
+    def _create(self, call: Call) -> Reply:
+        if self.known_models is not None and call.id not in self.known_models:
+            return self._unknown_model(call.id)
+        batch = json.loads(call.body or b"{}").get("batch", {})
+        source = batch.get("inputConfig", {}).get("fileName", "")
+        file = self.files.get(source.removeprefix("files/"))
+        if file is None or not file.done or file.generated:
+            return error_reply(400, "INVALID_ARGUMENT", f"Input file {source!r} not found.")
+        if not batch.get("displayName"):
+            return error_reply(400, "INVALID_ARGUMENT", "* batch.display_name: field is required")
+        outcome = self.batch_outcomes.pop(0) if self.batch_outcomes else "succeeded"
+        job_id, n = f"job{next(_ids):06d}", len(file.data.splitlines())
+        job = StandInJob(f"batches/{job_id}", call.id, batch["displayName"], source, outcome, self.batch_polls, n)
+        self.jobs[job_id] = job
+        return Reply(200, json.dumps(job.operation()).encode())
+
+    def _get(self, call: Call) -> Reply:
+        if (job := self.jobs.get(call.id)) is None:
+            return error_reply(404, "NOT_FOUND", f"Batch batches/{call.id} not found.")
+        if job.state in ("PENDING", "RUNNING") and job.polls_left > 0:
+            job.polls_left, job.state = job.polls_left - 1, "RUNNING"
+        elif job.state in ("PENDING", "RUNNING"):
+            self._finish(job)
+        return Reply(200, json.dumps(job.operation()).encode())
+
+    def _list(self, call: Call) -> Reply:
+        size, start = int(call.query.get("pageSize", ["50"])[0]), int(call.query.get("pageToken", ["0"])[0])
+        jobs = sorted(self.jobs.values(), key=lambda job: job.created, reverse=True)  # newest first
+        page: dict[str, Any] = {"operations": [job.operation() for job in jobs[start : start + size]]}
+        if start + size < len(jobs):
+            page["nextPageToken"] = str(start + size)
+        return Reply(200, json.dumps(page).encode())
+
+    def _cancel(self, call: Call) -> Reply:
+        if (job := self.jobs.get(call.id)) is not None and job.state in ("PENDING", "RUNNING"):
+            job.state = "CANCELLED"
+        return Reply(200, b"{}") if job is not None else error_reply(404, "NOT_FOUND", f"batches/{call.id} not found.")
+
+    def _download(self, call: Call) -> Reply:
+        if (file := self.files.get(call.id)) is None or not file.generated or call.query.get("alt") != ["media"]:
+            return error_reply(400, "INVALID_ARGUMENT", f"files/{call.id} cannot be downloaded.")
+        return Reply(200, bytes(file.data))
+
+    def _finish(self, job: StandInJob) -> None:
+        if job.outcome != "succeeded":
+            job.state = job.outcome.upper()
+            return
+        lines = [self._answer_item(job.model, raw) for raw in self.files[job.input_file[6:]].data.splitlines()]
+        kept = [line for line in lines if line is not None]
+        job.failed = sum(b'"error": ' in line for line in kept) + len(lines) - len(kept)
+        out = StandInFile(f"files/batch-{job.name[8:]}", "application/jsonl", 0, generated=True, done=True)
+        out.data = bytearray(b"".join(line + b"\n" for line in kept))
+        out.size, job.output, job.state = len(out.data), out.name, "SUCCEEDED"
+        self.files[out.name[6:]] = out
+
+    def _answer_item(self, model: str, raw: bytes | bytearray) -> bytes | None:
+        """One input line answered as generateContent answers its request; None: the line is left out."""
+        try:
+            item = json.loads(raw)
+            key, body = item["key"], item["request"]
+            assert isinstance(body, dict)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return b'{"error": {"code": 400, "message": "Invalid batch request line.", "status": "INVALID_ARGUMENT"}}'
+        refused = self.validate(model, {}, body)
+        fault = None if refused is not None else self._take_fault(body)
+        kind = fault.kind if fault else (f"refused-{refused.status}" if refused else None)
+        self.batch_requests.append(Recorded(f"batch:{model}", {}, body, time.monotonic(), kind))
+        if fault is not None and fault.kind in ("drop", "hang"):
+            return None
+        if fault is not None and fault.kind == "malformed":
+            return json.dumps({"key": key}).encode()[:-1] + b', "response": {"candid'
+        if fault is not None:
+            refused = self.fault_reply(fault, model, body)
+        elif refused is None:
+            refused = Reply(200, json.dumps(self.ok(model, body, self.answer(body))).encode())
+        payload = json.loads(refused.body)
+        answer = {"response": payload} if refused.status == 200 else {"error": payload["error"]}
+        return json.dumps({"key": key, **answer}).encode()

@@ -1,0 +1,240 @@
+"""The Gemini API's batch mode (model_adapters/google_batch.py) through the real ``google-genai`` SDK against the
+Gemini stand-in (tests/google_server.py): items are the live requests, answers are the live answers, failures
+are infra errors, a batch whose id was lost is found again, and files stay within the limits."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import math
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from google.genai import _api_client
+from google_server import GoogleServer, StandInJob, sent_images
+from wire_checks import case_images, dispatch, request_for, sha
+from wire_server import Fault, FaultKind
+
+from model_adapters.google import GoogleAdapter
+from model_adapters.google_batch import MAX_FILE_BYTES, GoogleBatchAdapter, JsonlItems
+from u2eval.errors import AdapterError
+from u2eval.models.protocol import AdapterOptions, BatchStatus, ModelRequest, SupportsBatch
+from u2eval.models.registry import create_adapter, resolve_model
+from u2eval.records import INFRA_ERROR_KINDS, Completion, Prompt, TextPart
+from u2eval.run.pacing import DispatchOptions
+
+KEY = "AIzaSy-u2eval-TEST-KEY-do-not-log-0123456789"
+TASKS = ("dd", "ll")
+TRANSPORTS = ["httpx2"] + (["aiohttp"] if importlib.util.find_spec("aiohttp") else [])
+T = TypeVar("T")
+OUTCOMES: tuple[FaultKind, ...] = ("refusal", "refusal_finish", "empty")  # the model's, the same either way
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[GoogleServer]:
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    for name in ("GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_API_VERSION"):
+        monkeypatch.delenv(name, raising=False)
+    stand_in = GoogleServer(KEY, hang_s=2.0)
+    stand_in.answer = lambda body: "answer-" + "".join(sha(data)[:12] for _, data in sent_images(body))  # its own
+    with stand_in.running():
+        yield stand_in
+
+
+def _requests() -> list[ModelRequest]:
+    return [request_for(case_id) for case_id in case_images(TASKS, 1)]
+
+
+def _with(adapter: GoogleBatchAdapter, call: Callable[[GoogleBatchAdapter], Awaitable[T]]) -> T:
+    async def go() -> T:
+        try:
+            return await call(adapter)
+        finally:
+            await adapter.aclose()
+
+    return asyncio.run(go())
+
+
+def _batch(server: GoogleServer, **extra: Any) -> GoogleBatchAdapter:
+    return GoogleBatchAdapter("gemini-test", AdapterOptions(base_url=server.url, extra=extra, timeout_s=1.0))
+
+
+async def _through(adapter: GoogleBatchAdapter, requests: list[ModelRequest], label: str = "u2eval-test") -> Any:
+    """Submit, poll until it ends, collect: (the statuses seen, the Completions by key)."""
+    batch_id = await adapter.submit_batch([adapter.batch_item(r) for r in requests], label)
+    seen: list[BatchStatus] = [await adapter.batch_status(batch_id)]
+    while seen[-1].state == "in_progress":
+        seen.append(await adapter.batch_status(batch_id))
+    done = await adapter.batch_results(batch_id, {r.key: r for r in requests})
+    return seen, {c.key: c for c in done}
+
+
+def _live(server: GoogleServer, requests: list[ModelRequest], **extra: Any) -> dict[str, Completion]:
+    adapter = GoogleAdapter("gemini-test", AdapterOptions(base_url=server.url, extra=extra))
+    done = dispatch(adapter, requests, DispatchOptions(max_attempts=1, concurrency=1))  # in order, as a batch goes
+    return {c.key: c for c in done}
+
+
+def test_the_google_adapter_has_batch_mode_within_googles_limits(server: GoogleServer) -> None:
+    adapter = create_adapter(resolve_model("google/gemini-test"), AdapterOptions(base_url=server.url))
+    assert isinstance(adapter, SupportsBatch) and isinstance(adapter, GoogleBatchAdapter)
+    assert adapter.batch_limits.max_bytes == MAX_FILE_BYTES == 2_000_000_000  # "an input file is 2GB" at most
+    asyncio.run(adapter.aclose())
+
+
+def test_an_item_is_the_live_request_byte_for_byte(server: GoogleServer) -> None:
+    extra = {"thinking_budget": 128, "image_budget": {"max_long_edge": 100, "max_bytes": 14_000_000}}
+    one = request_for(next(iter(case_images(("ll",), 1))))
+    system = Prompt(one.case.case_id, "You are a sonographer.", (*one.prompt.parts, TextPart("Sure?")), "t", "")
+    requests = [*_requests(), ModelRequest("key-system", one.case, system)]
+    adapter = _batch(server, **extra)
+    items = [adapter.batch_item(r) for r in requests]
+    asyncio.run(adapter.aclose())
+    _live(server, requests, **extra)
+    bodies = [r.body for r in server.image_requests()]  # as the SDK sent them, in order (one at a time)
+    assert len(bodies) == len(items) and "systemInstruction" in bodies[-1]
+    assert "thinking" in json.dumps(bodies[0]["generationConfig"]).lower()  # spelled as the SDK spells it
+    for item, request, body in zip(items, requests, bodies, strict=True):
+        assert item == json.dumps({"key": request.key, "request": body}).encode()  # the SDK's json.dumps
+        assert b"\n" not in item
+
+
+def test_batch_answers_are_the_live_answers(server: GoogleServer) -> None:
+    requests = _requests()
+    for kind in OUTCOMES:
+        server.add_fault(Fault(kind))
+    live = _live(server, requests)
+    live_bodies = [r.body for r in server.image_requests()]
+    for kind in OUTCOMES:
+        server.add_fault(Fault(kind))
+    seen, batch = _with(_batch(server), lambda a: _through(a, requests))
+    assert [s.state for s in seen] == ["ended"]  # the stand-in ends a job at the first poll
+    assert [r.body for r in server.batch_requests] == live_bodies  # the provider was asked the same
+    assert list(batch) == [r.key for r in requests]
+    for key, answer in batch.items():
+        assert answer.route == "batch" and answer.latency_s == 0.0
+        assert answer.model_copy(update={"route": None, "latency_s": live[key].latency_s}) == live[key]
+    texts = {c.text for c in batch.values() if c.error is None}
+    assert len(texts) == len(requests) - 3 and all(t and t.startswith("answer-") for t in texts)
+    assert sorted(c.error for c in batch.values() if c.error) == ["empty", "refused", "refused"]
+    assert all(c.usage is not None and c.usage.input_tokens == 270 for c in batch.values())
+
+
+def test_failed_items_are_infra_errors_never_scored(server: GoogleServer) -> None:
+    requests = _requests()
+    assert len(requests) >= 6
+    failures: tuple[FaultKind, ...] = ("server_error", "rate_limit", "bad_request", "drop", "malformed")
+    for kind in failures:
+        server.add_fault(Fault(kind))
+    _, batch = _with(_batch(server), lambda a: _through(a, requests))
+    outcome = [(c.error, c.is_infra_error) for c in batch.values()]
+    assert outcome[:5] == [
+        ("server", True),
+        ("rate_limit", True),
+        ("bad_request", True),
+        ("missing", True),  # no line for it
+        ("missing", True),  # a line cut short: its key cannot be read
+    ]
+    assert all(error is None for error, _ in outcome[5:])
+    assert all(c.error in INFRA_ERROR_KINDS and c.text is None for c in list(batch.values())[:5])
+    messages = [c.error_message or "" for c in batch.values()]
+    assert messages[0].startswith("batch item: HTTP 500 INTERNAL") and "1 unreadable lines" in messages[4]
+    assert all(KEY not in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "state", "kind"),
+    [("failed", "failed", "server"), ("expired", "expired", "timeout"), ("cancelled", "cancelled", "missing")],
+)
+def test_a_batch_that_fails_expires_or_is_cancelled_answers_nothing(
+    server: GoogleServer, outcome: str, state: str, kind: str
+) -> None:
+    server.batch_outcomes = [outcome]
+    requests = _requests()[:3]
+    seen, batch = _with(_batch(server), lambda a: _through(a, requests))
+    assert [s.state for s in seen] == [state] and f"JOB_STATE_{outcome.upper()}" in (seen[0].detail or "")
+    assert [(c.error, c.is_infra_error, c.route) for c in batch.values()] == [(kind, True, "batch")] * 3
+    assert server.batch_requests == []  # nothing was answered
+
+
+def test_a_job_runs_for_some_polls_and_cannot_be_collected_before_it_ends(server: GoogleServer) -> None:
+    server.batch_polls = 2
+    requests = _requests()[:2]
+
+    async def early(adapter: GoogleBatchAdapter) -> Any:
+        batch_id = await adapter.submit_batch([adapter.batch_item(r) for r in requests], "u2eval-early")
+        with pytest.raises(AdapterError, match="nothing to collect yet"):
+            await adapter.batch_results(batch_id, {r.key: r for r in requests})
+        return await _through(adapter, requests, "u2eval-late")
+
+    seen, batch = _with(_batch(server), early)
+    assert [s.state for s in seen] == ["in_progress", "in_progress", "ended"]
+    assert all(c.error is None for c in batch.values())
+
+
+def test_find_batch_recovers_a_batch_whose_id_was_never_heard(server: GoogleServer) -> None:
+    requests = _requests()[:2]
+    server.fail("create", Fault("drop"))  # the batch is made, but its answer never comes back
+
+    async def lost(adapter: GoogleBatchAdapter) -> Any:
+        items = [adapter.batch_item(r) for r in requests]
+        with pytest.raises(AdapterError) as timed_out:
+            await adapter.submit_batch(items, "u2eval-lost")
+        assert (timed_out.value.kind, timed_out.value.retryable) == ("connection", True)
+        for n in range(150):  # newer batches of others: ours is on the second page of the list
+            job = StandInJob(f"batches/other{n}", "gemini-test", f"other-{n}", "files/x", "succeeded", 0, 1)
+            server.jobs[f"other{n}"] = job
+        found = await adapter.find_batch("u2eval-lost")
+        return found, await adapter.find_batch("u2eval-never"), await adapter.batch_status(found or "")
+
+    found, never, status = _with(_batch(server), lost)
+    assert server.batch_calls.count("create") == 1 and server.batch_calls.count("list") >= 2  # paged
+    assert found is not None and found.startswith("batches/") and never is None and status.state == "ended"
+    assert [j.display_name for j in server.jobs.values() if not j.name.startswith("batches/other")] == ["u2eval-lost"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_the_uploaded_file_is_the_items_and_their_newlines_in_chunks(
+    server: GoogleServer, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_api_client, "has_aiohttp", transport == "aiohttp")  # the SDK's own switch
+    monkeypatch.setattr(_api_client, "CHUNK_SIZE", 100_000)  # several chunks, as a large file goes
+    requests = _requests()
+    adapter = _batch(server)
+    items = [adapter.batch_item(r) for r in requests]
+    _with(adapter, lambda a: a.submit_batch(items, "u2eval-chunks"))
+    (uploaded,) = [f for f in server.files.values() if not f.generated]
+    assert bytes(uploaded.data) == b"".join(item + b"\n" for item in items)
+    assert uploaded.mime_type == "jsonl" and uploaded.size == sum(len(item) + 1 for item in items)
+    assert server.batch_calls.count("upload_chunk") == math.ceil(uploaded.size / 100_000) > 1
+
+
+def test_the_byte_limit_is_the_file_size_and_a_file_over_it_is_refused(server: GoogleServer) -> None:
+    requests = _requests()
+    adapter = _batch(server)
+    items = [adapter.batch_item(r) for r in requests]
+    size = sum(len(item) + 1 for item in items)  # what u2eval.run.batch counts against max_bytes
+    server.max_file_bytes = size
+
+    async def both(adapter: GoogleBatchAdapter) -> str:
+        with pytest.raises(AdapterError) as refused:
+            await adapter.submit_batch([*items, items[0]], "u2eval-over")  # one item more than fits
+        assert (refused.value.kind, refused.value.retryable) == ("bad_request", False)
+        return await adapter.submit_batch(items, "u2eval-fits")  # exactly the limit
+
+    assert _with(adapter, both).startswith("batches/")
+    # A case of the bundled sample is a few hundred kilobytes as a line: a 2 GB file holds thousands of them.
+    assert MAX_FILE_BYTES // max(len(item) + 1 for item in items) > 1000
+
+
+def test_a_seekable_stream_of_lines_reads_like_the_joined_file() -> None:
+    items = [b"a" * 5, b"", b"bc", b"d" * 11]
+    joined = b"".join(item + b"\n" for item in items)
+    stream = JsonlItems(items)
+    assert stream.seek(0, 2) == len(joined) and stream.seek(0) == 0
+    assert b"".join(iter(lambda: stream.read(3), b"")) == joined
+    for position in range(len(joined) + 1):
+        stream.seek(position)
+        assert stream.read() == joined[position:]
