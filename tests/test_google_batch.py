@@ -8,12 +8,17 @@ import asyncio
 import importlib.util
 import json
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from google.genai import _api_client
 from google_server import GoogleServer, StandInJob, sent_images
+from openai_server import varied_answer
 from wire_checks import case_images, dispatch, request_for, sha
 from wire_server import Fault, FaultKind
 
@@ -24,6 +29,7 @@ from u2eval.models.protocol import AdapterOptions, BatchStatus, ModelRequest, Su
 from u2eval.models.registry import create_adapter, resolve_model
 from u2eval.records import INFRA_ERROR_KINDS, Completion, Prompt, TextPart
 from u2eval.run.pacing import DispatchOptions
+from u2eval.run.runner import RunOptions, run
 
 KEY = "AIzaSy-u2eval-TEST-KEY-do-not-log-0123456789"
 TASKS = ("dd", "ll")
@@ -238,3 +244,65 @@ def test_a_seekable_stream_of_lines_reads_like_the_joined_file() -> None:
     for position in range(len(joined) + 1):
         stream.seek(position)
         assert stream.read() == joined[position:]
+
+
+# -- u2eval run --batch (u2eval/run/batch.py) on the bundled sample ------------------------------------------
+
+
+def _varied(body: dict[str, Any]) -> str:
+    """A mix of answers every parser outcome can come from, fixed by the image (text alone: the preflight)."""
+    images = sent_images(body)
+    return varied_answer(sha(images[0][1])) if images else "OK"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GEMINI_API_KEY": KEY, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "u2eval", *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def _latest(folder: Path) -> dict[str, Completion]:
+    lines = (folder / "responses.jsonl").read_text(encoding="utf-8").splitlines()
+    return {c.key: c for c in (Completion.model_validate_json(line) for line in lines if line.strip())}
+
+
+def test_u2eval_run_batch_wait_scores_the_sample_as_a_live_run_byte_for_byte(
+    server: GoogleServer, tmp_path: Path
+) -> None:
+    server.answer = _varied
+    args = ["run", "--model", "google/gemini-test", "--base-url", server.url, "--limit", "1"]
+    live = _cli(*args, "--out", str(tmp_path / "live"))
+    assert live.returncode == 0, live.stderr
+    server.batch_polls = 2
+    batch = _cli(*args, "--out", str(tmp_path / "batch"), "--batch", "--wait", "--poll-interval", "0")
+    assert batch.returncode == 0, batch.stderr
+    for name in ("summary.json", "summary.md", "judgements.jsonl", "cases.jsonl"):
+        assert (tmp_path / "batch" / name).read_bytes() == (tmp_path / "live" / name).read_bytes(), name
+    judged = (tmp_path / "live" / "judgements.jsonl").read_text(encoding="utf-8").splitlines()
+    assert {json.loads(line)["outcome"] for line in judged} >= {"ok", "unparseable"}  # not all one outcome
+    assert server.batch_calls.count("create") == 1 and server.batch_calls.count("get") >= 3
+    asked = [json.dumps(r.body) for r in server.image_requests()]
+    assert sorted(json.dumps(r.body) for r in server.batch_requests) == sorted(asked) and len(asked) > 20
+    stored = _latest(tmp_path / "batch")
+    assert {c.route for c in stored.values()} == {"batch"} and all(c.usage for c in stored.values())
+    again = _cli(*args, "--out", str(tmp_path / "batch"), "--batch", "--wait", "--poll-interval", "0")
+    assert again.returncode == 0 and server.batch_calls.count("create") == 1  # finished: nothing asked again
+
+
+def test_the_byte_limit_splits_a_run_into_files_the_api_accepts(
+    server: GoogleServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.answer = _varied
+    options = {"model": "google/gemini-test", "base_url": server.url, "limit": 1, "tasks": TASKS}
+    live = run(RunOptions(**options, out=tmp_path / "live"))
+    adapter = _batch(server)
+    sizes = [len(adapter.batch_item(r)) + 1 for r in _requests()]  # a line and its newline
+    asyncio.run(adapter.aclose())
+    limit = server.max_file_bytes = 4 * max(sizes)  # the stand-in refuses any file larger
+    monkeypatch.setattr("model_adapters.google_batch.MAX_FILE_BYTES", limit)
+    run(RunOptions(**options, out=tmp_path / "batch", batch=True, wait=True, poll_interval_s=0.0))
+    inputs = [server.files[job.input_file[6:]].data for job in server.jobs.values()]  # in the order made
+    assert len(inputs) >= math.ceil(sum(sizes) / limit) > 1 and all(len(data) <= limit for data in inputs)
+    for full, following in zip(inputs, inputs[1:], strict=False):  # each file as full as the next line allows
+        assert len(full) + len(following.splitlines()[0]) + 1 > limit
+    assert sum(len(data.splitlines()) for data in inputs) == live.requested  # each request once
+    assert (tmp_path / "batch" / "summary.json").read_bytes() == (tmp_path / "live" / "summary.json").read_bytes()
