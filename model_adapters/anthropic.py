@@ -11,6 +11,9 @@ Preset ``extra`` (all optional):
     sampling       send ``temperature`` / ``top_p`` (default false: API version 2026-10-21, the SDK's
                    default, rejects them, and so do the newest models on any version)
 
+The Message Batches API (``u2eval run --batch``) is ``model_adapters/anthropic_batch.py``: the same bodies, read
+by the same ``from_response``.
+
 The dispatcher times each attempt; the SDK's own timeout is only a backstop a little longer than that.
 The key comes from ANTHROPIC_API_KEY only; the base URL from ``--base-url``, the preset, or
 ANTHROPIC_BASE_URL (read by the SDK).
@@ -37,6 +40,7 @@ from model_adapters._wire import (
     redact,
     retry_after_s,
 )
+from model_adapters.anthropic_batch import AnthropicBatches
 from u2eval.errors import AdapterError, ConfigError
 from u2eval.models.images import ImageBudget, fit
 from u2eval.models.protocol import AdapterOptions, ModelRequest
@@ -82,10 +86,12 @@ def to_request(
             content.append({"type": "image", "source": source})
         elif part.text:  # the API rejects empty text blocks
             content.append({"type": "text", "text": part.text})
+    # Keys in the order the SDK writes a live request's body (sampling last: it travels as extra body), so that
+    # a batch item's params (anthropic_batch.py) are the very bytes a live request sends.
     body: dict[str, Any] = {
-        "model": model,
         "max_tokens": config.max_tokens,
         "messages": [{"role": "user", "content": content}],
+        "model": model,
     }
     if prompt.system:
         body["system"] = prompt.system
@@ -159,7 +165,7 @@ def classify(exc: anthropic.AnthropicError, secret: str = "") -> AdapterError:
     return AdapterError(message, kind="bad_request", retryable=False)  # 400, 404 (unknown model), 413, ...
 
 
-class AnthropicAdapter(Identified):
+class AnthropicAdapter(AnthropicBatches, Identified):
     def __init__(self, model: str, options: AdapterOptions) -> None:
         if not model:
             raise ConfigError("anthropic needs a model: anthropic/<model>, e.g. anthropic/claude-sonnet-4-5-20250929")
@@ -197,12 +203,19 @@ class AnthropicAdapter(Identified):
             raise AdapterError(f"response is not JSON: {exc}", kind="malformed", retryable=True) from None
         return message
 
+    # The live path's pieces, which a batch (anthropic_batch.AnthropicBatches) uses as they are.
+    def _build(self, request: ModelRequest) -> WireRequest:
+        extra = self._extra
+        return to_request(request.prompt, self._generation, self._model, extra.image_budget, sampling=extra.sampling)
+
+    def _read(self, message: Message, request: ModelRequest, image_sent: ImageSent | None) -> Completion:
+        return from_response(message, case_id=request.case.case_id, key=request.key, image_sent=image_sent)
+
+    def _classify(self, exc: anthropic.AnthropicError) -> AdapterError:
+        return classify(exc, self._key)
+
     async def generate(self, requests: Sequence[ModelRequest]) -> list[Completion]:
-        def build(request: ModelRequest) -> WireRequest:
-            extra = self._extra
-            return to_request(
-                request.prompt, self._generation, self._model, extra.image_budget, sampling=extra.sampling
-            )
+        build = self._build
 
         async def send(wire: WireRequest) -> Message:
             return await self._create(wire.body)
