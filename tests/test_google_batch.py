@@ -9,6 +9,7 @@ import importlib.util
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -306,3 +307,52 @@ def test_the_byte_limit_splits_a_run_into_files_the_api_accepts(
         assert len(full) + len(following.splitlines()[0]) + 1 > limit
     assert sum(len(data.splitlines()) for data in inputs) == live.requested  # each request once
     assert (tmp_path / "batch" / "summary.json").read_bytes() == (tmp_path / "live" / "summary.json").read_bytes()
+
+
+# A `u2eval run` that SIGKILLs itself at the first batches.jsonl line of one kind, before or after writing it.
+_KILLER = r"""
+import os, signal, sys
+from u2eval.run.folder import RunFolder
+
+when, event = os.environ["KILL_AT"].split(":")
+record = RunFolder.record_batch
+
+def recorded(self, line):
+    if line.event == event and when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    record(self, line)
+    if line.event == event:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+RunFolder.record_batch = recorded
+from u2eval.cli.app import main
+sys.argv = ["u2eval", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "made"),
+    [("after:submitting", 0), ("before:submitted", 1)],  # announced, never asked; made, its id never recorded
+)
+def test_a_run_killed_around_the_create_submits_nothing_twice(
+    server: GoogleServer, tmp_path: Path, kill_at: str, made: int
+) -> None:
+    server.answer = _varied
+    args = ["run", "--model", "google/gemini-test", "--base-url", server.url, "--limit", "1", "--tasks", "dd,ll"]
+    live = _cli(*args, "--out", str(tmp_path / "live"))
+    assert live.returncode == 0, live.stderr
+    asked = len(server.image_requests())
+    args += ["--out", str(tmp_path / "r"), "--batch", "--wait", "--poll-interval", "0"]
+    args += ["--batch-size", str(math.ceil(asked / 2))]
+    env = {**os.environ, "GEMINI_API_KEY": KEY, "KILL_AT": kill_at}
+    killed = subprocess.run([sys.executable, "-c", _KILLER, *args], capture_output=True, text=True, env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert server.batch_calls.count("create") == made
+    done = _cli(*args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert server.batch_calls.count("create") == 2  # two batches in all, whenever the kill came
+    files = [server.files[job.input_file[6:]].data for job in server.jobs.values()]
+    keys = [json.loads(line)["key"] for data in files for line in data.splitlines()]
+    assert len(keys) == len(set(keys)) == asked  # no request in two batches
+    assert (tmp_path / "r" / "summary.json").read_bytes() == (tmp_path / "live" / "summary.json").read_bytes()
