@@ -166,6 +166,22 @@ def test_a_batch_that_fails_expires_or_is_cancelled_answers_nothing(
     assert server.batch_requests == []  # nothing was answered
 
 
+def test_a_batch_cancelled_through_the_sdk_while_it_runs_is_cancelled(server: GoogleServer) -> None:
+    server.batch_polls = 5
+    requests = _requests()[:2]
+
+    async def cancel(adapter: GoogleBatchAdapter) -> Any:
+        batch_id = await adapter.submit_batch([adapter.batch_item(r) for r in requests], "u2eval-cancel")
+        running = await adapter.batch_status(batch_id)
+        await adapter._batches().aio.batches.cancel(name=batch_id)  # POST /v1beta/batches/{id}:cancel
+        status = await adapter.batch_status(batch_id)
+        return running, status, await adapter.batch_results(batch_id, {r.key: r for r in requests})
+
+    running, status, done = _with(_batch(server), cancel)
+    assert (running.state, status.state) == ("in_progress", "cancelled") and "cancel" in server.batch_calls
+    assert [(c.error, c.error_message) for c in done] == [("missing", "the batch was cancelled")] * 2
+
+
 def test_a_job_runs_for_some_polls_and_cannot_be_collected_before_it_ends(server: GoogleServer) -> None:
     server.batch_polls = 2
     requests = _requests()[:2]
