@@ -18,12 +18,13 @@ was made. So ``submit_batch`` makes two batches:
 2. the batch itself, created after the marker.
 
 ``find_batch(label)`` reads the workspace's batches newest first (``messages.batches.list``) down to the label's
-newest marker (a batch of one request is read to see whether it is one; one still running is waited for, up to
-``marker_wait_s``). The batch, if it was created at all, is one of those listed above the marker (created after
-it) with ``n`` requests: an ended one is ours when its results' custom_ids carry the tag; a running one cannot be
-read, and when it is the only candidate it is taken for ours. Several running candidates cannot be told apart
-until they end: then find_batch raises a retryable ``AdapterError`` rather than answer, so nothing is submitted
-twice. Where the run was killed:
+newest marker (a batch of one request is read to see whether it is one; one still running is waited for,
+``marker_wait_s`` in all, then a retryable ``AdapterError``: a marker whose cancel was lost, or anyone's running
+batch of one request, can hold a search up that long). The batch, if it was created at all, is one of those
+listed above the marker (created after it) with ``n`` requests: an ended one is ours when its results'
+custom_ids carry the tag; a running one cannot be read, and when it is the only candidate it is taken for ours.
+Several running candidates cannot be told apart until they end: then find_batch raises a retryable
+``AdapterError`` rather than answer, so nothing is submitted twice. Where the run was killed:
 
 - before the marker: no marker, None (nothing was created; the workspace is read back 29 days, the time
   Anthropic keeps results);
@@ -141,7 +142,7 @@ class AnthropicBatches:
     _client: anthropic.AsyncAnthropic
     _model: str
     _key: str
-    marker_wait_s = 600.0  # how long find_batch waits for a running batch of one request (a marker?) to end
+    marker_wait_s = 600.0  # how long one find_batch waits in all for running batches of one request (markers?)
     poll_s = 5.0  # and how often it asks meanwhile
 
     # -- what the adapter supplies: the live path's own pieces ---------------------------------------
@@ -199,6 +200,7 @@ class AnthropicBatches:
     async def find_batch(self, label: str) -> str | None:
         tag = label_tag(label)
         horizon = time.time() - RESULTS_KEPT_S
+        deadline = time.monotonic() + self.marker_wait_s
         newer: list[MessageBatch] = []
         firsts: dict[str, str | None] = {}
         try:
@@ -206,7 +208,7 @@ class AnthropicBatches:
                 if batch.created_at.timestamp() < horizon:
                     break
                 if _size(batch) == 1:
-                    firsts[batch.id] = await self._first_custom_id(batch, waiting=True)
+                    firsts[batch.id] = await self._first_custom_id(batch, until=deadline)
                     announced = _marker_size(firsts[batch.id], tag)
                     if announced is not None:
                         return await self._after_marker(newer, announced, tag, firsts)
@@ -261,17 +263,16 @@ class AnthropicBatches:
         except anthropic.AnthropicError as exc:
             raise self._classify(exc) from None
 
-    async def _first_custom_id(self, batch: MessageBatch, *, waiting: bool) -> str | None:
+    async def _first_custom_id(self, batch: MessageBatch, *, until: float | None = None) -> str | None:
         """The custom_id of the first result of a batch (None when it has none to read); a running one is
-        waited for when ``waiting``, up to ``marker_wait_s``, else read as None."""
-        deadline = time.monotonic() + self.marker_wait_s
+        waited for up to the monotonic time ``until`` (None: not waited for, read as None)."""
         while batch.processing_status != "ended":
-            if not waiting:
+            if until is None:
                 return None
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= until:
                 raise AdapterError(
-                    f"batch {batch.id} (one request) is still running after {self.marker_wait_s:.0f} s: it may be "
-                    "the marker of the batch looked for, which cannot be told until it ends; try again later",
+                    f"batch {batch.id} (one request) is still running: it may be the marker of the batch looked "
+                    f"for, which cannot be told until it ends (waited {self.marker_wait_s:.0f} s); try again later",
                     kind="timeout",
                     retryable=True,
                 )
@@ -296,7 +297,7 @@ class AnthropicBatches:
             if batch.processing_status != "ended":
                 running.append(batch.id)
                 continue
-            first = firsts[batch.id] if batch.id in firsts else await self._first_custom_id(batch, waiting=False)
+            first = firsts[batch.id] if batch.id in firsts else await self._first_custom_id(batch)
             if first is not None and first.endswith(f"-{tag}"):
                 return batch.id
         if len(running) > 1:
