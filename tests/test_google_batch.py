@@ -129,7 +129,11 @@ def test_batch_answers_are_the_live_answers(server: GoogleServer) -> None:
     assert all(c.usage is not None and c.usage.input_tokens == 270 for c in batch.values())
 
 
-def test_failed_items_are_infra_errors_never_scored(server: GoogleServer) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_failed_items_are_infra_errors_never_scored(
+    server: GoogleServer, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_api_client, "has_aiohttp", transport == "aiohttp")  # every call, either HTTP stack
     requests = _requests()
     assert len(requests) >= 6
     failures: tuple[FaultKind, ...] = ("server_error", "rate_limit", "bad_request", "drop", "malformed")
