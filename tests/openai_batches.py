@@ -141,6 +141,7 @@ class BatchAPI:
         self.fates: list[BatchFate] = []
         self.rules: list[_Rule] = []
         self.created = 0
+        self.retrieves = 0  # batch retrieves answered (polls and collections)
         self.submitted: Counter[str] = Counter()
         self._ids = itertools.count(1)
 
@@ -162,6 +163,7 @@ class BatchAPI:
         return {"created": self.created, "files": len(self.files), "items": sum(self.submitted.values())} | {
             "items_repeated": repeated,
             "open": sum(1 for b in self.batches.values() if b.status in ("validating", "in_progress")),
+            "retrieves": self.retrieves,
         }
 
     # -- the wire ----------------------------------------------------------------------------------------
@@ -213,15 +215,11 @@ class BatchAPI:
         if denied is not None:
             await request.read()
             return denied
-        purpose, filename, data = None, "file", b""
-        async for part in await request.multipart():
-            if part.name == "purpose":
-                purpose = await part.text()  # type: ignore[union-attr]
-            elif part.name == "file":
-                filename = part.filename or filename  # type: ignore[union-attr]
-                data = bytes(await part.read())  # type: ignore[union-attr]
-        if purpose is None:
-            return _error(400, "Missing required parameter: 'purpose'.")
+        form = await request.post()  # multipart/form-data: the file and its purpose
+        purpose, upload = form.get("purpose"), form.get("file")
+        if not isinstance(purpose, str) or not isinstance(upload, web.FileField):
+            return _error(400, "Missing required parameter: 'file' or 'purpose'.")
+        filename, data = upload.filename, upload.file.read()
         made = _File(self._id("file"), purpose, filename, data, int(time.time()))
         self.files[made.id] = made
         if after is not None:
@@ -298,6 +296,7 @@ class BatchAPI:
         batch = self.batches.get(request.match_info["id"])
         if batch is None:
             return _error(404, "No such Batch object.")
+        self.retrieves += 1
         self._advance(batch)
         return web.json_response(batch.json())
 

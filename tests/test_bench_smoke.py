@@ -101,3 +101,12 @@ def test_judge_throughput(bench_data: Path) -> None:
     calls = _number(r"judge calls: (\d+)", out)
     assert 0 < calls <= sent <= 200
     assert _number(r"\n\s+8\s+\d+\s+[\d.]+ / [\d.]+ / [\d.]+\s+40\s+([\d.]+)", out) >= 0.8
+
+
+def test_batch(bench_data: Path) -> None:
+    out = _bench("batch.py", bench_data)
+    assert "files differing from the live run: none" in out
+    assert _number(r"kills that hit a live process: (\d+)", out) >= 2
+    assert _number(r"kills that lost stored answers: (\d+)", out) == 0
+    assert _number(r"requests in two batches: (\d+)", out) == 0
+    assert "files differing from the unkilled batch run: none" in out

@@ -35,7 +35,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt
 
@@ -43,6 +43,8 @@ from u2eval.errors import AdapterError, ConfigError, U2EvalError
 from u2eval.models.protocol import BatchLimits, BatchStatus, ModelAdapter, ModelRequest, SupportsBatch
 from u2eval.provenance import now_utc
 from u2eval.records import Completion, ImagePart
+from u2eval.run.batch_ledger import Submission, has_open_batches, submissions
+from u2eval.run.budget import CostBudget
 from u2eval.run.case_stream import CaseStream, Reporter
 from u2eval.run.dispatch import Dispatcher
 from u2eval.run.folder import RunFolder
@@ -54,7 +56,6 @@ from u2eval.run.store import ResponseStore
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-State = Literal["submitting", "open", "collected", "abandoned"]
 
 
 class BatchesInProgress(U2EvalError):
@@ -66,49 +67,6 @@ class BatchesInProgress(U2EvalError):
         )
         self.batches = batches
         self.requests = requests
-
-
-@dataclass
-class Submission:
-    """One chunk as ``batches.jsonl`` tells it: our label, its keys, the provider's id once known, its state."""
-
-    label: str
-    keys: list[str]
-    batch_id: str | None = None
-    state: State = "submitting"
-
-
-def submissions(folder: RunFolder) -> dict[str, Submission]:
-    """Every submission made from the folder, by label, as its lines in ``batches.jsonl`` leave it."""
-    found: dict[str, Submission] = {}
-    for event in folder.batch_events():
-        if event.event == "submitting":
-            found[event.label] = Submission(event.label, list(event.keys))
-            continue
-        known = found.get(event.label)
-        if known is None:
-            log.warning("%s: %s line for an unknown label %s; skipped", folder.path, event.event, event.label)
-            continue
-        if event.event == "submitted":
-            known.batch_id, known.state = event.batch_id, "open"
-        else:
-            known.state = "collected" if event.event == "collected" else "abandoned"
-    return found
-
-
-def has_open_batches(folder: RunFolder) -> bool:
-    """Whether a batch submitted from the folder (or perhaps submitted: a kill left it unsure) is not collected."""
-    return any(s.state in ("submitting", "open") for s in submissions(folder).values())
-
-
-def answers_by_route(folder: RunFolder, store: ResponseStore) -> dict[str, int]:
-    """The manifest's count of the run's cases answered through a batch API and by a live call (infra errors and
-    cases with nothing stored are neither)."""
-    counts = {"answers.batch": 0, "answers.live": 0}
-    for _, completion in folder.iter_answers(store):
-        if not completion.is_infra_error:
-            counts["answers.batch" if completion.route == "batch" else "answers.live"] += 1
-    return counts
 
 
 @dataclass(frozen=True)
@@ -185,6 +143,7 @@ class BatchRun:
         self.adapter: SupportsBatch = adapter
         self.folder, self.store, self.settings, self.retry = folder, store, settings, retry
         self.reporter = reporter
+        self.budget: CostBudget | None = None
         self.submissions = submissions(folder)
         self.stats = BatchStats()
 
@@ -200,6 +159,7 @@ class BatchRun:
 
         await self._settle()
         held = {key for s in self.submissions.values() if s.state == "open" for key in s.keys}
+        self.budget = dispatcher.budget  # --max-cost: an open batch is in flight; a new request is reserved first
         remainder = self._not_held(stream, held)
         if self.settings.submit:
             await self._submit_all(remainder, dispatcher)
@@ -211,6 +171,8 @@ class BatchRun:
         for request in requests:
             if request.key in held:
                 self.stats.held += 1
+                if self.budget is not None:
+                    self.budget.reserve([request])  # in flight until collected (the reservation is kept)
                 continue
             yield request
 
@@ -258,13 +220,16 @@ class BatchRun:
 
     async def _submit_all(self, requests: Iterable[ModelRequest], dispatcher: Dispatcher) -> None:
         limits, chunk = self._limits(), _Chunk()
-        too_big: list[Completion] = []
+        not_sent: list[Completion] = []
         for request in requests:
+            if self.budget is not None and not self.budget.reserve([request]):
+                not_sent += self.budget.refusal([request])  # not asked: the budget would be passed
+                continue
             item = self.adapter.batch_item(request)
             size = len(item) + 1
             if size > limits.max_bytes:
                 message = f"the request is {size} bytes; one batch holds at most {limits.max_bytes}: ask it live"
-                too_big.append(_failed(request, "bad_request", message))
+                not_sent.append(_failed(request, "bad_request", message))
                 continue
             if chunk.keys and (len(chunk.keys) >= limits.max_requests or chunk.bytes + size > limits.max_bytes):
                 await self._submit(chunk, dispatcher)
@@ -274,7 +239,7 @@ class BatchRun:
             chunk.bytes += size
         if chunk.keys:
             await self._submit(chunk, dispatcher)
-        self.store.append(too_big)
+        self.store.append(not_sent)
 
     async def _submit(self, chunk: _Chunk, dispatcher: Dispatcher) -> None:
         if not self.stats.batches:

@@ -27,7 +27,8 @@ from u2eval.models.registry import create_adapter, merge_args, resolve_model
 from u2eval.provenance import git_state, ids_sha256, now_utc, version
 from u2eval.records import SCORING_MODES, Completion, GenerationConfig
 from u2eval.run import options as run_options
-from u2eval.run.batch import BatchRun, answers_by_route, batch_run
+from u2eval.run.batch import BatchRun, batch_run
+from u2eval.run.batch_ledger import answers_by_route
 from u2eval.run.budget import CostBudget, request_ceiling, stored_cost
 from u2eval.run.case_stream import CaseStream, Reporter, expected_cases, rows_asked
 from u2eval.run.costs import RunCosting
@@ -241,7 +242,8 @@ def _budget(plan: _Plan, store: ResponseStore) -> CostBudget | None:
     if price is None:
         raise ConfigError(f"--max-cost needs {model}'s price: its preset has none; give --price in=USD,out=USD")
     spent = stored_cost(store.answers().values(), price)
-    return CostBudget(max_usd, price, request_ceiling(costing, price, max_tokens), spent_usd=spent)
+    ceiling = request_ceiling(costing, price, max_tokens, batch=plan.options.batch)  # --batch: at its price
+    return CostBudget(max_usd, price, ceiling, spent_usd=spent)
 
 
 def _matched(options: RunOptions, case_ids: list[str]) -> int:
