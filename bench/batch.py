@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,24 @@ def timed_run(command: list[str]) -> tuple[float, dict[str, Any]]:
         raise SystemExit(f"the run failed (exit {outcome.returncode}): {outcome.stderr[-2000:]}")
     folder = Path(command[command.index("--out") + 1])
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    return outcome.seconds, manifest
+    return outcome.seconds, manifest | {"spans": _spans(folder)}
+
+
+def _spans(folder: Path) -> dict[str, float]:
+    """Seconds between the batch lines of a run (none for a live run): submitting (from the first announced to the
+    last recorded), then to the first collected (polls, and reading the first batch's requests again), then
+    collecting (to the last collected)."""
+    times: dict[str, list[float]] = {}
+    for event in RunFolder(folder).batch_events():
+        times.setdefault(event.event, []).append(datetime.fromisoformat(event.at).timestamp())
+    if not times.get("collected"):
+        return {}
+    submitted = max(times["submitted"])
+    return {
+        "submit": submitted - min(times["submitting"]),
+        "poll": min(times["collected"]) - submitted,
+        "collect": max(times["collected"]) - min(times["collected"]),
+    }
 
 
 def overhead(server: Server, data: Path, root: Path, concurrency: int) -> dict[str, Any]:
@@ -115,7 +133,7 @@ def overhead(server: Server, data: Path, root: Path, concurrency: int) -> dict[s
         "live_s": live_s,
         "batch_s": batch_s,
         "live": live["timings"],
-        "batch": batch["timings"],
+        "batch": batch["timings"] | {"spans": batch["spans"]},
         "batches": batch["dispatch"].get("batch.batches"),
         "requests": batch["dispatch"].get("batch.submitted"),
         "differing": same_files(root / "live", root / "batch"),
@@ -160,6 +178,7 @@ def _reached(server: Server, folder: Path, phase: str, k: int, polled: int) -> b
 def incarnation(server: Server, command: list[str], folder: Path, phase: str, k: int, delay_s: float) -> Kill:
     """One process of the run, killed ``delay_s`` after it reaches its point (phase "end": runs to its end)."""
     before = stored_images(folder)
+    time.sleep(0.3)  # a killed run's last calls may still be on their way to the server
     polled = _retrieves(server)
     started = time.perf_counter()
     with tempfile.TemporaryFile() as errors:
@@ -234,7 +253,11 @@ def report_fit(sized: dict[str, Any], name: str) -> None:
     files = sized["files"]
     print(f"\n1. fit: {sized['cases']} cases of {name} as OpenAI batch lines")
     print(f"   bytes a line: mean {sized['line_mean'] / 1e3:,.0f} KB, max {sized['line_max'] / 1e3:,.0f} KB")
-    print(f"   cases per OpenAI batch file (200 MB): {files[0]} ({len(files)} file(s): {files})")
+    full = files[:-1] or files  # the last file holds what is left
+    print(
+        f"   cases per OpenAI batch file (200 MB): median {statistics.median(full):,.0f}, "
+        f"{min(full):,} to {max(full):,} ({len(files)} file(s): {files})"
+    )
 
 
 def report_overhead(result: dict[str, Any]) -> list[tuple[str, bool]]:
@@ -245,6 +268,11 @@ def report_overhead(result: dict[str, Any]) -> list[tuple[str, bool]]:
             f"   {name:>5} run: {result[name + '_s']:6.1f} s  (answer {timings['answer_s']:.1f} s, "
             f"score {timings['score_s']:.1f} s)"
         )
+    spans = result["batch"]["spans"]
+    print(
+        f"   batch run's steps: submit {spans['submit']:.1f} s (reading, building and uploading as it goes), "
+        f"to the first collected {spans['poll']:.1f} s, collect {spans['collect']:.1f} s"
+    )
     extra = result["batch_s"] - result["live_s"]
     print(
         f"   batch path overhead, submit to scored: {extra:+.1f} s ({result['batch_s'] / result['live_s']:.2f}x live)"

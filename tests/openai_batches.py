@@ -28,6 +28,7 @@ import itertools
 import json
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -121,6 +122,21 @@ class _Rule:
     after: bool
 
 
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _quiet(handler: Handler) -> Handler:
+    """A handler whose client may go away mid-request (a killed run): nothing is made, nothing is logged."""
+
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except ConnectionResetError:
+            return web.Response(status=499)
+
+    return handle
+
+
 def _error(status: int, message: str, code: str | None = None) -> web.Response:
     body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
     return web.json_response(body, status=status)
@@ -169,13 +185,13 @@ class BatchAPI:
     # -- the wire ----------------------------------------------------------------------------------------
 
     def routes(self, app: web.Application) -> None:
-        app.router.add_post("/v1/files", self._upload)
-        app.router.add_get("/v1/files/{id}", self._file)
-        app.router.add_get("/v1/files/{id}/content", self._content)
-        app.router.add_post("/v1/batches", self._create)
-        app.router.add_get("/v1/batches", self._list)
-        app.router.add_get("/v1/batches/{id}", self._retrieve)
-        app.router.add_post("/v1/batches/{id}/cancel", self._cancel)
+        app.router.add_post("/v1/files", _quiet(self._upload))
+        app.router.add_get("/v1/files/{id}", _quiet(self._file))
+        app.router.add_get("/v1/files/{id}/content", _quiet(self._content))
+        app.router.add_post("/v1/batches", _quiet(self._create))
+        app.router.add_get("/v1/batches", _quiet(self._list))
+        app.router.add_get("/v1/batches/{id}", _quiet(self._retrieve))
+        app.router.add_post("/v1/batches/{id}/cancel", _quiet(self._cancel))
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}-stand-in-{next(self._ids)}"

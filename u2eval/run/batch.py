@@ -34,6 +34,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from functools import partial
 from typing import TypeVar
 
@@ -41,7 +42,6 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_a
 
 from u2eval.errors import AdapterError, ConfigError, U2EvalError
 from u2eval.models.protocol import BatchLimits, BatchStatus, ModelAdapter, ModelRequest, SupportsBatch
-from u2eval.provenance import now_utc
 from u2eval.records import Completion, ImagePart
 from u2eval.run.batch_ledger import Submission, has_open_batches, submissions
 from u2eval.run.budget import CostBudget
@@ -177,7 +177,8 @@ class BatchRun:
             yield request
 
     def _record(self, event: str, label: str, **fields: object) -> None:
-        self.folder.record_batch(BatchEvent.model_validate({"event": event, "label": label, "at": now_utc(), **fields}))
+        at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        self.folder.record_batch(BatchEvent.model_validate({"event": event, "label": label, "at": at, **fields}))
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """A call to the batch API, retried as the dispatcher retries a request; a failure left is a ConfigError
