@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -95,13 +96,21 @@ def fit(data: Path) -> dict[str, Any]:
 # -- 2. overhead -----------------------------------------------------------------------------------------------
 
 
+def _children_cpu_s() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def timed_run(command: list[str]) -> tuple[float, dict[str, Any]]:
+    """Wall seconds and the manifest, with the run's CPU seconds (its processes: the reader's too) and its spans."""
+    cpu = _children_cpu_s()
     outcome = run_u2eval(command, timeout_s=3600)
+    cpu = _children_cpu_s() - cpu
     if outcome.returncode != 0:
         raise SystemExit(f"the run failed (exit {outcome.returncode}): {outcome.stderr[-2000:]}")
     folder = Path(command[command.index("--out") + 1])
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    return outcome.seconds, manifest | {"spans": _spans(folder)}
+    return outcome.seconds, manifest | {"spans": _spans(folder), "cpu_s": cpu}
 
 
 def _spans(folder: Path) -> dict[str, float]:
@@ -132,8 +141,8 @@ def overhead(server: Server, data: Path, root: Path, concurrency: int) -> dict[s
     return {
         "live_s": live_s,
         "batch_s": batch_s,
-        "live": live["timings"],
-        "batch": batch["timings"] | {"spans": batch["spans"]},
+        "live": live["timings"] | {"cpu_s": live["cpu_s"]},
+        "batch": batch["timings"] | {"spans": batch["spans"], "cpu_s": batch["cpu_s"]},
         "batches": batch["dispatch"].get("batch.batches"),
         "requests": batch["dispatch"].get("batch.submitted"),
         "differing": same_files(root / "live", root / "batch"),
@@ -266,7 +275,7 @@ def report_overhead(result: dict[str, Any]) -> list[tuple[str, bool]]:
         timings = result[name]
         print(
             f"   {name:>5} run: {result[name + '_s']:6.1f} s  (answer {timings['answer_s']:.1f} s, "
-            f"score {timings['score_s']:.1f} s)"
+            f"score {timings['score_s']:.1f} s; the client's CPU {timings['cpu_s']:.1f} s)"
         )
     spans = result["batch"]["spans"]
     print(

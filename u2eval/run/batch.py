@@ -171,7 +171,7 @@ class BatchRun:
         for request in requests:
             if request.key in held:
                 self.stats.held += 1
-                if self.budget is not None:
+                if self.budget is not None and self.settings.submit:  # (a live run reads on another thread)
                     self.budget.reserve([request])  # in flight until collected (the reservation is kept)
                 continue
             yield request
