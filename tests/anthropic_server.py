@@ -99,6 +99,32 @@ def image_blocks(body: dict[str, Any]) -> list[dict[str, Any]]:
     return blocks
 
 
+_TOKEN = re.compile(r"\w+|[^\w\s]")  # words and marks: about as many as a BPE tokenizer finds in English
+
+
+def billed_input_tokens(body: dict[str, Any]) -> int:
+    """The input tokens Anthropic bills a Messages request, as the stand-in reckons them: every word and mark of the
+    system and user text, 4 tokens a message, and each image by Anthropic's rule (fitted within a 1568-pixel long
+    edge and 1.15 megapixels, then width x height / 750), at the image's real size."""
+    tokens = len(_TOKEN.findall(str(body.get("system") or "")))
+    for message in body.get("messages", []):
+        tokens += 4
+        content = message.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        for block in blocks:
+            if block.get("type") == "text":
+                tokens += len(_TOKEN.findall(block.get("text") or ""))
+    for _, data in sent_images(body):
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+        except OSError:
+            continue
+        scale = min(1.0, 1568 / max(width, height), (1_150_000 / (width * height)) ** 0.5)
+        tokens += -(-int(width * scale) * int(height * scale) // 750)
+    return tokens
+
+
 def sent_images(body: dict[str, Any]) -> list[tuple[str, bytes]]:
     """(media_type, decoded bytes) of every image block of a request body."""
     return [
@@ -198,7 +224,7 @@ class AnthropicServer(WireServer):
             "content": content,
             "stop_reason": stop_reason,
             "stop_sequence": None,
-            "usage": {"input_tokens": 1500 if self.has_image(body) else 12, "output_tokens": output_tokens},
+            "usage": {"input_tokens": billed_input_tokens(body), "output_tokens": output_tokens},
         }
 
     def fault_reply(self, fault: Fault, model: str, body: dict[str, Any]) -> Reply:

@@ -126,7 +126,8 @@ def test_batch_answers_are_the_live_answers(server: GoogleServer) -> None:
     texts = {c.text for c in batch.values() if c.error is None}
     assert len(texts) == len(requests) - 3 and all(t and t.startswith("answer-") for t in texts)
     assert sorted(c.error for c in batch.values() if c.error) == ["empty", "refused", "refused"]
-    assert all(c.usage is not None and c.usage.input_tokens == 270 for c in batch.values())
+    # billed as the live call is (equal above): an image's 258 tokens and the text's
+    assert all(c.usage is not None and (c.usage.input_tokens or 0) > 258 for c in batch.values())
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
