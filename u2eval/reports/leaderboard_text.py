@@ -9,6 +9,7 @@ import io
 
 from u2eval.reports.grounded_board import grounded_columns
 from u2eval.reports.leaderboard import Board, BoardRow, Cell, TaskColumn
+from u2eval.scoring.cost_report import usd
 
 GROUNDED_NOTE = (
     "Grounded columns (not part of the U2-Score or the ranking): LL / OD / KD scored from the sector of each "
@@ -33,8 +34,7 @@ def cost_text(row: BoardRow) -> str:
     """The run's cost, its judge's apart: '$12.40 (+ judge $0.31)'; '–' without a price."""
     if row.cost_usd is None:
         return "–"
-    spent = f"${row.cost_usd:,.2f}" if row.cost_usd >= 1 else f"${row.cost_usd:.4f}"
-    return spent + (f" (+ judge ${row.judge_cost_usd:,.4f})" if row.judge_cost_usd else "")
+    return usd(row.cost_usd) + (f" (+ judge {usd(row.judge_cost_usd)})" if row.judge_cost_usd else "")
 
 
 def task_heading(column: TaskColumn) -> str:

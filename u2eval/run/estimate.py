@@ -29,6 +29,7 @@ from u2eval.records import Case, CaseMeta, ImagePart, Prompt
 from u2eval.run import options as run_options
 from u2eval.run.case_stream import kept
 from u2eval.run.options import RunOptions
+from u2eval.scoring.cost_report import usd
 
 log = logging.getLogger(__name__)
 
@@ -177,13 +178,6 @@ ESTIMATE_HEADER = [
     "task", "cases", "requests", "images", "pixels sent", "resized", "input tokens (text + image)",
     "output tokens (expected / at most)", "cost live (expected / at most)", "cost batch (expected)",
 ]  # fmt: skip
-
-
-def usd(value: float | None) -> str:
-    """Dollars as a reader wants them: cents, or four places below a dollar (a sample run costs fractions)."""
-    if value is None:
-        return "–"
-    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
 
 
 def estimate_rows(estimate: RunEstimate) -> list[list[str]]:

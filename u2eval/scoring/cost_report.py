@@ -7,6 +7,7 @@ from u2eval.scoring.summary import Summary
 
 
 def usd(value: float | None) -> str:
+    """Dollars as a reader wants them: cents, or four places below a dollar (a sample run costs fractions)."""
     if value is None:
         return "–"
     return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
