@@ -21,6 +21,7 @@ from u2eval.run.costs import recorded_costing, run_cost
 from u2eval.run.folder import CASES_FILE, SUMMARY_FILE, RunFolder
 from u2eval.run.records import Manifest
 from u2eval.run.scoring_pass import judge_answers, judged_scores
+from u2eval.run.store import ResponseStore
 from u2eval.scoring.aggregate import Summary, summarise
 from u2eval.scoring.summary import subset_reasons
 
@@ -72,7 +73,8 @@ def load_run(folder: Path) -> LoadedRun:
     """Re-judge and re-score a run folder from its stored answers, without any model call or write."""
     run = RunFolder(folder)
     manifest = run.require_manifest()
-    answers = run.answers()
+    store = ResponseStore(folder, repair=False)  # read once: the answers and their cost
+    answers = run.answers(store)
     judgements = judge_answers(answers, manifest.quirks)
     keys = {j.task for j in judgements}
     subset = subset_reasons(manifest.limit, manifest.dataset.get("selection"))
@@ -97,7 +99,7 @@ def load_run(folder: Path) -> LoadedRun:
         log.warning("%s: summary.json is stale or missing; using the re-scored numbers", folder)
     costing = recorded_costing(manifest)
     if costing is not None:
-        summary = summary.model_copy(update={"cost": run_cost(run, costing)})
+        summary = summary.model_copy(update={"cost": run_cost(run, costing, store)})
     verdicts = judged.verdicts if judged is not None else None
     return LoadedRun(folder, manifest, tuple(answers), tuple(judgements), summary, stale, verdicts)
 

@@ -66,6 +66,7 @@ def score_folder(
     manifest = run.manifest()
     if switches is None:
         switches = manifest.quirks if manifest else {}
+    store = store if store is not None else ResponseStore(folder, repair=False)  # read once: answers and cost
     answers = run.answers(store)
     judgements = judge_answers(answers, switches)
     task_keys = {j.task for j in judgements}
