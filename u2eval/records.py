@@ -70,6 +70,15 @@ class DiskRecord(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def without_unset(data: dict[str, object], names: tuple[str, ...]) -> dict[str, object]:
+    """A record's dump without the fields ``names`` where they are None: fields added later are written only when
+    set, so files written before them read (and re-write) byte for byte the same."""
+    for name in names:
+        if data.get(name) is None:
+            data.pop(name, None)
+    return data
+
+
 def short_hash(data: bytes, length: int = 10) -> str:
     """A short, stable hex digest used inside ids."""
     return hashlib.sha256(data).hexdigest()[:length]
@@ -229,12 +238,7 @@ class Usage(DiskRecord):
 
     @model_serializer(mode="wrap")
     def _without_unreported(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        # The two later fields are written only when reported, so answers stored before them read the same.
-        data: dict[str, object] = handler(self)
-        for name in ("cached_input_tokens", "reasoning_tokens"):
-            if data.get(name) is None:
-                data.pop(name, None)
-        return data
+        return without_unset(handler(self), ("cached_input_tokens", "reasoning_tokens"))
 
 
 class ImageSent(DiskRecord):
@@ -342,11 +346,7 @@ class Completion(DiskRecord):
 
     @model_serializer(mode="wrap")
     def _route_only_when_batch(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        # A live answer's line is what it was before batches existed.
-        data: dict[str, object] = handler(self)
-        if data.get("route") is None:
-            data.pop("route", None)
-        return data
+        return without_unset(handler(self), ("route",))  # a live answer's line: as before batches existed
 
     @field_validator("regions", mode="wrap")
     @classmethod

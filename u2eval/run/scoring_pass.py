@@ -18,8 +18,8 @@ from u2eval.run.costs import RunCosting, recorded_costing, run_cost
 from u2eval.run.folder import RunFolder
 from u2eval.run.records import ControlRecord, Manifest
 from u2eval.run.store import ResponseStore
-from u2eval.scoring.aggregate import JudgedScores, Summary, summarise
-from u2eval.scoring.judged import clinical_summary, judged_verdicts, summarise_judge
+from u2eval.scoring.aggregate import Summary, summarise
+from u2eval.scoring.judged import JudgedScores, clinical_summary, judged_verdicts, summarise_judge
 from u2eval.scoring.judging import judge
 from u2eval.scoring.summary import subset_reasons
 from u2eval.scoring.summary_report import write_summary

@@ -20,11 +20,10 @@ from functools import partial
 import numpy as np
 
 from u2eval.benchmark.tasks import DatasetSpec, TaskSpec, all_tasks, task_keys
-from u2eval.records import Judgement, ScoringMode, Verdict
+from u2eval.records import Judgement, ScoringMode
 from u2eval.scoring.attribution import case_reasons, dataset_reasons
-from u2eval.scoring.clinical import ClinicalSummary
 from u2eval.scoring.dataset_scores import DatasetScore, metric_names, score_dataset
-from u2eval.scoring.judged import JudgeSummary
+from u2eval.scoring.judged import JudgedScores
 from u2eval.scoring.metrics import get_metric
 from u2eval.scoring.summary import (
     REPORT_DECIMALS,
@@ -51,7 +50,7 @@ from u2eval.scoring.table_rules import (
 )
 from u2eval.scoring.text_metrics import sacrebleu_signature
 
-__all__ = ["JudgedScores", "ModeSummary", "Summary", "score_mode", "summarise"]
+__all__ = ["ModeSummary", "Summary", "score_mode", "summarise"]
 
 OUTCOMES = ("ok", "unparseable", "refused", "empty", "infra_error")
 
@@ -328,13 +327,7 @@ def summarise(
         status="partial" if subset or unreadable_rows else modes["strict"].status,
         subset=list(subset),
         unreadable_rows=unreadable_rows,
-        infra_errors_by_kind=dict(
-            sorted(
-                Counter(
-                    j.error or "missing" for js in groups.values() for j in js if j.outcome == "infra_error"
-                ).items()
-            )
-        ),
+        infra_errors_by_kind=_infra_kinds(groups),
         usage=_usage(groups, specs),
         n_judgements=sum(len(js) for js in groups.values()),
         tasks_run=[k for k in specs if any(r[0] == k for r in groups)],
@@ -356,15 +349,6 @@ def summarise(
         judge=judged.judge if judged is not None else None,
         clinical=judged.clinical if judged is not None else None,
     )
-
-
-@dataclass(frozen=True)
-class JudgedScores:
-    """What a judge adds to a run's summary: each case's judged verdict, and how the judge went."""
-
-    verdicts: Mapping[str, Verdict]  # case id -> judged verdict (``u2eval.scoring.judged``)
-    judge: JudgeSummary
-    clinical: ClinicalSummary | None
 
 
 def _judged_mode(

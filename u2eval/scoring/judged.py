@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from u2eval.benchmark.tasks import get_task
 from u2eval.records import CaseMeta, DiskRecord, Judgement, Verdict
@@ -95,6 +96,15 @@ def judged_verdict(case: CaseMeta, judgement: Judgement, reading: JudgeReading |
     if judge_kind(judgement) == "extraction" and reading is not None and reading.status == "read":
         return strict_verdict(case, Parsed(reading.value, "ok"), get_task(judgement.task))
     return judgement.strict
+
+
+@dataclass(frozen=True)
+class JudgedScores:
+    """What a judge adds to a run's summary: each case's judged verdict, and how the judge went."""
+
+    verdicts: Mapping[str, Verdict]  # case id -> judged verdict
+    judge: JudgeSummary
+    clinical: ClinicalSummary | None
 
 
 def judged_verdicts(

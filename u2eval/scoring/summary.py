@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
-from u2eval.records import ScoringMode
+from u2eval.records import ScoringMode, without_unset
 from u2eval.scoring.clinical import ClinicalSummary
 from u2eval.scoring.cost_records import CostSummary
 from u2eval.scoring.judged import JudgeSummary
@@ -152,11 +152,7 @@ class Summary(_Frozen):
 
     @model_serializer(mode="wrap")
     def _without_absent_judge(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        data: dict[str, object] = handler(self)
-        for name in ("judge", "clinical", "cost"):
-            if data.get(name) is None:
-                data.pop(name, None)
-        return data
+        return without_unset(handler(self), ("judge", "clinical", "cost"))
 
 
 def subset_reasons(limit: int | None, selection: str | None) -> list[str]:
